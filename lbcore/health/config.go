@@ -1,15 +1,430 @@
-// Package health runs the appliance's health checks (TCP, HTTP, SSL/HTTPS).
+// Package health runs the appliance's health checks (TCP, HTTP, HTTPS and a
+// TLS handshake check) against pool members, keeps a rise/fall state per
+// member and computes what a pool should serve from those states.
+//
+// The package knows nothing about pools or IPVS: the LB daemon hands it
+// members (Member) and monitor definitions (Monitor), receives transition
+// events, and asks PoolEffect what a pool's destinations should be.
 package health
 
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"go.yaml.in/yaml/v3"
+)
+
+// Monitor types.
+const (
+	TypeTCP   = "tcp"   // TCP connect
+	TypeHTTP  = "http"  // HTTP request over TCP
+	TypeHTTPS = "https" // HTTP request over TLS
+	TypeSSL   = "ssl"   // TLS handshake only
+)
+
+// Initial states a member can start in (Monitor.InitialState).
+const (
+	InitialUnknown = "unknown" // not serving; the first result decides
+	InitialDown    = "down"    // not serving; needs rise successes
+	InitialUp      = "up"      // serving; needs fall failures to leave
+)
+
+// Defaults for unset monitor fields.
+const (
+	DefaultInterval     = 5 * time.Second
+	DefaultTimeout      = 2 * time.Second
+	DefaultRise         = 2
+	DefaultFall         = 3
+	DefaultMethod       = "GET"
+	DefaultPath         = "/"
+	DefaultExpectStatus = "200-399"
+)
+
 // Monitors is the monitors section of the appliance config, by monitor name.
-// (Filled in by the health-check work.)
+// Pools refer to a monitor by its name.
 type Monitors map[string]Monitor
 
 // Monitor is one health monitor definition.
-type Monitor struct{}
+type Monitor struct {
+	// Type is tcp, http, https or ssl (TLS handshake only).
+	Type string `yaml:"type"`
+	// Interval between the starts of two checks of one member (default 5s).
+	Interval Duration `yaml:"interval"`
+	// Timeout bounds one check (default 2s, or half the interval when the
+	// interval is 2s or less); it must be shorter than the interval.
+	Timeout Duration `yaml:"timeout"`
+	// Rise is how many consecutive successes bring a down member up (default 2).
+	Rise int `yaml:"rise"`
+	// Fall is how many consecutive failures take an up member down (default 3).
+	Fall int `yaml:"fall"`
+	// InitialState is where a new member starts: unknown (default: not
+	// serving, the first check result decides), down (needs rise successes)
+	// or up (serving until fall failures).
+	InitialState string `yaml:"initial_state"`
+	// Source is the local address checks are sent from, usually the
+	// appliance's Internal self IP so checks take the real path.
+	Source string `yaml:"source"`
+	// Port is the port checked; 0 (default) checks the member's own port.
+	Port int `yaml:"port"`
 
-// ApplyDefaults fills in defaults.
-func (m Monitors) ApplyDefaults() {}
+	// HTTP and HTTPS only.
+	Method string `yaml:"method"` // default GET
+	Path   string `yaml:"path"`   // default "/"
+	// Host is the Host header (default: the member's address).
+	Host    string            `yaml:"host"`
+	Headers map[string]string `yaml:"headers"`
+	// ExpectStatus lists accepted status codes and ranges, e.g. "200-299" or
+	// "200,301-302" (default 200-399).
+	ExpectStatus string `yaml:"expect_status"`
+	// ExpectBody is a regular expression the body (its first MaxBody bytes)
+	// must match.
+	ExpectBody string `yaml:"expect_body"`
+	// ExpectBodySHA256 is the hex SHA-256 digest the whole body must have.
+	ExpectBodySHA256 string `yaml:"expect_body_sha256"`
+
+	// HTTPS and SSL only.
+	// SNI is the TLS server name sent and verified (default: Host, else none
+	// and the certificate is verified against the member's IP address).
+	SNI string `yaml:"sni"`
+	// Verify checks the server's certificate chain, validity and name.
+	// Off by default: backends commonly carry internal certificates.
+	Verify bool `yaml:"verify"`
+	// CABundle is a PEM file of trusted CAs (with verify; default: the
+	// system roots).
+	CABundle string `yaml:"ca_bundle"`
+}
+
+// Duration is a time.Duration written in YAML as "1s", "500ms", "1m30s" or a
+// plain number of seconds.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string or a number of seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: a duration must be a scalar like 5s or 500ms", n.Line)
+	}
+	v := strings.TrimSpace(n.Value)
+	if dur, err := time.ParseDuration(v); err == nil {
+		*d = Duration(dur)
+		return nil
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(secs, 0) && !math.IsNaN(secs) && math.Abs(secs) < 1e6 {
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	return fmt.Errorf("line %d: %q is not a duration (write 5s, 500ms or a number of seconds)", n.Line, v)
+}
+
+// MarshalYAML writes the Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// ApplyDefaults fills in every unset field that has a default.
+func (m Monitors) ApplyDefaults() {
+	for name, mon := range m {
+		mon.ApplyDefaults()
+		m[name] = mon
+	}
+}
+
+// ApplyDefaults fills in the unset fields of one monitor.
+func (m *Monitor) ApplyDefaults() {
+	m.Type = strings.ToLower(strings.TrimSpace(m.Type))
+	if m.Interval == 0 {
+		m.Interval = Duration(DefaultInterval)
+	}
+	if m.Timeout == 0 {
+		m.Timeout = Duration(DefaultTimeout)
+		if m.Interval.D() <= DefaultTimeout {
+			m.Timeout = m.Interval / 2
+		}
+	}
+	if m.Rise == 0 {
+		m.Rise = DefaultRise
+	}
+	if m.Fall == 0 {
+		m.Fall = DefaultFall
+	}
+	if m.InitialState == "" {
+		m.InitialState = InitialUnknown
+	}
+	if m.isHTTP() {
+		if m.Method == "" {
+			m.Method = DefaultMethod
+		}
+		if m.Path == "" {
+			m.Path = DefaultPath
+		}
+		if m.ExpectStatus == "" {
+			m.ExpectStatus = DefaultExpectStatus
+		}
+	}
+}
+
+func (m *Monitor) isHTTP() bool { return m.Type == TypeHTTP || m.Type == TypeHTTPS }
+func (m *Monitor) isTLS() bool  { return m.Type == TypeHTTPS || m.Type == TypeSSL }
+
+var (
+	monitorNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
+	tokenRE       = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") // RFC 9110 token
+	sha256RE      = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	hostRE        = regexp.MustCompile(`^[a-zA-Z0-9.:\[\]_-]+$`)
+)
 
 // Validate checks the section; paths are relative to "monitors".
-func (m Monitors) Validate() error { return nil }
+func (m Monitors) Validate() error {
+	var errs cfgerr.List
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !monitorNameRE.MatchString(name) {
+			errs.Add(name, "%q is not a valid monitor name (letters, digits, '_' and '-', at most 63)", name)
+			continue
+		}
+		mon := m[name]
+		errs.Merge(name, mon.Validate())
+	}
+	return errs.Err()
+}
+
+// Validate checks one monitor (after ApplyDefaults); paths are relative to
+// the monitor. It reads the CA bundle to make sure it is usable.
+func (m *Monitor) Validate() error {
+	var errs cfgerr.List
+	switch m.Type {
+	case TypeTCP, TypeHTTP, TypeHTTPS, TypeSSL:
+	case "":
+		errs.Add("type", "missing; one of tcp, http, https, ssl")
+	default:
+		errs.Add("type", "%q is not a monitor type; one of tcp, http, https, ssl", m.Type)
+	}
+	if m.Interval <= 0 {
+		errs.Add("interval", "must be positive, got %s", m.Interval)
+	} else if m.Interval.D() < 10*time.Millisecond {
+		errs.Add("interval", "%s is too short (at least 10ms)", m.Interval)
+	}
+	if m.Timeout <= 0 {
+		errs.Add("timeout", "must be positive, got %s", m.Timeout)
+	} else if m.Timeout >= m.Interval {
+		errs.Add("timeout", "%s must be shorter than the interval (%s)", m.Timeout, m.Interval)
+	}
+	if m.Rise < 1 {
+		errs.Add("rise", "must be at least 1, got %d", m.Rise)
+	}
+	if m.Fall < 1 {
+		errs.Add("fall", "must be at least 1, got %d", m.Fall)
+	}
+	switch m.InitialState {
+	case InitialUnknown, InitialDown, InitialUp:
+	default:
+		errs.Add("initial_state", "%q is not one of unknown, down, up", m.InitialState)
+	}
+	if m.Source != "" {
+		if _, err := parseSource(m.Source); err != nil {
+			errs.Add("source", "%v", err)
+		}
+	}
+	if m.Port < 0 || m.Port > 65535 {
+		errs.Add("port", "%d is not a port (1-65535, or 0 for the member's port)", m.Port)
+	}
+	if m.isHTTP() {
+		m.validateHTTP(&errs)
+	} else {
+		for field, set := range map[string]bool{
+			"method": m.Method != "", "path": m.Path != "", "host": m.Host != "",
+			"headers": len(m.Headers) > 0, "expect_status": m.ExpectStatus != "",
+			"expect_body": m.ExpectBody != "", "expect_body_sha256": m.ExpectBodySHA256 != "",
+		} {
+			if set && m.Type != "" {
+				errs.Add(field, "only http and https monitors use %s (type is %s)", field, m.Type)
+			}
+		}
+	}
+	if m.isTLS() {
+		m.validateTLS(&errs)
+	} else {
+		for field, set := range map[string]bool{"sni": m.SNI != "", "verify": m.Verify, "ca_bundle": m.CABundle != ""} {
+			if set && m.Type != "" {
+				errs.Add(field, "only https and ssl monitors use %s (type is %s)", field, m.Type)
+			}
+		}
+	}
+	errs.Sort()
+	return errs.Err()
+}
+
+func (m *Monitor) validateHTTP(errs *cfgerr.List) {
+	if !tokenRE.MatchString(m.Method) {
+		errs.Add("method", "%q is not an HTTP method", m.Method)
+	}
+	if !strings.HasPrefix(m.Path, "/") || strings.ContainsAny(m.Path, " \r\n\t") {
+		errs.Add("path", "%q must start with '/' and contain no spaces or control characters", m.Path)
+	}
+	if m.Host != "" && !hostRE.MatchString(m.Host) {
+		errs.Add("host", "%q is not a host name", m.Host)
+	}
+	for name, value := range m.Headers {
+		p := cfgerr.Join("headers", name)
+		if !tokenRE.MatchString(name) {
+			errs.Add(p, "%q is not a header name", name)
+		}
+		if strings.EqualFold(name, "host") {
+			errs.Add(p, "set the Host header with the host field")
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			errs.Add(p, "header value contains a line break or NUL")
+		}
+	}
+	if _, err := ParseStatusSpec(m.ExpectStatus); err != nil {
+		errs.Add("expect_status", "%v", err)
+	}
+	if m.ExpectBody != "" {
+		if _, err := regexp.Compile(m.ExpectBody); err != nil {
+			errs.Add("expect_body", "bad regular expression: %v", err)
+		}
+	}
+	if m.ExpectBodySHA256 != "" && !sha256RE.MatchString(m.ExpectBodySHA256) {
+		errs.Add("expect_body_sha256", "must be 64 hex digits (a SHA-256 digest)")
+	}
+	if strings.EqualFold(m.Method, "HEAD") && (m.ExpectBody != "" || m.ExpectBodySHA256 != "") {
+		errs.Add("method", "HEAD responses have no body to match expect_body or expect_body_sha256")
+	}
+}
+
+func (m *Monitor) validateTLS(errs *cfgerr.List) {
+	if m.SNI != "" && !hostRE.MatchString(m.SNI) {
+		errs.Add("sni", "%q is not a host name", m.SNI)
+	}
+	if m.CABundle == "" {
+		return
+	}
+	if !m.Verify {
+		errs.Add("ca_bundle", "has no effect unless verify is true")
+		return
+	}
+	if _, err := loadCABundle(m.CABundle); err != nil {
+		errs.Add("ca_bundle", "%v", err)
+	}
+}
+
+func parseSource(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	if a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q: zoned addresses are not supported", s)
+	}
+	if a.IsUnspecified() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("%s cannot be a source address", a)
+	}
+	return a.Unmap(), nil
+}
+
+func loadCABundle(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificates", path)
+	}
+	return pool, nil
+}
+
+// StatusSpec is a parsed set of accepted HTTP status codes.
+type StatusSpec []StatusRange
+
+// StatusRange is an inclusive range of status codes.
+type StatusRange struct{ Lo, Hi int }
+
+// ParseStatusSpec reads "200", "200-299", "301,302" or "200,301-302".
+func ParseStatusSpec(s string) (StatusSpec, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("empty status list")
+	}
+	var spec StatusSpec
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := parseStatus(lo)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", part, err)
+		}
+		b := a
+		if isRange {
+			if b, err = parseStatus(hi); err != nil {
+				return nil, fmt.Errorf("%q: %w", part, err)
+			}
+			if b < a {
+				return nil, fmt.Errorf("%q: range ends before it starts", part)
+			}
+		}
+		spec = append(spec, StatusRange{a, b})
+	}
+	return spec, nil
+}
+
+func parseStatus(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if len(s) != 3 {
+		return 0, fmt.Errorf("%q is not a 3-digit status code", s)
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a 3-digit status code", s)
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n < 100 || n > 599 {
+		return 0, fmt.Errorf("%d is not an HTTP status code (100-599)", n)
+	}
+	return n, nil
+}
+
+// Match reports whether code is accepted.
+func (s StatusSpec) Match(code int) bool {
+	for _, r := range s {
+		if code >= r.Lo && code <= r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (s StatusSpec) String() string {
+	parts := make([]string, len(s))
+	for i, r := range s {
+		if r.Lo == r.Hi {
+			parts[i] = fmt.Sprint(r.Lo)
+		} else {
+			parts[i] = fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// decodeHexDigest returns the bytes of a validated hex digest.
+func decodeHexDigest(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
+}

@@ -1,0 +1,391 @@
+package health
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Member is one thing to check: a pool member with its monitor.
+type Member struct {
+	// ID names the member uniquely across the scheduler, e.g.
+	// "web-pool/198.51.100.11:80". It also fixes the member's phase.
+	ID      string
+	Target  Target
+	Monitor string // a key of the Monitors given to Configure
+}
+
+// Event is a member's state transition.
+type Event struct {
+	Member  string
+	Target  Target
+	Monitor string
+	From    State
+	To      State
+	Reason  string // the reason of the check result that caused it
+	At      time.Time
+	Check   uint64 // sequence number (1-based) of that check for this member
+}
+
+// Observation is one completed check, for metrics and tests.
+type Observation struct {
+	Member    string
+	Seq       uint64 // 1-based check number for this member
+	Result    Result
+	Scheduled time.Time // the member's slot
+	Started   time.Time // when the check really began
+	State     State     // the member's state after this result
+}
+
+// MemberStatus is a member's state as shown by Snapshot.
+type MemberStatus struct {
+	ID          string
+	Monitor     string
+	Target      Target
+	State       State
+	Since       time.Time // last transition (or when the member was added)
+	Checks      uint64    // completed checks
+	Skipped     uint64    // slots skipped because the previous check still ran
+	Transitions uint64
+	LastOK      bool
+	LastReason  string
+	LastCheck   time.Time
+	LastLatency time.Duration
+	OKRun       int
+	FailRun     int
+}
+
+// Options configure a Scheduler. All fields are optional.
+type Options struct {
+	Log logrus.FieldLogger
+	// Dial replaces how checks open connections (tests: namespaces).
+	Dial DialFunc
+	// OnTransition is called for every state change, outside the
+	// scheduler's lock, from the goroutine of the check that caused it.
+	OnTransition func(Event)
+	// OnResult is called for every completed check, likewise. It must be
+	// quick: it runs for every check.
+	OnResult func(Observation)
+	// Quantum is the dispatcher's wake-up granularity (default 1ms): checks
+	// due within one quantum are started together.
+	Quantum time.Duration
+}
+
+// Scheduler checks members at their monitors' intervals. Each member's start
+// time is spread over the interval by a hash of its ID, each check runs in
+// its own goroutine bounded by its timeout, and a member never has two checks
+// running: a slot that comes while the previous check still runs is skipped.
+// So at most one goroutine per member is ever in flight and a hanging member
+// costs only its own timeout.
+type Scheduler struct {
+	opts Options
+	log  logrus.FieldLogger
+
+	mu       sync.Mutex
+	members  map[string]*memberState
+	queue    memberHeap
+	monitors Monitors
+	checkers map[string]Checker
+	wake     chan struct{}
+	running  bool
+}
+
+type memberState struct {
+	Member
+	checker  Checker
+	interval time.Duration
+	mon      Monitor
+	next     time.Time
+	index    int // in the heap, -1 when not queued
+	removed  bool
+	inFlight bool
+	seq      uint64 // checks started
+	tracker  Tracker
+	status   MemberStatus
+}
+
+// NewScheduler makes an idle scheduler; call Configure and Run.
+func NewScheduler(opts Options) *Scheduler {
+	if opts.Log == nil {
+		l := logrus.New()
+		l.SetOutput(discard{})
+		opts.Log = l
+	}
+	if opts.Quantum <= 0 {
+		opts.Quantum = time.Millisecond
+	}
+	return &Scheduler{
+		opts:     opts,
+		log:      opts.Log,
+		members:  map[string]*memberState{},
+		checkers: map[string]Checker{},
+		wake:     make(chan struct{}, 1),
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Configure replaces the monitors and members. It builds every checker first
+// and changes nothing when any monitor or member is bad. A member whose ID,
+// target and monitor definition are unchanged keeps its state and its slot;
+// one whose target changed starts over from its initial state.
+func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
+	checkers := make(map[string]Checker, len(monitors))
+	mons := make(Monitors, len(monitors))
+	for name, m := range monitors {
+		m.ApplyDefaults()
+		c, err := NewChecker(m, s.opts.Dial)
+		if err != nil {
+			return fmt.Errorf("monitor %s: %w", name, err)
+		}
+		checkers[name] = c
+		mons[name] = m
+	}
+	seen := make(map[string]bool, len(members))
+	for _, m := range members {
+		if m.ID == "" {
+			return fmt.Errorf("member %s: empty ID", m.Target)
+		}
+		if seen[m.ID] {
+			return fmt.Errorf("member %s: duplicate ID", m.ID)
+		}
+		seen[m.ID] = true
+		if _, ok := mons[m.Monitor]; !ok {
+			return fmt.Errorf("member %s: unknown monitor %q", m.ID, m.Monitor)
+		}
+		if !m.Target.Addr.IsValid() {
+			return fmt.Errorf("member %s: no address", m.ID)
+		}
+	}
+
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, old := range s.members {
+		if !seen[id] {
+			s.drop(old)
+		}
+	}
+	for _, m := range members {
+		mon := mons[m.Monitor]
+		old := s.members[m.ID]
+		if old != nil && old.Target == m.Target && old.Monitor == m.Monitor && reflect.DeepEqual(old.mon, mon) {
+			old.checker = checkers[m.Monitor] // same definition, fresh checker (CA may have been reread)
+			continue
+		}
+		ms := &memberState{
+			Member:   m,
+			checker:  checkers[m.Monitor],
+			interval: mon.Interval.D(),
+			mon:      mon,
+			index:    -1,
+			tracker:  Tracker{Rise: mon.Rise, Fall: mon.Fall, State: initialState(mon.InitialState)},
+		}
+		ms.status = MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: ms.tracker.State, Since: now}
+		if old != nil {
+			if old.Target == m.Target {
+				// Same server, changed monitor: keep what we know of it.
+				ms.tracker.State, ms.tracker.OKRun, ms.tracker.FailRun = old.tracker.State, old.tracker.OKRun, old.tracker.FailRun
+				ms.status = old.status
+				ms.status.Monitor = m.Monitor
+				ms.seq = old.seq
+			}
+			s.drop(old)
+		}
+		ms.next = firstSlot(now, ms.interval, phase(m.ID, ms.interval))
+		s.members[m.ID] = ms
+		heap.Push(&s.queue, ms)
+	}
+	s.monitors, s.checkers = mons, checkers
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (s *Scheduler) drop(m *memberState) {
+	m.removed = true
+	if m.index >= 0 {
+		heap.Remove(&s.queue, m.index)
+	}
+	delete(s.members, m.ID)
+}
+
+// phase is the member's fixed offset within its interval.
+func phase(id string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// firstSlot is the first time after now that is phase past a multiple of
+// interval (counted from the Unix epoch, so slots survive restarts).
+func firstSlot(now time.Time, interval, phase time.Duration) time.Time {
+	n := now.UnixNano()
+	k := (n - int64(phase)) / int64(interval)
+	t := k*int64(interval) + int64(phase)
+	for t <= n {
+		t += int64(interval)
+	}
+	return time.Unix(0, t)
+}
+
+// Run dispatches checks until ctx ends, then waits for running checks.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("health scheduler already running")
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		s.mu.Lock()
+		s.running = false
+		s.mu.Unlock()
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		s.mu.Lock()
+		for len(s.queue) > 0 && !s.queue[0].next.After(now) {
+			m := s.queue[0]
+			scheduled := m.next
+			if m.inFlight {
+				m.status.Skipped++
+			} else {
+				m.inFlight = true
+				m.seq++
+				wg.Add(1)
+				go func(m *memberState, c Checker, seq uint64) {
+					defer wg.Done()
+					s.check(ctx, m, c, seq, scheduled)
+				}(m, m.checker, m.seq)
+			}
+			m.next = m.next.Add(m.interval)
+			if !m.next.After(now) { // fell behind (pause, overload): skip to the next slot
+				m.next = firstSlot(now, m.interval, phase(m.ID, m.interval))
+			}
+			heap.Fix(&s.queue, 0)
+		}
+		wait := time.Hour
+		if len(s.queue) > 0 {
+			wait = max(time.Until(s.queue[0].next), s.opts.Quantum)
+		}
+		s.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Scheduler) check(ctx context.Context, m *memberState, c Checker, seq uint64, scheduled time.Time) {
+	started := time.Now()
+	res := c.Check(ctx, m.Target)
+	done := time.Now()
+
+	s.mu.Lock()
+	m.inFlight = false
+	if m.removed || ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	changed, from := m.tracker.Observe(res.OK)
+	st := &m.status
+	st.Checks++
+	st.LastOK, st.LastReason, st.LastCheck, st.LastLatency = res.OK, res.Reason, done, res.Latency
+	st.OKRun, st.FailRun, st.State = m.tracker.OKRun, m.tracker.FailRun, m.tracker.State
+	var ev Event
+	if changed {
+		st.Transitions++
+		st.Since = done
+		ev = Event{Member: m.ID, Target: m.Target, Monitor: m.Monitor, From: from, To: m.tracker.State,
+			Reason: res.Reason, At: done, Check: seq}
+	}
+	state := m.tracker.State
+	s.mu.Unlock()
+
+	if s.opts.OnResult != nil {
+		s.opts.OnResult(Observation{Member: m.ID, Seq: seq, Result: res, Scheduled: scheduled, Started: started, State: state})
+	}
+	if changed {
+		entry := s.log.WithFields(logrus.Fields{
+			"member": ev.Member, "target": ev.Target.String(), "monitor": ev.Monitor,
+			"from": ev.From.String(), "to": ev.To.String(), "reason": ev.Reason,
+		})
+		if ev.To == StateDown {
+			entry.Warn("health: member down")
+		} else {
+			entry.Info("health: member " + ev.To.String())
+		}
+		if s.opts.OnTransition != nil {
+			s.opts.OnTransition(ev)
+		}
+	}
+}
+
+// State returns a member's current state.
+func (s *Scheduler) State(id string) (State, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[id]
+	if !ok {
+		return StateUnknown, false
+	}
+	return m.tracker.State, true
+}
+
+// Snapshot returns every member's status, sorted by ID.
+func (s *Scheduler) Snapshot() []MemberStatus {
+	s.mu.Lock()
+	out := make([]MemberStatus, 0, len(s.members))
+	for _, m := range s.members {
+		out = append(out, m.status)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// memberHeap orders members by their next slot.
+type memberHeap []*memberState
+
+func (h memberHeap) Len() int           { return len(h) }
+func (h memberHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h memberHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *memberHeap) Push(x any) {
+	m := x.(*memberState)
+	m.index = len(*h)
+	*h = append(*h, m)
+}
+func (h *memberHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	m.index = -1
+	*h = old[:len(old)-1]
+	return m
+}
