@@ -1,0 +1,203 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPhaseSpread(t *testing.T) {
+	const n, buckets = 10000, 20
+	interval := time.Second
+	var count [buckets]int
+	for i := 0; i < n; i++ {
+		p := phase(fmt.Sprintf("pool/198.51.%d.%d:80", i/250, i%250), interval)
+		if p < 0 || p >= interval {
+			t.Fatalf("phase %s outside interval", p)
+		}
+		count[int(p*buckets/interval)]++
+	}
+	for i, c := range count {
+		if c < n/buckets*8/10 || c > n/buckets*12/10 {
+			t.Errorf("bucket %d holds %d of %d phases (want %d ±20%%)", i, c, n, n/buckets)
+		}
+	}
+	if phase("x", interval) != phase("x", interval) {
+		t.Error("phase is not deterministic")
+	}
+}
+
+func TestFirstSlot(t *testing.T) {
+	now := time.Unix(100, 250_000_000)
+	got := firstSlot(now, time.Second, 100*time.Millisecond)
+	if want := time.Unix(101, 100_000_000); !got.Equal(want) {
+		t.Errorf("firstSlot = %v, want %v", got, want)
+	}
+	got = firstSlot(now, time.Second, 300*time.Millisecond)
+	if want := time.Unix(100, 300_000_000); !got.Equal(want) {
+		t.Errorf("firstSlot = %v, want %v", got, want)
+	}
+}
+
+// fakeChecker blocks per target as told, ignoring the context (a worst-case
+// checker), and records concurrency.
+type fakeChecker struct {
+	mu       sync.Mutex
+	block    map[netip.Addr]time.Duration
+	ok       map[netip.Addr]bool
+	inFlight map[netip.Addr]int
+	maxIn    map[netip.Addr]int
+}
+
+func (f *fakeChecker) Check(ctx context.Context, t Target) Result {
+	f.mu.Lock()
+	f.inFlight[t.Addr]++
+	f.maxIn[t.Addr] = max(f.maxIn[t.Addr], f.inFlight[t.Addr])
+	d, ok := f.block[t.Addr], f.ok[t.Addr]
+	f.mu.Unlock()
+	time.Sleep(d)
+	f.mu.Lock()
+	f.inFlight[t.Addr]--
+	f.mu.Unlock()
+	if ok {
+		return Result{OK: true, Reason: "fake ok"}
+	}
+	return Result{Reason: "fake failure"}
+}
+
+// TestNoPileUp runs the dispatcher with a checker that overruns its slot
+// 2.5 times: the member never has two checks at once, its extra slots are
+// counted as skipped, and a healthy member beside it keeps its rhythm.
+func TestNoPileUp(t *testing.T) {
+	slow, fast := netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.12")
+	fc := &fakeChecker{
+		block:    map[netip.Addr]time.Duration{slow: 250 * time.Millisecond},
+		ok:       map[netip.Addr]bool{fast: true},
+		inFlight: map[netip.Addr]int{}, maxIn: map[netip.Addr]int{},
+	}
+	var mu sync.Mutex
+	starts := map[string][]time.Time{}
+	s := NewScheduler(Options{OnResult: func(o Observation) {
+		mu.Lock()
+		starts[o.Member] = append(starts[o.Member], o.Started)
+		mu.Unlock()
+	}})
+	mon := Monitor{Type: TypeTCP, Interval: Duration(100 * time.Millisecond)}
+	mon.ApplyDefaults()
+	if err := s.Configure(Monitors{"m": mon}, []Member{
+		{ID: "slow", Target: Target{slow, 80}, Monitor: "m"},
+		{ID: "fast", Target: Target{fast, 80}, Monitor: "m"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Swap in the fake checker for both members.
+	s.mu.Lock()
+	for _, m := range s.members {
+		m.checker = fc
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	s.Run(ctx)
+
+	if fc.maxIn[slow] != 1 {
+		t.Errorf("slow member had %d checks at once", fc.maxIn[slow])
+	}
+	snap := map[string]MemberStatus{}
+	for _, st := range s.Snapshot() {
+		snap[st.ID] = st
+	}
+	if snap["slow"].Skipped < 5 {
+		t.Errorf("slow member skipped %d slots, want >= 5 (each check spans 3 slots)", snap["slow"].Skipped)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	fs := starts["fast"]
+	if len(fs) < 10 || len(fs) > 12 {
+		t.Errorf("fast member ran %d checks in 1.2s at 100ms, want 10-12", len(fs))
+	}
+	for i := 1; i < len(fs); i++ {
+		if gap := fs[i].Sub(fs[i-1]); gap < 80*time.Millisecond || gap > 120*time.Millisecond {
+			t.Errorf("fast member gap %d = %s, want 100ms ±20ms", i, gap)
+		}
+	}
+	if st := snap["fast"]; st.State != StateUp || st.Transitions != 1 || st.LastReason != "fake ok" {
+		t.Errorf("fast status %+v", st)
+	}
+}
+
+func TestConfigureReconcile(t *testing.T) {
+	s := NewScheduler(Options{})
+	mon := Monitor{Type: TypeTCP, Interval: Duration(time.Second), InitialState: InitialUp}
+	a := Member{ID: "a", Target: Target{netip.MustParseAddr("198.51.100.11"), 80}, Monitor: "m"}
+	b := Member{ID: "b", Target: Target{netip.MustParseAddr("198.51.100.12"), 80}, Monitor: "m"}
+	if err := s.Configure(Monitors{"m": mon}, []Member{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	// Pretend a went down.
+	s.mu.Lock()
+	s.members["a"].tracker.State = StateDown
+	s.members["b"].tracker.State = StateDown
+	s.mu.Unlock()
+
+	// Unknown monitor: rejected, nothing changes.
+	c := Member{ID: "c", Target: b.Target, Monitor: "nope"}
+	if err := s.Configure(Monitors{"m": mon}, []Member{a, c}); err == nil {
+		t.Fatal("unknown monitor accepted")
+	}
+	if len(s.Snapshot()) != 2 {
+		t.Fatal("failed Configure changed the members")
+	}
+	// Bad monitor: rejected.
+	if err := s.Configure(Monitors{"m": {Type: "icmp"}}, []Member{a}); err == nil {
+		t.Fatal("bad monitor accepted")
+	}
+
+	// a unchanged keeps its state; b moves to another server and starts over.
+	b.Target.Port = 8080
+	if err := s.Configure(Monitors{"m": mon}, []Member{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.State("a"); st != StateDown {
+		t.Errorf("unchanged member lost its state: %s", st)
+	}
+	if st, _ := s.State("b"); st != StateUp {
+		t.Errorf("moved member kept old state: %s (want initial up)", st)
+	}
+	if err := s.Configure(Monitors{"m": mon}, []Member{b}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.State("a"); ok || len(s.queue) != 1 {
+		t.Errorf("removed member still present (queue %d)", len(s.queue))
+	}
+}
+
+func TestCheckerNeverHangs(t *testing.T) {
+	// The context bound holds even when the dial function ignores nothing
+	// but blocks on the context: the check returns by its timeout.
+	var calls atomic.Int32
+	dial := DialFunc(func(ctx context.Context, _ *net.Dialer, _, _ string) (net.Conn, error) {
+		calls.Add(1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	mon := Monitor{Type: TypeHTTP, Interval: Duration(time.Second), Timeout: Duration(50 * time.Millisecond)}
+	mon.ApplyDefaults()
+	c, err := NewChecker(mon, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := c.Check(context.Background(), Target{netip.MustParseAddr("198.51.100.11"), 80})
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Errorf("check took %s with a 50ms timeout", el)
+	}
+	if r.OK || r.Reason != "timeout after 50ms (connect)" || calls.Load() != 1 {
+		t.Errorf("result %+v", r)
+	}
+}
