@@ -1,0 +1,131 @@
+package ipvs
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"golang.org/x/sys/unix"
+)
+
+// Health reports whether a pool member is up. A nil Health treats every
+// member as up.
+type Health func(pool string, member netip.AddrPort) bool
+
+// Desired builds the IPVS table the config asks for. The config must have
+// been validated (config.Parse does).
+//
+// Members that health reports down are left out, or kept with weight 0 when
+// the pool has inhibit set. When fewer members are up than the pool's quorum
+// (or none, with quorum 0) and the pool has a sorry server, the sorry server
+// is the service's only serving destination.
+func Desired(cfg *config.Config, health Health) (*State, error) {
+	st := NewState()
+	st.Timeouts = &Timeouts{TCP: cfg.IPVSTimeouts.TCP, TCPFin: cfg.IPVSTimeouts.TCPFin, UDP: cfg.IPVSTimeouts.UDP}
+	for i := range cfg.VirtualServers {
+		vs := &cfg.VirtualServers[i]
+		s, err := desiredService(cfg, vs, health)
+		if err != nil {
+			return nil, fmt.Errorf("virtual server %s: %w", vs.Name, err)
+		}
+		if other, dup := st.Services[s.Key]; dup {
+			return nil, fmt.Errorf("virtual server %s: service %s is also virtual server %s", vs.Name, s.Key, other.Name)
+		}
+		st.Services[s.Key] = s
+	}
+	return st, nil
+}
+
+func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health) (*Service, error) {
+	vip, err := netip.ParseAddr(vs.VIP)
+	if err != nil {
+		return nil, fmt.Errorf("vip: %w", err)
+	}
+	from, to, err := vs.Ports()
+	if err != nil {
+		return nil, fmt.Errorf("port: %w", err)
+	}
+	fam := uint16(unix.AF_INET)
+	if vip.Is6() {
+		fam = unix.AF_INET6
+	}
+	s := &Service{Name: vs.Name, Scheduler: vs.Scheduler, Dests: map[DestKey]*Dest{}}
+	if from != to {
+		s.Key = ServiceKey{Family: fam, FWMark: vs.Mark()}
+	} else {
+		proto := uint16(unix.IPPROTO_TCP)
+		if vs.Protocol == "udp" {
+			proto = unix.IPPROTO_UDP
+		}
+		s.Key = ServiceKey{Family: fam, Protocol: proto, Addr: vip, Port: from}
+	}
+	bits, err := config.ParseNetmask(vs.Persistence.Netmask, vip.Is6())
+	if err != nil {
+		return nil, fmt.Errorf("persistence netmask: %w", err)
+	}
+	if vip.Is6() {
+		s.Netmask = uint32(bits)
+	} else {
+		s.Netmask = NetmaskV4(bits)
+	}
+	if vs.PersistenceOn() {
+		s.Flags |= FlagPersistent
+		s.Timeout = uint32(vs.Persistence.Timeout.Seconds())
+	}
+	var fwd uint32
+	switch vs.Mode {
+	case config.ModeNAT, config.ModeFullNAT:
+		fwd = FwdMasq
+	case config.ModeDR:
+		fwd = FwdDR
+	case config.ModeTUN:
+		fwd = FwdTunnel
+	default:
+		return nil, fmt.Errorf("unknown mode %q", vs.Mode)
+	}
+	pool := cfg.Pools[vs.Pool]
+	if pool == nil {
+		return nil, fmt.Errorf("unknown pool %q", vs.Pool)
+	}
+	destPort := func(p int) uint16 {
+		if p != 0 {
+			return uint16(p)
+		}
+		if from == to {
+			return from
+		}
+		return 0 // fwmark service: keep the client's port
+	}
+	up := 0
+	for _, m := range pool.Members {
+		a, err := netip.ParseAddr(m.Address)
+		if err != nil {
+			return nil, fmt.Errorf("pool %s member %q: %w", vs.Pool, m.Address, err)
+		}
+		k := DestKey{Addr: a, Port: destPort(m.Port)}
+		w := m.MemberWeight()
+		if health != nil && !health(vs.Pool, netip.AddrPortFrom(a, uint16(m.Port))) {
+			if !pool.Inhibit {
+				continue
+			}
+			w = 0
+		}
+		if w > 0 {
+			up++
+		}
+		s.Dests[k] = &Dest{Key: k, Weight: w, Fwd: fwd}
+	}
+	quorum := max(pool.Quorum, 1)
+	if up < quorum && pool.SorryServer != "" {
+		ap, err := netip.ParseAddrPort(pool.SorryServer)
+		if err != nil {
+			return nil, fmt.Errorf("pool %s sorry server: %w", vs.Pool, err)
+		}
+		for _, d := range s.Dests {
+			d.Weight = 0 // below quorum: the sorry server alone serves new connections
+		}
+		k := DestKey{Addr: ap.Addr(), Port: ap.Port()}
+		s.Dests[k] = &Dest{Key: k, Weight: 1, Fwd: fwd}
+	}
+	return s, nil
+}
