@@ -1,0 +1,307 @@
+// Package build turns an appliance config and a Debian kernel package into
+// the boot artefacts in out/: vmlinuz, initramfs.cpio.gz and a PXE tree. The
+// config is validated before anything is fetched or built, so an invalid
+// config never produces an image.
+package build
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/image/kernel"
+	"github.com/fulcrum-lb/fulcrum/image/modsel"
+	"github.com/fulcrum-lb/fulcrum/image/pxe"
+	"github.com/fulcrum-lb/fulcrum/image/ramfs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/u-root/mkuimage/cpio"
+)
+
+// ModulePath is this Go module's path; commands are named relative to it.
+const ModulePath = "github.com/fulcrum-lb/fulcrum"
+
+// ConsoleCommands are u-root commands for the maintenance shell on the
+// serial console (and for lab tests that look inside a guest).
+var ConsoleCommands = []string{
+	"github.com/u-root/u-root/cmds/core/gosh",
+	"github.com/u-root/u-root/cmds/core/cat",
+	"github.com/u-root/u-root/cmds/core/ls",
+	"github.com/u-root/u-root/cmds/core/ip",
+	"github.com/u-root/u-root/cmds/core/dmesg",
+	"github.com/u-root/u-root/cmds/core/ps",
+	"github.com/u-root/u-root/cmds/core/ping",
+	"github.com/u-root/u-root/cmds/core/sleep",
+	"github.com/u-root/u-root/cmds/core/kill",
+	"github.com/u-root/u-root/cmds/core/uname",
+	"github.com/u-root/u-root/cmds/core/lsmod",
+	"github.com/u-root/u-root/cmds/core/free",
+	"github.com/u-root/u-root/cmds/core/mount",
+}
+
+// Options control one build.
+type Options struct {
+	ConfigPath    string
+	OutDir        string
+	CacheDir      string
+	KernelPackage string // Debian package name; default linux-image-amd64
+	KernelDeb     string // a local .deb instead of apt (optional)
+	SourceDir     string // root of this Go module
+	// ExtraFiles are host:archive pairs added to the initramfs (tests use
+	// this to add a test binary).
+	ExtraFiles []string
+	Log        func(format string, args ...any)
+}
+
+// Result describes what a build produced.
+type Result struct {
+	Kernel        string
+	Initramfs     string
+	PXEDir        string
+	KernelRelease string
+	Modules       int
+	ModulesBytes  int64
+	Commands      []string
+	Duration      time.Duration
+}
+
+// Build validates the config and produces the boot artefacts.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	step := func(n int, what string) { logf("[%d/6 %5.1fs] %s", n, time.Since(start).Seconds(), what) }
+
+	for _, p := range []*string{&o.ConfigPath, &o.OutDir, &o.CacheDir, &o.SourceDir} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("path %s: %w", *p, err)
+		}
+		*p = abs
+	}
+	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cache dir: %w", err)
+	}
+	step(1, "validating config "+o.ConfigPath)
+	cfg, err := config.Load(o.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+
+	step(2, "fetching kernel")
+	f := &kernel.Fetcher{CacheDir: filepath.Join(o.CacheDir, "kernel"), Log: func(format string, a ...any) { logf("      "+format, a...) }}
+	var tree *kernel.Tree
+	if o.KernelDeb != "" {
+		tree, err = f.Unpack(ctx, o.KernelDeb)
+	} else {
+		tree, err = f.Fetch(ctx, o.KernelPackage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	logf("      kernel %s", tree.Release)
+
+	step(3, "selecting modules")
+	idx, err := modsel.Scan(tree.ModulesDir())
+	if err != nil {
+		return nil, err
+	}
+	required := append(append([]string{}, modsel.Required...), cfg.Kernel.Modules...)
+	sel, err := idx.Select(required, modsel.Optional)
+	if err != nil {
+		return nil, fmt.Errorf("kernel modules: %w", err)
+	}
+	if len(sel.Missing) > 0 {
+		logf("      optional modules not in this kernel: %s", strings.Join(sel.Missing, " "))
+	}
+	logf("      %d modules (%d asked for, rest dependencies), %.1f MiB", len(sel.Modules), len(sel.Wanted), mib(sel.Size()))
+	files, err := moduleRecords(tree, sel)
+	if err != nil {
+		return nil, err
+	}
+	cfgRec, err := ramfs.FileRecord(o.ConfigPath, ramfs.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, cfgRec,
+		cpio.StaticFile(ramfs.ModuleListPath, strings.Join(sel.Wanted, "\n")+"\n", 0o644),
+		cpio.StaticFile(ramfs.BuildInfoPath, fmt.Sprintf("kernel=%s\nbuilt=%s\n", tree.Release, time.Now().UTC().Format(time.RFC3339)), 0o644),
+	)
+	for _, ef := range o.ExtraFiles {
+		src, dst, ok := strings.Cut(ef, ":")
+		if !ok {
+			return nil, fmt.Errorf("extra file %q: want host-path:archive-path", ef)
+		}
+		r, err := ramfs.FileRecord(src, strings.TrimPrefix(dst, "/"))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, r)
+	}
+
+	step(4, "building initramfs with u-root (Go compile of init, daemons and console tools)")
+	cmds, err := Commands(o.SourceDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("out dir: %w", err)
+	}
+	tmp, err := os.MkdirTemp(o.CacheDir, "build-")
+	if err != nil {
+		return nil, fmt.Errorf("build temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	res := &Result{
+		Kernel:        filepath.Join(o.OutDir, "vmlinuz"),
+		Initramfs:     filepath.Join(o.OutDir, "initramfs.cpio.gz"),
+		PXEDir:        filepath.Join(o.OutDir, "pxe"),
+		KernelRelease: tree.Release,
+		Modules:       len(sel.Modules),
+		ModulesBytes:  sel.Size(),
+		Commands:      cmds,
+	}
+	err = ramfs.Build(ramfs.Spec{
+		Commands:  cmds,
+		Shell:     "gosh",
+		Files:     files,
+		TempDir:   tmp,
+		ModuleDir: o.SourceDir,
+		Log:       logf,
+	}, res.Initramfs)
+	if err != nil {
+		return nil, err
+	}
+
+	step(5, "copying kernel")
+	if err := copyFile(tree.Vmlinuz, res.Kernel); err != nil {
+		return nil, err
+	}
+
+	step(6, "writing PXE tree")
+	t := pxe.Tree{Dir: res.PXEDir, Kernel: "vmlinuz", Initramfs: "initramfs.cpio.gz", Cmdline: strings.TrimSpace(pxe.DefaultCmdline + " " + cfg.Kernel.Cmdline)}
+	if err := t.Write(); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{res.Kernel, res.Initramfs} {
+		if err := copyFile(f, filepath.Join(res.PXEDir, filepath.Base(f))); err != nil {
+			return nil, err
+		}
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// Commands lists the Go packages that go into the busybox binary: init,
+// every daemon under services/, and the console tools.
+func Commands(sourceDir string) ([]string, error) {
+	cmds := []string{ModulePath + "/init"}
+	entries, err := os.ReadDir(filepath.Join(sourceDir, "services"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("listing services: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		main, err := isMainPackage(filepath.Join(sourceDir, "services", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		if main {
+			cmds = append(cmds, ModulePath+"/services/"+e.Name())
+		}
+	}
+	sort.Strings(cmds[1:])
+	return append(cmds, ConsoleCommands...), nil
+}
+
+func isMainPackage(dir string) (bool, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return false, err
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return false, err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "package ") {
+				return strings.TrimSpace(strings.TrimPrefix(line, "package ")) == "main", nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// moduleRecords puts the selected modules, a generated modules.dep and the
+// package's modules.builtin under lib/modules/<release>/.
+func moduleRecords(tree *kernel.Tree, sel *modsel.Selection) ([]cpio.Record, error) {
+	root := filepath.Join(ramfs.ModulesRootPath, tree.Release)
+	var recs []cpio.Record
+	for _, m := range sel.Modules {
+		r, err := ramfs.FileRecord(filepath.Join(tree.ModulesDir(), m.Path), filepath.Join(root, m.Path))
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r)
+	}
+	recs = append(recs, cpio.StaticFile(filepath.Join(root, "modules.dep"), sel.ModulesDep(), 0o644))
+	for _, name := range []string{"modules.builtin", "modules.order"} {
+		if _, err := os.Stat(filepath.Join(tree.ModulesDir(), name)); err == nil {
+			r, err := ramfs.FileRecord(filepath.Join(tree.ModulesDir(), name), filepath.Join(root, name))
+			if err != nil {
+				return nil, err
+			}
+			recs = append(recs, r)
+		}
+	}
+	return recs, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst + ".tmp")
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// Summary is the size report printed after a build.
+func (r *Result) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "built in %.1fs for kernel %s\n", r.Duration.Seconds(), r.KernelRelease)
+	for _, f := range []string{r.Kernel, r.Initramfs} {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "  %-28s %7.2f MiB\n", f, mib(fi.Size()))
+		}
+	}
+	fmt.Fprintf(&b, "  %-28s %7.2f MiB in %d modules (uncompressed)\n", "  of which kernel modules", mib(r.ModulesBytes), r.Modules)
+	fmt.Fprintf(&b, "  %-28s %s/{boot.ipxe,pxelinux.cfg/default}\n", "PXE tree", r.PXEDir)
+	fmt.Fprintf(&b, "  commands: %d (init, %d daemons, %d console tools)\n", len(r.Commands), len(r.Commands)-1-len(ConsoleCommands), len(ConsoleCommands))
+	return b.String()
+}

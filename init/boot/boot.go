@@ -1,0 +1,213 @@
+// Package boot is what the appliance's PID 1 does: mount, load modules, read
+// the config, set up the network, start and supervise the daemons, and power
+// off or reboot on request. A broken or missing config never panics the
+// kernel: init announces a maintenance state on the console, brings up no
+// VIPs, and keeps the console shell running so an operator can look.
+package boot
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/init/power"
+	"github.com/fulcrum-lb/fulcrum/init/supervisor"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/netsetup"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Files baked into the initramfs by the image builder.
+const (
+	DefaultConfigPath = "/etc/fulcrum/config.yaml"
+	ModuleListPath    = "/etc/fulcrum/modules"
+	ConsoleTTY        = "/dev/ttyS0"
+	BinDir            = "/bbin"
+)
+
+// ReadyLine is printed on the console once the appliance is up; the QEMU lab
+// waits for it.
+const ReadyLine = "fulcrum: ready"
+
+// MaintenanceLine starts the console announcement of maintenance state.
+const MaintenanceLine = "fulcrum: MAINTENANCE"
+
+// daemons are the appliance services, started in this order when present in
+// the image. Each takes the config path.
+var daemons = []string{"lbd", "vrrpd", "mgmtd"}
+
+// Init is PID 1's state.
+type Init struct {
+	Log     *logrus.Logger
+	Console *os.File
+	Cmdline Cmdline
+
+	reaper *supervisor.Reaper
+	sup    *supervisor.Supervisor
+	cancel context.CancelFunc
+}
+
+// Run is PID 1's main. It never returns.
+func Run() {
+	console, err := os.OpenFile("/dev/console", os.O_WRONLY, 0)
+	if err != nil {
+		console = os.Stderr
+	}
+	log := logrus.New()
+	log.SetOutput(console)
+	log.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	in := &Init{Log: log, Console: console}
+	defer func() {
+		if r := recover(); r != nil {
+			in.maintenanceForever(fmt.Sprintf("init crashed: %v", r))
+		}
+	}()
+	in.boot()
+}
+
+func (in *Init) say(format string, args ...any) {
+	fmt.Fprintf(in.Console, format+"\n", args...)
+}
+
+func (in *Init) boot() {
+	start := time.Now()
+	log := in.Log.WithField("component", "init")
+	if err := mountAll(log); err != nil {
+		log.WithError(err).Error("some filesystems did not mount")
+	}
+	b, _ := os.ReadFile("/proc/cmdline")
+	in.Cmdline = ParseCmdline(string(b))
+
+	in.reaper = supervisor.NewReaper()
+	go in.reaper.Run(make(chan struct{}))
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
+	in.sup = supervisor.New(in.Log, in.reaper)
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, power.PowerOffSignal, power.RebootSignal, unix.SIGINT)
+
+	if err := unix.Sethostname([]byte("fulcrum")); err != nil {
+		log.WithError(err).Warn("setting host name")
+	}
+	modules, err := readList(ModuleListPath)
+	if err != nil {
+		log.WithError(err).Error("no module list; loading none")
+	}
+
+	cfgPath := DefaultConfigPath
+	if p, ok := in.Cmdline[ParamConfig]; ok && p != "" {
+		cfgPath = p
+		log.WithField("path", p).Info("config path from kernel command line")
+	}
+	cfg, cfgErr := config.Load(cfgPath)
+	if cfgErr == nil {
+		modules = append(modules, cfg.Kernel.Modules...)
+	}
+	if err := loadModules(log, modules); err != nil {
+		log.WithError(err).Error("continuing without them")
+	}
+
+	var trouble string
+	if cfgErr != nil {
+		trouble = cfgErr.Error()
+	} else {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			log.WithError(err).Warn("setting host name")
+		}
+		ns := &netsetup.Setup{Log: in.Log.WithField("component", "netsetup"), LinkWait: 5 * time.Second}
+		if _, err := ns.Apply(ctx, &cfg.Network); err != nil {
+			trouble = "network setup failed: " + err.Error()
+		}
+	}
+
+	banner := "\nFulcrum load-balancer appliance console (type commands; 'power off' to shut down)\n"
+	if trouble != "" {
+		banner = in.announceMaintenance(trouble) + banner
+	} else {
+		in.startDaemons(ctx, cfgPath)
+	}
+	in.sup.Start(ctx, supervisor.Service{Name: "console", Path: "/bin/sh", TTY: ConsoleTTY, Banner: banner, Env: []string{"PATH=/bbin:/bin:/ubin", "HOME=/tmp"}})
+	if trouble == "" {
+		in.say("%s (host %s, %.1fs after init start)", ReadyLine, cfg.Hostname, time.Since(start).Seconds())
+	}
+	in.waitForPower(signals)
+}
+
+// announceMaintenance logs the reason loudly and returns the console banner.
+func (in *Init) announceMaintenance(reason string) string {
+	lines := []string{
+		"",
+		"****************************************************************",
+		MaintenanceLine + ": the appliance is NOT load balancing.",
+		"No VIPs are announced and no daemons run. Reason:",
+	}
+	for _, l := range strings.Split(reason, "\n") {
+		lines = append(lines, "  "+l)
+	}
+	lines = append(lines, "Fix the config (kernel argument "+ParamConfig+"=PATH to use another) and reboot.",
+		"****************************************************************", "")
+	msg := strings.Join(lines, "\n")
+	in.say("%s", msg)
+	in.Log.WithField("reason", reason).Error("maintenance state")
+	return msg
+}
+
+func (in *Init) startDaemons(ctx context.Context, cfgPath string) {
+	want := map[string]bool{}
+	if v, ok := in.Cmdline[ParamServices]; ok {
+		for _, s := range strings.Split(v, ",") {
+			want[s] = true
+		}
+	}
+	for _, d := range daemons {
+		if len(want) > 0 && !want[d] {
+			continue
+		}
+		p := filepath.Join(BinDir, d)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		in.sup.Start(ctx, supervisor.Service{Name: d, Path: p, Args: []string{"-config", cfgPath}})
+	}
+}
+
+// waitForPower blocks until a power signal arrives, then stops services and
+// powers off or reboots.
+func (in *Init) waitForPower(signals <-chan os.Signal) {
+	for s := range signals {
+		a := power.ForSignal(s)
+		if s == unix.SIGINT { // ctrl-alt-del
+			a = power.Reboot
+		}
+		if a == power.None {
+			continue
+		}
+		in.say("fulcrum: %s requested; stopping services", a)
+		in.cancel()
+		done := make(chan struct{})
+		go func() { in.sup.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			in.Log.Warn("services did not stop within 15s")
+		}
+		in.say("fulcrum: services stopped; %s now", a)
+		if err := power.Finish(a); err != nil {
+			in.Log.WithError(err).Error("power action failed")
+		}
+	}
+}
+
+// maintenanceForever is the last resort after a crash in init itself: say so
+// and keep PID 1 alive (its exit would panic the kernel).
+func (in *Init) maintenanceForever(reason string) {
+	in.announceMaintenance(reason)
+	for {
+		time.Sleep(time.Hour)
+	}
+}

@@ -1,0 +1,109 @@
+package supervisor
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+)
+
+func TestBackoffDoublesToCeilingAndResetsWhenStable(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 8 * time.Second, Stable: 10 * time.Second}
+	var got []time.Duration
+	d := time.Duration(0)
+	for i := 0; i < 6; i++ {
+		d = b.Next(d, time.Second)
+		got = append(got, d)
+	}
+	want := []time.Duration{1, 2, 4, 8, 8, 8}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("delays %v, want %v s", got, want)
+		}
+	}
+	if d = b.Next(d, 11*time.Second); d != time.Second {
+		t.Fatalf("after a stable run delay = %v, want reset to 1s", d)
+	}
+}
+
+// TestRestartsCrashingServiceAndStopsOnCancel runs a real program that
+// appends a line to a file and exits: the supervisor must keep restarting it,
+// count the restarts, and stop it when the context ends.
+func TestRestartsCrashingServiceAndStopsOnCancel(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "runs")
+	logger, hook := test.NewNullLogger()
+	r := NewReaper()
+	done := make(chan struct{})
+	go r.Run(done)
+	defer close(done)
+	s := New(logger, r)
+	s.Backoff = Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond, Stable: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Start(ctx, Service{Name: "crasher", Path: "/bin/sh", Args: []string{"-c", "echo run >> " + marker + "; echo hello from crasher; exit 3"}})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(marker)
+		if strings.Count(string(b), "run") >= 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	s.Wait()
+	b, _ := os.ReadFile(marker)
+	if n := strings.Count(string(b), "run"); n < 3 {
+		t.Fatalf("service ran %d times, want at least 3 (restarted after each exit)", n)
+	}
+	st := s.Statuses()
+	if len(st) != 1 || st[0].Restarts < 2 || st[0].LastExit != "exit status 3" {
+		t.Fatalf("status = %+v, want >=2 restarts and last exit status 3", st)
+	}
+	var sawOutput, sawExit bool
+	for _, e := range hook.AllEntries() {
+		if e.Message == "hello from crasher" && e.Data["service"] == "crasher" {
+			sawOutput = true
+		}
+		if e.Message == "exited" && e.Level == logrus.WarnLevel {
+			sawExit = true
+		}
+	}
+	if !sawOutput || !sawExit {
+		t.Fatalf("log lacks service output (%v) or exit warning (%v)", sawOutput, sawExit)
+	}
+}
+
+// TestStopEscalatesToKill checks that a service ignoring SIGTERM is killed
+// after StopTimeout rather than blocking shutdown.
+func TestStopEscalatesToKill(t *testing.T) {
+	logger, _ := test.NewNullLogger()
+	r := NewReaper()
+	done := make(chan struct{})
+	go r.Run(done)
+	defer close(done)
+	s := New(logger, r)
+	s.StopTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Start(ctx, Service{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; while :; do sleep 0.05; done"}})
+	for i := 0; i < 200; i++ {
+		if st := s.Statuses(); len(st) == 1 && st[0].Running {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let the shell install its trap
+	start := time.Now()
+	cancel()
+	s.Wait()
+	if el := time.Since(start); el < 150*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("stop took %v, want ~StopTimeout then kill", el)
+	}
+	if st := s.Statuses(); st[0].LastExit != "killed by killed" {
+		t.Fatalf("last exit %q, want killed by SIGKILL", st[0].LastExit)
+	}
+}
