@@ -68,8 +68,8 @@ type VirtualServer struct {
 	Internal bool `yaml:"internal"`
 	// LocalAddressPool names the FullNAT source addresses (fullnat only).
 	LocalAddressPool string `yaml:"local_address_pool"`
-	// FWMark overrides the firewall mark of a port-range service (default:
-	// derived from VIP, protocol and range).
+	// FWMark overrides the firewall mark of a port-range or fullnat VS
+	// (default: derived from VIP, protocol and port(s)).
 	FWMark uint32 `yaml:"fwmark"`
 }
 
@@ -149,8 +149,14 @@ func (v *VirtualServer) IsRange() bool {
 	return err == nil && f != t
 }
 
-// Mark returns the firewall mark of a port-range VS: FWMark if set,
-// otherwise derived from VIP, protocol and range (stable across config
+// NeedsMark reports whether the VS's packets get a firewall mark: port
+// ranges (the mark is the IPVS fwmark service) and FullNAT (the mark selects
+// the SNAT to the local address pool in postrouting; IPVS falls back to its
+// address/port lookup when no fwmark service has the mark).
+func (v *VirtualServer) NeedsMark() bool { return v.IsRange() || v.Mode == ModeFullNAT }
+
+// Mark returns the VS's firewall mark (see NeedsMark): FWMark if set,
+// otherwise derived from VIP, protocol and port(s) (stable across config
 // edits, so reordering virtual servers does not recreate services).
 func (v *VirtualServer) Mark() uint32 {
 	if v.FWMark != 0 {
@@ -570,14 +576,14 @@ func (c *Config) validateLB(errs *cfgerr.List) {
 		if vipErr == nil && vip.Is6() && (v.Mode == ModeFullNAT || (portErr == nil && from != to)) {
 			errs.Add(cfgerr.Join(vp, "vip"), "IPv6 is not supported yet for fullnat or port ranges")
 		}
-		if portErr == nil && from != to {
+		if portErr == nil && (from != to || v.Mode == ModeFullNAT) {
 			m := v.Mark()
 			if j, dup := marks[m]; dup {
 				errs.Add(cfgerr.Join(vp, "fwmark"), "firewall mark %#x is already used by virtual_servers[%d]; set fwmark explicitly", m, j)
 			}
 			marks[m] = i
 		} else if v.FWMark != 0 {
-			errs.Add(cfgerr.Join(vp, "fwmark"), "only applies to port ranges")
+			errs.Add(cfgerr.Join(vp, "fwmark"), "only applies to port ranges and fullnat")
 		}
 		if vipErr == nil && portErr == nil {
 			for _, o := range claims {
