@@ -251,7 +251,13 @@ func (m *Machine) Receive(now time.Time, a Advert) []Action {
 				m.masterAdverInterval = a.Interval
 			}
 			m.master = a.Src
-			return m.becomeBackup(now, fmt.Sprintf("higher-priority master %s (priority %d)", a.Src, a.Priority), nil)
+			// One last advert at our own priority tells the winner that
+			// there were two masters (a healed split brain), so it
+			// announces the addresses again and the network converges on
+			// it even when its own advert reached us first. RFC 5798
+			// masters discard it; keepalived re-announces like we do.
+			acts := []Action{{Kind: SendAdvert, Priority: m.priority}}
+			return m.becomeBackup(now, fmt.Sprintf("higher-priority master %s (priority %d)", a.Src, a.Priority), acts)
 		}
 		// Another master that loses: tell it at once and make the network
 		// forget it (split brain healing).

@@ -208,14 +208,14 @@ func TestMasterRules(t *testing.T) {
 	now := t0.Add(time.Hour + 50*ms)
 
 	m := master(100)
-	expect(t, "higher priority", m.Receive(now, Advert{Priority: 101, Interval: time.Second, Src: addr2}), "MASTER->BACKUP")
+	expect(t, "higher priority", m.Receive(now, Advert{Priority: 101, Interval: time.Second, Src: addr2}), "send-advert(prio=100)", "MASTER->BACKUP")
 	if m.MasterAdverInterval() != time.Second || m.Master() != addr2 || m.Deadline() != now.Add(m.MasterDownInterval()) {
 		t.Errorf("after stepping down: interval %s master %s", m.MasterAdverInterval(), m.Master())
 	}
 
 	// equal priority: the higher primary address wins (addr1 < addr2)
 	m = master(100)
-	expect(t, "equal, higher address", m.Receive(now, Advert{Priority: 100, Interval: 200 * ms, Src: addr2}), "MASTER->BACKUP")
+	expect(t, "equal, higher address", m.Receive(now, Advert{Priority: 100, Interval: 200 * ms, Src: addr2}), "send-advert(prio=100)", "MASTER->BACKUP")
 	p := params(100)
 	p.Primary = addr2
 	m2 := New(p)
@@ -280,7 +280,7 @@ func TestSetPriority(t *testing.T) {
 	m.SetPriority(50)
 	expect(t, "advert", m.Tick(t0.Add(2*time.Second)), "send-advert(prio=50)")
 	// a peer at 80 now wins
-	expect(t, "lost", m.Receive(t0.Add(2*time.Second), Advert{Priority: 80, Interval: 200 * ms, Src: addr2}), "MASTER->BACKUP")
+	expect(t, "lost", m.Receive(t0.Add(2*time.Second), Advert{Priority: 80, Interval: 200 * ms, Src: addr2}), "send-advert(prio=50)", "MASTER->BACKUP")
 	m.SetPriority(-5)
 	if m.Priority() != 1 {
 		t.Errorf("priority clamps to 1, got %d", m.Priority())

@@ -1,0 +1,200 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
+)
+
+// Election, then the master dies (its links go down, as when the box loses
+// power): the backup takes over and the client reaches the VIP on it. When
+// the old master comes back it preempts (higher priority, preempt on).
+func TestElectionFailoverPreempt(t *testing.T) {
+	l := newLab(t)
+	n1 := l.start(0, labConfig(150, nil))
+	n2 := l.start(1, labConfig(100, nil))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
+	waitFor(t, 3*time.Second, "lb2 backup", func() bool { return n2.state() == fsm.Backup })
+	l.waitWho("lb1", 3*time.Second)
+	if !l.nodes[0].hasVIP() || l.nodes[1].hasVIP() {
+		t.Fatalf("VIP on lb1=%v lb2=%v, want only lb1", l.nodes[0].hasVIP(), l.nodes[1].hasVIP())
+	}
+	if got := l.neighbour(); got != "lb1" {
+		t.Fatalf("client's neighbour entry points at %q", got)
+	}
+
+	// lb1 dies
+	l.nodes[0].setLink(t, "failover", false)
+	l.nodes[0].setLink(t, "external", false)
+	took := waitFor(t, 3*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	t.Logf("lb2 became master %s after lb1 died", took)
+	l.waitWho("lb2", 3*time.Second)
+	if got := l.neighbour(); got != "lb2" {
+		t.Errorf("after failover the client's neighbour entry points at %q", got)
+	}
+
+	// lb1 returns: it has been master alone all along; it wins and lb2
+	// steps down.
+	l.nodes[0].setLink(t, "failover", true)
+	l.nodes[0].setLink(t, "external", true)
+	waitFor(t, 3*time.Second, "lb2 back to backup", func() bool { return n2.state() == fsm.Backup })
+	l.waitWho("lb1", 3*time.Second)
+	if l.nodes[1].hasVIP() {
+		t.Error("lb2 kept the VIP after stepping down")
+	}
+	if n1.state() != fsm.Master {
+		t.Errorf("lb1 is %s", n1.state())
+	}
+}
+
+// A master that shuts down sends priority 0: the backup takes over after
+// the skew time, not the master-down interval. 1 s adverts make the two far
+// apart (skew 0.61 s vs master-down 3.61 s at priority 100).
+func TestPriorityZeroFastTakeover(t *testing.T) {
+	l := newLab(t)
+	slow := func(c *vrrp.Config) { c.AdvertInterval = 100 }
+	n1 := l.start(0, labConfig(150, slow))
+	n2 := l.start(1, labConfig(100, slow))
+	waitFor(t, 6*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
+	waitFor(t, 6*time.Second, "lb2 backup", func() bool { return n2.state() == fsm.Backup })
+	time.Sleep(300 * time.Millisecond) // lb2 has just heard an advert: its timer is fresh
+	start := time.Now()
+	if err := n1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	took := time.Since(start)
+	t.Logf("takeover after priority 0: %s", took)
+	if took > 2*time.Second {
+		t.Errorf("takeover took %s: the priority-0 advert was not acted on (master-down is 3.6 s)", took)
+	}
+	if l.nodes[0].hasVIP() {
+		t.Error("the resigned master kept the VIP")
+	}
+	l.waitWho("lb2", 2*time.Second)
+}
+
+// nopreempt: a higher-priority node joining a running master stays backup;
+// with preempt it takes over.
+func TestNoPreemptAndPreempt(t *testing.T) {
+	l := newLab(t)
+	n2 := l.start(1, labConfig(100, nil))
+	waitFor(t, 3*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	n1 := l.start(0, labConfig(150, func(c *vrrp.Config) { c.NoPreempt = true }))
+	waitFor(t, 3*time.Second, "lb1 backup", func() bool { return n1.state() == fsm.Backup })
+	time.Sleep(2 * time.Second) // ~10 adverts, 3 master-down intervals
+	if n1.state() != fsm.Backup || n2.state() != fsm.Master {
+		t.Fatalf("nopreempt: lb1 %s lb2 %s", n1.state(), n2.state())
+	}
+	l.waitWho("lb2", time.Second)
+
+	// lb1 leaves (resigns as backup: nothing changes), comes back preempting
+	n1.stop()
+	n1 = l.start(0, labConfig(150, nil))
+	waitFor(t, 3*time.Second, "lb1 preempts", func() bool { return n1.state() == fsm.Master })
+	waitFor(t, 3*time.Second, "lb2 backup", func() bool { return n2.state() == fsm.Backup })
+	l.waitWho("lb1", 2*time.Second)
+}
+
+// Split brain: cutting lb2's heartbeat link makes both master; on
+// reconnection lb2 (lower priority) steps down and lb1 announces again, so
+// the client's neighbour entry points back at lb1.
+func TestSplitBrain(t *testing.T) {
+	l := newLab(t)
+	n1 := l.start(0, labConfig(150, nil))
+	n2 := l.start(1, labConfig(100, nil))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	l.waitWho("lb1", 2*time.Second)
+
+	l.client.setLink(t, "f2", false) // the switch port of lb2's heartbeat
+	waitFor(t, 3*time.Second, "both master", func() bool { return n2.state() == fsm.Master })
+	if n1.state() != fsm.Master {
+		t.Fatalf("lb1 is %s during the split", n1.state())
+	}
+	// lb2's gratuitous ARP moved the client's entry
+	waitFor(t, 2*time.Second, "client neighbour at lb2", func() bool { return l.neighbour() == "lb2" })
+
+	l.client.setLink(t, "f2", true)
+	waitFor(t, 3*time.Second, "lb2 steps down", func() bool { return n2.state() == fsm.Backup })
+	if n1.state() != fsm.Master {
+		t.Fatalf("lb1 is %s after the split", n1.state())
+	}
+	// lb1 announced again: the entry converges on lb1 without any traffic
+	waitFor(t, 2*time.Second, "client neighbour back at lb1", func() bool { return l.neighbour() == "lb1" })
+	l.waitWho("lb1", time.Second)
+}
+
+// Tracking: the internal bond losing its links faults the master; the
+// backup takes over; when it returns the node preempts back.
+func TestTrackFault(t *testing.T) {
+	l := newLab(t)
+	track := func(c *vrrp.Config) { c.Track = []vrrp.Track{{Group: vrrp.GroupInternal}} }
+	n1 := l.start(0, labConfig(150, track))
+	n2 := l.start(1, labConfig(100, track))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	l.nodes[0].setLink(t, "internal", false)
+	waitFor(t, 2*time.Second, "lb1 fault", func() bool { return n1.state() == fsm.Fault })
+	waitFor(t, 2*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	l.waitWho("lb2", 2*time.Second)
+	l.nodes[0].setLink(t, "internal", true)
+	waitFor(t, 3*time.Second, "lb1 master again", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	l.waitWho("lb1", 2*time.Second)
+}
+
+// Tracking with decrement: lb1 drops below lb2 and lb2 preempts.
+func TestTrackDecrement(t *testing.T) {
+	l := newLab(t)
+	track := func(c *vrrp.Config) {
+		c.Track = []vrrp.Track{{Group: vrrp.GroupInternal, Action: vrrp.TrackDecrement, Weight: 60}}
+	}
+	n1 := l.start(0, labConfig(150, track))
+	n2 := l.start(1, labConfig(100, nil))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	l.nodes[0].setLink(t, "internal", false)
+	waitFor(t, 3*time.Second, "lb2 preempts", func() bool { return n2.state() == fsm.Master && n1.state() == fsm.Backup })
+	if p := n1.Status()[0].Priority; p != 90 {
+		t.Errorf("lb1 effective priority %d, want 90", p)
+	}
+}
+
+// Manual switchover hands over and does not take back.
+func TestSwitchover(t *testing.T) {
+	l := newLab(t)
+	n1 := l.start(0, labConfig(150, nil))
+	n2 := l.start(1, labConfig(100, nil))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	if err := n2.Switchover(t.Context()); err == nil {
+		t.Error("switchover on the backup succeeded")
+	}
+	if err := n1.Switchover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	l.waitWho("lb2", 2*time.Second)
+	time.Sleep(2 * time.Second)
+	if n1.state() != fsm.Backup || n2.state() != fsm.Master {
+		t.Fatalf("after switchover: lb1 %s lb2 %s", n1.state(), n2.state())
+	}
+	if err := n1.ResumePreempt(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "lb1 preempts again", func() bool { return n1.state() == fsm.Master })
+
+	// events: lb1 went INIT->BACKUP->MASTER->BACKUP->MASTER
+	var seq []string
+	for len(n1.events) > 0 {
+		e := <-n1.events
+		seq = append(seq, e.To.String())
+	}
+	want := []string{"BACKUP", "MASTER", "BACKUP", "MASTER"}
+	if len(seq) != len(want) {
+		t.Fatalf("events %v, want %v", seq, want)
+	}
+	for i := range want {
+		if seq[i] != want[i] {
+			t.Fatalf("events %v, want %v", seq, want)
+		}
+	}
+}

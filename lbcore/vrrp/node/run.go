@@ -1,0 +1,467 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// session is what Run opens: sockets, netlink handle, announcers.
+type session struct {
+	n         *Node
+	h         *netlink.Handle
+	hb        *net.Interface
+	conns     map[bool]*conn // by v6
+	primary   map[bool]netip.Addr
+	announce  map[string]*announcer // by group
+	peers     map[bool][]netip.Addr
+	trackUp   map[string]bool // by group
+	vipLinkUp map[string]bool // links carrying virtual addresses, by name
+	faultWhy  string
+	virtual   map[netip.Addr]bool
+	refreshIv time.Duration
+}
+
+// Run runs the node until ctx ends, then resigns: a master sends a
+// priority-0 advert and removes its virtual addresses. It returns an error
+// if the node cannot start or its sockets fail.
+func (n *Node) Run(ctx context.Context) error {
+	rt, err := n.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+	n.rt = rt
+	defer func() { n.rt = nil }()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pkts := make(chan rawPacket, 64)
+	readErr := make(chan error, 2)
+	for _, c := range rt.conns {
+		go func(c *conn) {
+			buf := make([]byte, 1500)
+			for {
+				p, err := c.read(buf)
+				if err != nil {
+					if ctx.Err() == nil {
+						readErr <- fmt.Errorf("vrrp: read: %w", err)
+					}
+					return
+				}
+				select {
+				case pkts <- p:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}(c)
+	}
+	links := make(chan netlink.LinkUpdate, 32)
+	linkDone := make(chan struct{})
+	defer close(linkDone)
+	{
+		ns := n.opts.NetNS
+		opt := netlink.LinkSubscribeOptions{ListExisting: true, ErrorCallback: func(err error) {
+			n.log.WithError(err).Warn("vrrp: link updates")
+		}}
+		if ns.IsOpen() {
+			opt.Namespace = &ns
+		}
+		if err := netlink.LinkSubscribeWithOptions(links, linkDone, opt); err != nil {
+			return fmt.Errorf("vrrp: subscribe to link updates: %w", err)
+		}
+	}
+
+	now := time.Now()
+	for _, in := range n.insts {
+		c := n.opts.Config
+		in.m = fsm.New(fsm.Params{
+			Version:      c.Version,
+			Priority:     in.base,
+			Interval:     vrrp.AdvertDuration(in.cfg.AdvertInterval),
+			Preempt:      c.PreemptEnabled(),
+			PreemptDelay: c.PreemptDelay,
+			Primary:      rt.primary[in.v6],
+		})
+		// Never start holding addresses a previous run left behind.
+		for _, a := range in.addrs {
+			if err := setAddress(rt.h, n.opts.Interfaces, a, false); err != nil {
+				n.log.WithError(err).Warn("vrrp: clean up stale address")
+			}
+		}
+	}
+	rt.applyTracking(now) // may put instances in FAULT before they start
+	for _, in := range n.insts {
+		if in.m.State() == fsm.Init {
+			rt.handle(in, now, in.m.Start(now))
+		}
+	}
+	n.log.WithField("instances", n.String()).Info("vrrp: node running")
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now = time.Now()
+		for _, in := range n.insts {
+			rt.handle(in, now, in.m.Tick(now))
+			rt.pumpGARP(in, now)
+		}
+		n.publish()
+		wait := time.Hour
+		if d := rt.deadline(); !d.IsZero() {
+			wait = max(time.Until(d), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			now = time.Now()
+			for _, in := range n.insts {
+				rt.handle(in, now, in.m.Shutdown(now))
+			}
+			n.publish()
+			n.log.Info("vrrp: node stopped")
+			return nil
+		case err := <-readErr:
+			return err
+		case p := <-pkts:
+			rt.receive(time.Now(), p)
+		case u := <-links:
+			rt.linkUpdate(time.Now(), u)
+		case f := <-n.cmds:
+			f(time.Now())
+		case <-timer.C:
+		}
+	}
+}
+
+func (n *Node) open(ctx context.Context) (*session, error) {
+	rt := &session{n: n, conns: map[bool]*conn{}, primary: map[bool]netip.Addr{}, announce: map[string]*announcer{},
+		peers: map[bool][]netip.Addr{}, trackUp: map[string]bool{}, vipLinkUp: map[string]bool{}, virtual: map[netip.Addr]bool{},
+		refreshIv: n.opts.Config.GARP.RefreshInterval()}
+	var err error
+	if n.opts.NetNS.IsOpen() {
+		rt.h, err = netlink.NewHandleAt(n.opts.NetNS)
+	} else {
+		rt.h, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vrrp: netlink: %w", err)
+	}
+	fail := func(err error) (*session, error) { rt.close(); return nil, err }
+	ifs := n.opts.Interfaces
+	if rt.hb, err = linkInterface(rt.h, ifs.Heartbeat); err != nil {
+		return fail(fmt.Errorf("vrrp heartbeat: %w", err))
+	}
+	for _, s := range n.opts.Config.UnicastPeers {
+		a := netip.MustParseAddr(s)
+		rt.peers[a.Is6()] = append(rt.peers[a.Is6()], a)
+	}
+	type need struct{ v4, v6 bool }
+	groups := map[string]*need{}
+	for _, in := range n.insts {
+		for _, a := range in.addrs {
+			rt.virtual[a.Addr] = true
+			g := groups[a.Group]
+			if g == nil {
+				g = &need{}
+				groups[a.Group] = g
+			}
+			if a.Addr.Is4() {
+				g.v4 = true
+			} else {
+				g.v6 = true
+			}
+		}
+	}
+	for _, in := range n.insts {
+		if _, ok := rt.conns[in.v6]; ok {
+			continue
+		}
+		multicast := len(rt.peers[in.v6]) == 0
+		var c *conn
+		if err := inNS(n.opts.NetNS, func() (err error) { c, err = openConn(rt.hb, in.v6, multicast); return err }); err != nil {
+			return fail(fmt.Errorf("vrrp: %w", err))
+		}
+		rt.conns[in.v6] = c
+		// An IPv6 link-local address may still be in duplicate address
+		// detection right after the link came up.
+		for try := 0; ; try++ {
+			a, err := primaryAddr(rt.h, rt.hb, in.v6, rt.virtual)
+			if err == nil {
+				rt.primary[in.v6] = a
+				break
+			}
+			if try >= 50 || ctx.Err() != nil {
+				return fail(fmt.Errorf("vrrp: %w", err))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for g, nd := range groups {
+		ifi, err := linkInterface(rt.h, ifs.ForGroup(g))
+		if err != nil {
+			return fail(fmt.Errorf("vrrp %s group: %w", g, err))
+		}
+		var a *announcer
+		if err := inNS(n.opts.NetNS, func() (err error) { a, err = openAnnouncer(ifi, nd.v4, nd.v6); return err }); err != nil {
+			return fail(fmt.Errorf("vrrp: %w", err))
+		}
+		rt.announce[g] = a
+		l, err := rt.h.LinkByName(ifi.Name)
+		rt.vipLinkUp[ifi.Name] = err == nil && linkUp(l)
+	}
+	for _, t := range n.opts.Config.Track {
+		l, err := rt.h.LinkByName(ifs.ForGroup(t.Group))
+		rt.trackUp[t.Group] = err == nil && linkUp(l)
+	}
+	return rt, nil
+}
+
+func (rt *session) close() {
+	for _, c := range rt.conns {
+		c.Close()
+	}
+	for _, a := range rt.announce {
+		a.Close()
+	}
+	if rt.h != nil {
+		rt.h.Close()
+	}
+}
+
+// handle carries out the state machine's actions for one instance.
+func (rt *session) handle(in *instance, now time.Time, acts []fsm.Action) {
+	n := rt.n
+	for _, a := range acts {
+		switch a.Kind {
+		case fsm.SendAdvert:
+			rt.sendAdvert(in, a.Priority)
+		case fsm.Announce:
+			n.log.WithField("instance", in.cfg.Name).Info("vrrp: " + a.Reason + "; announcing again")
+			in.garpLeft, in.garpAt = n.opts.Config.GARP.Repeat, now
+		case fsm.Transition:
+			log := n.log.WithFields(logrus.Fields{"instance": in.cfg.Name, "vrid": in.cfg.VRID, "from": a.From, "to": a.To})
+			log.Info("vrrp: state change: " + a.Reason)
+			if a.To == fsm.Master {
+				for _, ad := range in.addrs {
+					if err := setAddress(rt.h, n.opts.Interfaces, ad, true); err != nil {
+						log.WithError(err).Error("vrrp: add virtual address")
+					}
+				}
+				in.garpLeft, in.garpAt = n.opts.Config.GARP.Repeat, now
+				in.refresh = now.Add(rt.refreshIv)
+			}
+			if a.From == fsm.Master {
+				in.garpLeft = 0
+				for _, ad := range in.addrs {
+					if err := setAddress(rt.h, n.opts.Interfaces, ad, false); err != nil {
+						log.WithError(err).Error("vrrp: remove virtual address")
+					}
+				}
+			}
+			n.emit(Event{Time: now, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: a.From, To: a.To, Reason: a.Reason})
+		}
+	}
+	if len(acts) > 0 {
+		rt.pumpGARP(in, now)
+	}
+}
+
+func (rt *session) sendAdvert(in *instance, prio int) {
+	n := rt.n
+	c := rt.conns[in.v6]
+	src := rt.primary[in.v6]
+	adv := packet.Advert{Version: n.opts.Config.Version, VRID: uint8(in.cfg.VRID), Priority: uint8(prio), Interval: in.cfg.AdvertInterval, Addrs: in.hbAddrs}
+	dsts := rt.peers[in.v6]
+	if len(dsts) == 0 {
+		dsts = []netip.Addr{packet.GroupIPv4}
+		if in.v6 {
+			dsts = []netip.Addr{packet.GroupIPv6}
+		}
+	}
+	for _, d := range dsts {
+		b, err := adv.Marshal(src, d)
+		if err == nil {
+			err = c.write(b, src, d)
+		}
+		if err != nil {
+			n.count(CounterTxError)
+			n.log.WithError(err).WithField("instance", in.cfg.Name).Debug("vrrp: send advert")
+			continue
+		}
+		n.count(CounterTx)
+	}
+}
+
+// pumpGARP sends the announcements that are due: the burst after takeover,
+// then the periodic refresh.
+func (rt *session) pumpGARP(in *instance, now time.Time) {
+	if in.m.State() != fsm.Master {
+		return
+	}
+	g := rt.n.opts.Config.GARP
+	send := false
+	if in.garpLeft > 0 && !now.Before(in.garpAt) {
+		in.garpLeft--
+		in.garpAt = now.Add(g.Interval)
+		send = true
+	} else if in.garpLeft == 0 && rt.refreshIv > 0 && !now.Before(in.refresh) {
+		send = true
+	}
+	if !send {
+		return
+	}
+	in.refresh = now.Add(rt.refreshIv)
+	for _, a := range in.addrs {
+		if err := rt.announce[a.Group].announce(a.Addr); err != nil {
+			rt.n.log.WithError(err).WithField("addr", a.Addr).Warn("vrrp: announce")
+		}
+	}
+}
+
+func (rt *session) deadline() time.Time {
+	var d time.Time
+	min := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	for _, in := range rt.n.insts {
+		min(in.m.Deadline())
+		if in.m.State() == fsm.Master {
+			if in.garpLeft > 0 {
+				min(in.garpAt)
+			} else if rt.refreshIv > 0 {
+				min(in.refresh)
+			}
+		}
+	}
+	return d
+}
+
+// receive validates a packet and feeds it to its instance.
+func (rt *session) receive(now time.Time, p rawPacket) {
+	n := rt.n
+	n.count(CounterRx)
+	v6 := p.src.Is6()
+	switch {
+	case p.ifIndex != 0 && p.ifIndex != rt.hb.Index:
+		n.drop(DropInterface, p, fmt.Errorf("arrived on interface %d, not %s", p.ifIndex, rt.hb.Name))
+		return
+	case p.src == rt.primary[v6]:
+		n.drop(DropOwn, p, errors.New("own advert"))
+		return
+	case p.ttl != packet.TTL:
+		n.drop(DropTTL, p, fmt.Errorf("TTL/hop limit %d, not 255", p.ttl))
+		return
+	}
+	adv, err := packet.Parse(p.data, p.src, p.dst)
+	if err != nil {
+		n.drop(string(packet.ReasonOf(err)), p, err)
+		return
+	}
+	if adv.Version != n.opts.Config.Version {
+		n.drop(DropVersion, p, fmt.Errorf("VRRPv%d advert, this node runs v%d", adv.Version, n.opts.Config.Version))
+		return
+	}
+	var in *instance
+	for _, i := range n.insts {
+		if i.v6 == v6 && i.cfg.VRID == int(adv.VRID) {
+			in = i
+		}
+	}
+	if in == nil {
+		n.drop(DropVRID, p, fmt.Errorf("VRID %d is not configured", adv.VRID))
+		return
+	}
+	if peers := rt.peers[v6]; len(peers) > 0 && !contains(peers, p.src) {
+		n.drop(DropPeer, p, fmt.Errorf("%s is not a configured peer", p.src))
+		return
+	}
+	if len(adv.Addrs) != len(in.hbAddrs) && adv.Priority != fsm.OwnerPriority {
+		n.drop(DropAddrCount, p, fmt.Errorf("%d addresses, %s has %d", len(adv.Addrs), in.cfg.Name, len(in.hbAddrs)))
+		return
+	}
+	if adv.Version == 2 && adv.Interval != in.cfg.AdvertInterval {
+		n.drop(DropInterval, p, fmt.Errorf("advert interval %d cs, %s uses %d", adv.Interval, in.cfg.Name, in.cfg.AdvertInterval))
+		return
+	}
+	rt.handle(in, now, in.m.Receive(now, fsm.Advert{Priority: int(adv.Priority), Interval: vrrp.AdvertDuration(adv.Interval), Src: p.src}))
+}
+
+func contains(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (rt *session) linkUpdate(now time.Time, u netlink.LinkUpdate) {
+	ifs := rt.n.opts.Interfaces
+	name := u.Link.Attrs().Name
+	changed := false
+	for _, t := range rt.n.opts.Config.Track {
+		if ifs.ForGroup(t.Group) != name {
+			continue
+		}
+		up := linkUp(u.Link) && u.Header.Type != unix.RTM_DELLINK
+		if rt.trackUp[t.Group] != up {
+			rt.trackUp[t.Group] = up
+			changed = true
+			rt.n.log.WithFields(logrus.Fields{"group": t.Group, "interface": name, "up": up}).Warn("vrrp: tracked bond changed")
+		}
+	}
+	if changed {
+		rt.applyTracking(now)
+	}
+	// A link with virtual addresses that comes back (cable, switch
+	// reboot) gets them announced again: the switch and neighbours may
+	// have learnt another MAC meanwhile.
+	if was, ok := rt.vipLinkUp[name]; ok {
+		up := linkUp(u.Link) && u.Header.Type != unix.RTM_DELLINK
+		rt.vipLinkUp[name] = up
+		if up && !was {
+			for _, in := range rt.n.insts {
+				if in.m.State() == fsm.Master {
+					rt.handle(in, now, []fsm.Action{{Kind: fsm.Announce, Reason: "link " + name + " came up"}})
+				}
+			}
+		}
+	}
+}
+
+// applyTracking sets fault and effective priority from the tracked bonds.
+func (rt *session) applyTracking(now time.Time) {
+	fault, dec := "", 0
+	for _, t := range rt.n.opts.Config.Track {
+		if rt.trackUp[t.Group] {
+			continue
+		}
+		if t.Action == vrrp.TrackFault {
+			fault = fmt.Sprintf("%s bond %s is down", t.Group, rt.n.opts.Interfaces.ForGroup(t.Group))
+		} else {
+			dec += t.Weight
+		}
+	}
+	for _, in := range rt.n.insts {
+		in.m.SetPriority(in.base - dec)
+		if fault != "" {
+			rt.handle(in, now, in.m.SetFault(now, true, fault))
+		} else {
+			rt.handle(in, now, in.m.SetFault(now, false, "tracked bonds up"))
+		}
+	}
+}
