@@ -244,22 +244,18 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 		return strings.Join(s, "\n")
 	}
 	before := snap()
-	// A ruleset the kernel refuses (an interface name is fine for the
-	// config but a NAT range with min > max is rejected by the kernel)
-	// must leave the old table in place untouched.
-	bad := mustRuleset(t, natConfig)
-	bad.SNAT = append(bad.SNAT, SNAT{Source: netip.MustParsePrefix("198.51.100.0/24"), OutIface: "lbext",
-		First: netip.MustParseAddr("203.0.113.209"), Last: netip.MustParseAddr("203.0.113.200")})
-	bad.Marks = append(bad.Marks, Mark{VS: "x", VIP: netip.MustParseAddr("203.0.113.120"), Proto: 99, From: 1, To: 2, Mark: 5})
-	bad.SNAT[len(bad.SNAT)-1].OutIface = strings.Repeat("x", 20) // 20-byte ifname: does not fit the 16-byte register compare
-	if err := m.Apply(bad); err == nil {
-		t.Log("kernel accepted the odd ruleset; checking rollback instead")
-		if err := m.Rollback(); err != nil {
-			t.Fatal(err)
-		}
+	// A batch the kernel refuses part-way (a new good ruleset followed by
+	// one rule with an unknown meta key) must leave the old table in place
+	// untouched: nothing half-applied.
+	refused := build(mustRuleset(t, strings.Replace(natConfig, "198.51.100.11/32", "198.51.100.0/24", 1)))
+	last := refused.rules[ChainSNAT][len(refused.rules[ChainSNAT])-1]
+	refused.rules[ChainSNAT] = append(refused.rules[ChainSNAT], &nftables.Rule{Table: last.Table, Chain: last.Chain,
+		Exprs: []expr.Any{&expr.Meta{Key: 250, Register: 1}}})
+	if err := m.install(refused); err == nil {
+		t.Fatal("kernel accepted a rule with meta key 250")
 	}
 	if after := snap(); after != before {
-		t.Fatalf("table changed by a refused or rolled-back apply:\n%s\nwas:\n%s", after, before)
+		t.Fatalf("table changed by a refused batch:\n%s\nwas:\n%s", after, before)
 	}
 	// Rollback after a good apply restores the previous content.
 	next := mustRuleset(t, strings.Replace(natConfig, "198.51.100.11/32", "198.51.100.0/24", 1))

@@ -123,7 +123,7 @@ func Veth(t testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
 		t.Fatalf("veth %s(%s)-%s(%s): %v", aIf, a.Name, bIf, b.Name, err)
 	}
 	for _, side := range []struct {
-		ns         *NS
+		ns        *NS
 		ifn, cidr string
 	}{{a, aIf, aAddr}, {b, bIf, bAddr}} {
 		l, err := side.ns.nl.LinkByName(side.ifn)
@@ -316,4 +316,6 @@ func (n *NS) AskUDP(addr string, timeout time.Duration) (string, error) {
 }
 
 // Suffix returns a short unique suffix for interface names.
-func Suffix() string { return fmt.Sprintf("%04x", uint16(time.Now().UnixNano()>>10)^uint16(os.Getpid())) }
+func Suffix() string {
+	return fmt.Sprintf("%04x", uint16(time.Now().UnixNano()>>10)^uint16(os.Getpid()))
+}
