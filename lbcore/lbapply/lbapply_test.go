@@ -1,0 +1,174 @@
+package lbapply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
+	"github.com/sirupsen/logrus"
+)
+
+const cfgA = `
+version: 1
+network:
+  failover: {members: [eth0, eth1], addresses: [192.0.2.1/25]}
+  internal: {members: [eth2], addresses: [198.51.100.2/24]}
+  external: {members: [eth3], addresses: [203.0.113.2/24]}
+virtual_servers:
+  - {name: api, vip: 203.0.113.101, port: 80, pool: api, mode: fullnat, local_address_pool: la}
+pools:
+  api: {members: [{address: 198.51.100.21, port: 8080}]}
+local_address_pools:
+  la: {addresses: [198.51.100.201-209]}
+`
+
+var cfgB = strings.Replace(cfgA, "203.0.113.101", "203.0.113.105", 1)
+
+type fakeIPVS struct {
+	fail    bool
+	applied []*ipvs.State
+}
+
+func (f *fakeIPVS) Apply(st *ipvs.State) (*ipvs.Applied, error) {
+	if f.fail {
+		return nil, errors.New("injected ipvs failure (rolled back 3 steps)")
+	}
+	f.applied = append(f.applied, st)
+	return &ipvs.Applied{Plan: &ipvs.Plan{}}, nil
+}
+
+func quiet() logrus.FieldLogger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+func parse(t *testing.T, doc string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func tableText(t *testing.T, m *nat.Manager) string {
+	t.Helper()
+	rules, err := m.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, ch := range []string{nat.ChainMark, nat.ChainSNAT} {
+		for _, r := range rules[ch] {
+			b.WriteString(ch)
+			for _, e := range r.Exprs {
+				fmt.Fprintf(&b, " %+v", e)
+			}
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// TestIPVSFailureRollsBackNftables uses the real nftables manager in a
+// fresh namespace and an IPVS side that fails.
+func TestIPVSFailureRollsBackNftables(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.New(t, "lbapply")
+	m := nat.NewManager(ns.Fd(), quiet())
+	fi := &fakeIPVS{}
+	a := &Applier{IPVS: fi, NAT: m, Log: quiet()}
+	if _, err := a.Apply(parse(t, cfgA)); err != nil {
+		t.Fatal(err)
+	}
+	before := tableText(t, m)
+	if !strings.Contains(before, "[203 0 113 101]") {
+		t.Fatalf("table does not match VIP 203.0.113.101:\n%s", before)
+	}
+	fi.fail = true
+	_, err := a.Apply(parse(t, cfgB))
+	if err == nil || !strings.Contains(err.Error(), "nftables rolled back") {
+		t.Fatalf("apply with failing IPVS: err = %v", err)
+	}
+	if after := tableText(t, m); after != before {
+		t.Fatalf("nftables table not restored after IPVS failure:\n%s\nwas:\n%s", after, before)
+	}
+	fi.fail = false
+	if _, err := a.Apply(parse(t, cfgB)); err != nil {
+		t.Fatal(err)
+	}
+	if tableText(t, m) == before {
+		t.Fatal("good apply did not change the table (so the rollback check proves nothing)")
+	}
+}
+
+type fakeNAT struct{ applies, rollbacks int }
+
+func (f *fakeNAT) Apply(*nat.Ruleset) error { f.applies++; return nil }
+func (f *fakeNAT) Rollback() error          { f.rollbacks++; return nil }
+
+func TestRunReloadRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(cfgA), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, fn := &fakeIPVS{}, &fakeNAT{}
+	a := &Applier{IPVS: fi, NAT: fn, Log: quiet()}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, path, config.Load, a, reload) }()
+	waitFor := func(n int) {
+		t.Helper()
+		for i := 0; i < 200 && len(fi.applied) < n; i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor(1)
+	// A config with an error: nothing applied.
+	if err := os.WriteFile(path, []byte(strings.Replace(cfgA, "mode: fullnat", "mode: nat", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	// A good config afterwards is applied.
+	if err := os.WriteFile(path, []byte(cfgB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor(2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(fi.applied) != 2 || fn.applies != 2 {
+		t.Fatalf("applied ipvs %d / nat %d times, want 2 (initial + good reload; the bad one rejected before touching anything)", len(fi.applied), fn.applies)
+	}
+	var vip string
+	for k := range fi.applied[1].Services {
+		vip = k.Addr.String()
+	}
+	if vip != "203.0.113.105" {
+		t.Fatalf("second apply had VIP %s", vip)
+	}
+}
+
+func TestRunFailsOnBadFirstConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(path, []byte("version: 1\nvirtual_servers: [{name: x}]\n"), 0o644)
+	err := Run(context.Background(), path, config.Load, &Applier{IPVS: &fakeIPVS{}, NAT: &fakeNAT{}, Log: quiet()}, nil)
+	if err == nil || !strings.Contains(err.Error(), "virtual_servers[0]") {
+		t.Fatalf("bad first config: %v", err)
+	}
+}
