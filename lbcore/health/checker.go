@@ -49,30 +49,32 @@ type Checker interface {
 	Check(ctx context.Context, t Target) Result
 }
 
-// DialFunc opens a check's connection with d (which carries the source
-// address). The default is d.DialContext; tests use it to dial from inside a
-// network namespace.
-type DialFunc func(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error)
+// SocketEnv runs fn, which creates (and starts connecting) a check's
+// socket, in the environment sockets should be made in. The default just
+// calls fn; tests run fn on a thread switched into a network namespace.
+type SocketEnv func(fn func() error) error
 
-func defaultDial(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
-	return d.DialContext(ctx, network, address)
-}
+func directEnv(fn func() error) error { return fn() }
 
 // NewChecker builds the checker for a validated monitor (after
-// ApplyDefaults). dial may be nil.
-func NewChecker(m Monitor, dial DialFunc) (Checker, error) {
+// ApplyDefaults). env may be nil.
+func NewChecker(m Monitor, env SocketEnv) (Checker, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	if dial == nil {
-		dial = defaultDial
+	if env == nil {
+		env = directEnv
 	}
-	b := &base{timeout: m.Timeout.D(), port: uint16(m.Port), dial: dial}
+	// Checks open a fresh connection each time and close it at once: no
+	// keep-alive probes (four setsockopt calls per dial saved).
+	b := &base{timeout: m.Timeout.D(), port: uint16(m.Port), env: env}
+	b.dialer.KeepAlive = -1
 	if m.Source != "" {
 		src, err := parseSource(m.Source)
 		if err != nil {
 			return nil, err
 		}
+		b.src = src
 		b.dialer.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 	}
 	var tlsc *tlsConf
@@ -124,8 +126,9 @@ func NewChecker(m Monitor, dial DialFunc) (Checker, error) {
 type base struct {
 	timeout time.Duration
 	port    uint16
+	src     netip.Addr // zero: the kernel picks
 	dialer  net.Dialer
-	dial    DialFunc
+	env     SocketEnv
 }
 
 type tlsConf struct {
@@ -134,18 +137,18 @@ type tlsConf struct {
 	roots  *x509.CertPool
 }
 
-func (b *base) addr(t Target) (string, error) {
+func (b *base) addr(t Target) (netip.AddrPort, error) {
 	port := t.Port
 	if b.port != 0 {
 		port = b.port
 	}
 	if !t.Addr.IsValid() {
-		return "", errors.New("member has no address")
+		return netip.AddrPort{}, errors.New("member has no address")
 	}
 	if port == 0 {
-		return "", errors.New("member has no port and the monitor sets none")
+		return netip.AddrPort{}, errors.New("member has no port and the monitor sets none")
 	}
-	return netip.AddrPortFrom(t.Addr, port).String(), nil
+	return netip.AddrPortFrom(t.Addr, port), nil
 }
 
 // run bounds fn by the timeout and turns its error into a Result.
@@ -246,7 +249,12 @@ func (b *base) connect(ctx context.Context, t Target) (net.Conn, error) {
 	if err != nil {
 		return nil, &checkFailure{err.Error()}
 	}
-	conn, err := b.dial(ctx, &b.dialer, "tcp", addr)
+	var conn net.Conn
+	err = b.env(func() error {
+		var err error
+		conn, err = b.dialer.DialContext(ctx, "tcp", addr.String())
+		return err
+	})
 	if err != nil {
 		return nil, inPhase("connect", err)
 	}
@@ -269,11 +277,13 @@ type tcpChecker struct{ *base }
 
 func (c *tcpChecker) Check(ctx context.Context, t Target) Result {
 	return c.run(ctx, func(ctx context.Context) (string, error) {
-		conn, err := c.connect(ctx, t)
+		addr, err := c.addr(t)
 		if err != nil {
-			return "", err
+			return "", &checkFailure{err.Error()}
 		}
-		abort(conn)
+		if err := c.connectOnly(ctx, addr); err != nil {
+			return "", inPhase("connect", err)
+		}
 		return "connected", nil
 	})
 }

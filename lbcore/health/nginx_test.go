@@ -207,7 +207,7 @@ func TestNginx(t *testing.T) {
 			m := tc.mon
 			m.Interval, m.Timeout = health.Duration(2*time.Second), health.Duration(time.Second)
 			m.ApplyDefaults()
-			c, err := health.NewChecker(m, lab.Dial)
+			c, err := health.NewChecker(m, lab.InChecker)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -129,7 +129,7 @@ func runScheduler(t *testing.T, lab *nslab.Lab, mons health.Monitors, members []
 	t.Helper()
 	rec := &recorder{obs: map[string][]health.Observation{}, events: map[string][]health.Event{}}
 	s := health.NewScheduler(health.Options{
-		Dial: lab.Dial,
+		SocketEnv: lab.InChecker,
 		OnResult: func(o health.Observation) {
 			rec.mu.Lock()
 			rec.obs[o.Member] = append(rec.obs[o.Member], o)
@@ -324,7 +324,7 @@ func TestHTTPAnswers(t *testing.T) {
 			m := tc.mon
 			m.Type, m.Interval, m.Timeout = health.TypeHTTP, health.Duration(time.Second), health.Duration(100*time.Millisecond)
 			m.ApplyDefaults()
-			c, err := health.NewChecker(m, lab.Dial)
+			c, err := health.NewChecker(m, lab.InChecker)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,31 +336,74 @@ func TestHTTPAnswers(t *testing.T) {
 	}
 }
 
+// TestTCPAnswers runs the TCP connect checker against a listener, a closed
+// port and an address nobody answers.
+func TestTCPAnswers(t *testing.T) {
+	lab := nslab.New(t, nil, "198.51.100.11")
+	startServer(t, lab, "198.51.100.11:80", answerAccept)
+	m := tcpMon(time.Second, 100*time.Millisecond, 1, 1)
+	c, err := health.NewChecker(m, lab.InChecker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		target string
+		ok     bool
+		reason string
+	}{
+		{"198.51.100.11:80", true, "connected"},
+		{"198.51.100.11:81", false, "connection refused (connect)"},
+		{"198.51.100.40:80", false, "timeout after 100ms (connect)"}, // no such host: ARP never answers
+	} {
+		ap := netip.MustParseAddrPort(tc.target)
+		start := time.Now()
+		r := c.Check(context.Background(), health.Target{Addr: ap.Addr(), Port: ap.Port()})
+		if r.OK != tc.ok || r.Reason != tc.reason {
+			t.Errorf("%s: got ok=%v %q, want ok=%v %q", tc.target, r.OK, r.Reason, tc.ok, tc.reason)
+		}
+		if el := time.Since(start); el > 300*time.Millisecond {
+			t.Errorf("%s: check took %s with a 100ms timeout", tc.target, el)
+		}
+	}
+}
+
 // TestSourceAddress: checks leave from the configured source address.
 func TestSourceAddress(t *testing.T) {
 	lab := nslab.New(t, []string{"198.51.100.3"}, "198.51.100.11")
 	srv := startServer(t, lab, "198.51.100.11:80", answerOK)
 	target := health.Target{Addr: netip.MustParseAddr("198.51.100.11"), Port: 80}
-	for _, src := range []string{"198.51.100.3", "198.51.100.2"} {
-		m := health.Monitor{Type: health.TypeHTTP, Source: src, Interval: health.Duration(time.Second)}
+	for i, src := range []string{"198.51.100.3", "198.51.100.2", "198.51.100.3"} {
+		typ := health.TypeHTTP
+		if i == 2 {
+			typ = health.TypeTCP
+		}
+		m := health.Monitor{Type: typ, Source: src, Interval: health.Duration(time.Second)}
 		m.ApplyDefaults()
-		c, err := health.NewChecker(m, lab.Dial)
+		c, err := health.NewChecker(m, lab.InChecker)
 		if err != nil {
 			t.Fatal(err)
 		}
+		srv.mu.Lock()
+		before := len(srv.remotes)
+		srv.mu.Unlock()
 		if r := c.Check(context.Background(), target); !r.OK {
 			t.Fatalf("source %s: %+v", src, r)
 		}
-		srv.mu.Lock()
-		last := srv.remotes[len(srv.remotes)-1]
-		srv.mu.Unlock()
+		var last string
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && last == ""; time.Sleep(5 * time.Millisecond) {
+			srv.mu.Lock()
+			if len(srv.remotes) > before {
+				last = srv.remotes[before]
+			}
+			srv.mu.Unlock()
+		}
 		if host, _, _ := net.SplitHostPort(last); host != src {
-			t.Errorf("server saw %s, want source %s", last, src)
+			t.Errorf("%s check: server saw %q, want source %s", typ, last, src)
 		}
 	}
 	m := health.Monitor{Type: health.TypeTCP, Source: "198.51.100.4", Interval: health.Duration(time.Second)}
 	m.ApplyDefaults()
-	c, _ := health.NewChecker(m, lab.Dial)
+	c, _ := health.NewChecker(m, lab.InChecker)
 	if r := c.Check(context.Background(), target); r.OK || !strings.Contains(r.Reason, "source address not available") {
 		t.Errorf("absent source address: %+v", r)
 	}

@@ -66,8 +66,8 @@ type MemberStatus struct {
 // Options configure a Scheduler. All fields are optional.
 type Options struct {
 	Log logrus.FieldLogger
-	// Dial replaces how checks open connections (tests: namespaces).
-	Dial DialFunc
+	// SocketEnv is where check sockets are made (tests: a namespace).
+	SocketEnv SocketEnv
 	// OnTransition is called for every state change, outside the
 	// scheduler's lock, from the goroutine of the check that caused it.
 	OnTransition func(Event)
@@ -144,7 +144,7 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 	mons := make(Monitors, len(monitors))
 	for name, m := range monitors {
 		m.ApplyDefaults()
-		c, err := NewChecker(m, s.opts.Dial)
+		c, err := NewChecker(m, s.opts.SocketEnv)
 		if err != nil {
 			return fmt.Errorf("monitor %s: %w", name, err)
 		}
@@ -226,7 +226,15 @@ func (s *Scheduler) drop(m *memberState) {
 func phase(id string, interval time.Duration) time.Duration {
 	h := fnv.New64a()
 	h.Write([]byte(id))
-	return time.Duration(h.Sum64() % uint64(interval))
+	// FNV alone leaves similar IDs ("pool/1", "pool/2") clustered: finish
+	// with the splitmix64 mixer so phases spread evenly.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return time.Duration(x % uint64(interval))
 }
 
 // firstSlot is the first time after now that is phase past a multiple of

@@ -106,6 +106,24 @@ func New(t testing.TB, checkerExtra []string, serverAddrs ...string) *Lab {
 	}
 	setup(hc, cName, append([]string{CheckerAddr}, checkerExtra...))
 	setup(hs, sName, serverAddrs)
+	// Until the kernel's link watcher has run, a new veth has the noop qdisc
+	// and drops what is sent: wait for both ends to be operationally up.
+	for _, end := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{hc, cName}, {hs, sName}} {
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			link, err := end.h.LinkByName(end.name)
+			if err == nil && link.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nslab: %s not operationally up after 3s", end.name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return l
 }
 
@@ -126,7 +144,11 @@ func (l *Lab) Do(ns netns.NsHandle, fn func() error) error {
 	return err
 }
 
-// Dial is a health.DialFunc that opens the check's socket in the checker ns.
+// InChecker is a health.SocketEnv: it makes the check's socket in the
+// checker namespace.
+func (l *Lab) InChecker(fn func() error) error { return l.Do(l.Checker, fn) }
+
+// Dial connects from the checker namespace.
 func (l *Lab) Dial(ctx context.Context, d *net.Dialer, network, address string) (net.Conn, error) {
 	var conn net.Conn
 	err := l.Do(l.Checker, func() error {

@@ -1,0 +1,239 @@
+package health_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/health"
+)
+
+// The benchmark's listeners run in a child process (this test binary
+// re-executed) so their accept work is not counted as the checker's CPU.
+const benchServerEnv = "HC_BENCH_SERVER"
+
+func TestMain(m *testing.M) {
+	if n := os.Getenv(benchServerEnv); n != "" {
+		os.Exit(benchServer(n))
+	}
+	os.Exit(m.Run())
+}
+
+// benchServer listens on n loopback ports, prints their addresses, accepts
+// and closes connections until its stdin closes.
+func benchServer(arg string) int {
+	n, err := strconv.Atoi(arg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println(ln.Addr().String())
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	fmt.Println("ready")
+	bufio.NewReader(os.Stdin).ReadString('\n') // parent gone or done
+	return 0
+}
+
+// cpuTime returns the process's user and system CPU time.
+func cpuTime() (user, sys time.Duration) {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// BenchmarkScheduler10k checks 10 000 members (TCP connect, 1 s interval)
+// against loopback listeners for HC_BENCH_SECONDS (default 10) seconds,
+// measures the checker process's CPU (getrusage) as % of one core and the
+// spread of check start times from their slots, and writes
+// out/health-bench.md. Run it once:
+//
+//	go test -run '^$' -bench Scheduler10k -benchtime 1x ./lbcore/health/
+func BenchmarkScheduler10k(b *testing.B) {
+	const members, listeners = 10000, 200
+	interval := time.Second
+	seconds := 10
+	if s, err := strconv.Atoi(os.Getenv("HC_BENCH_SECONDS")); err == nil && s > 0 {
+		seconds = s
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+strconv.Itoa(listeners))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	var addrs []netip.AddrPort
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "ready" {
+		addrs = append(addrs, netip.MustParseAddrPort(sc.Text()))
+	}
+	if len(addrs) != listeners {
+		b.Fatalf("bench server gave %d listeners", len(addrs))
+	}
+
+	mon := health.Monitor{Type: health.TypeTCP, Interval: health.Duration(interval), Timeout: health.Duration(500 * time.Millisecond)}
+	mon.ApplyDefaults()
+	ms := make([]health.Member, members)
+	for i := range ms {
+		ap := addrs[i%listeners]
+		ms[i] = health.Member{ID: fmt.Sprintf("bench/%05d", i), Target: health.Target{Addr: ap.Addr(), Port: ap.Port()}, Monitor: "tcp"}
+	}
+
+	// Samples of start lateness (Started - Scheduled), and starts per 10ms
+	// bucket of the interval, collected during the measured window only.
+	var measuring atomic.Bool
+	lateness := make([]int64, members*(seconds+2))
+	var nLate, fails, checks atomic.Int64
+	var buckets [100]atomic.Int64
+	s := health.NewScheduler(health.Options{OnResult: func(o health.Observation) {
+		if !measuring.Load() {
+			return
+		}
+		checks.Add(1)
+		if !o.Result.OK {
+			fails.Add(1)
+		}
+		if i := nLate.Add(1) - 1; i < int64(len(lateness)) {
+			lateness[i] = int64(o.Started.Sub(o.Scheduled))
+		}
+		buckets[(o.Scheduled.UnixNano()%int64(interval))/int64(10*time.Millisecond)].Add(1)
+	}})
+	if err := s.Configure(health.Monitors{"tcp": mon}, ms); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+
+	time.Sleep(2 * interval) // every member has had its first slot
+	b.ResetTimer()
+	measuring.Store(true)
+	u0, s0 := cpuTime()
+	wall0 := time.Now()
+	time.Sleep(time.Duration(seconds) * time.Second)
+	u1, s1 := cpuTime()
+	wall1 := time.Now()
+	measuring.Store(false)
+	b.StopTimer()
+	cancel()
+	<-done
+
+	wall := float64(wall1.Sub(wall0))
+	userPct, sysPct := 100*float64(u1-u0)/wall, 100*float64(s1-s0)/wall
+	cpuPct := userPct + sysPct
+	n := min(int(nLate.Load()), len(lateness))
+	late := lateness[:n]
+	sort.Slice(late, func(i, j int) bool { return late[i] < late[j] })
+	var sum, sq float64
+	for _, v := range late {
+		sum += float64(v)
+		sq += float64(v) * float64(v)
+	}
+	mean := sum / float64(max(n, 1))
+	std := math.Sqrt(max(sq/float64(max(n, 1))-mean*mean, 0))
+	pct := func(p float64) time.Duration {
+		if n == 0 {
+			return 0
+		}
+		return time.Duration(late[min(n-1, int(p*float64(n)))])
+	}
+	minB, maxB := int64(math.MaxInt64), int64(0)
+	for i := range buckets {
+		minB, maxB = min(minB, buckets[i].Load()), max(maxB, buckets[i].Load())
+	}
+	expected := int64(members) * int64(seconds)
+	perBucket := float64(checks.Load()) / 100
+
+	b.ReportMetric(cpuPct, "%core")
+	b.ReportMetric(float64(checks.Load())/wall1.Sub(wall0).Seconds(), "checks/s")
+	b.ReportMetric(float64(std)/1e3, "start-stddev-µs")
+	b.ReportMetric(float64(pct(1))/1e3, "start-max-µs")
+
+	report := fmt.Sprintf(`# Health-check scheduler benchmark
+
+%s, %s, GOMAXPROCS %d, %d CPUs.
+
+Setup: %d members, TCP connect monitor, interval %s, timeout %s, against %d
+loopback listeners served by a separate process (not counted). Measured over
+%d s after a %s warm-up.
+
+| what | value | goal |
+| --- | --- | --- |
+| checker CPU (user+sys, getrusage) | %.1f %% of one core | ≤ 25 %% |
+| of which user / system | %.1f %% / %.1f %% | |
+| checks completed | %d (expected ≈ %d) | |
+| failed checks | %d | 0 |
+| start lateness mean | %s | |
+| start lateness stddev | %s | |
+| start lateness p50 / p99 / max | %s / %s / %s | |
+| starts per 10 ms slice of the interval (min / max, ideal %.0f) | %d / %d | |
+
+Lateness is the time from a member's slot (its hash phase in the interval)
+to the moment its check began.
+`, time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(),
+		members, interval, mon.Timeout, listeners, seconds, 2*interval,
+		cpuPct, userPct, sysPct, checks.Load(), expected, fails.Load(),
+		time.Duration(mean), time.Duration(std), pct(0.5), pct(0.99), pct(1),
+		perBucket, minB, maxB)
+	if err := writeBenchReport(report); err != nil {
+		b.Logf("report not written: %v", err)
+	}
+	b.Log("\n" + report)
+}
+
+func writeBenchReport(report string) error {
+	dir, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return fmt.Errorf("no go.mod above %s", dir)
+		}
+		dir = parent
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(out, "health-bench.md"), []byte(report), 0o644)
+}
