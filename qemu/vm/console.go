@@ -1,0 +1,138 @@
+package vm
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Console is a VM's serial console: everything the guest prints is kept
+// (and copied to a log), and Expect waits for text past a read cursor.
+type Console struct {
+	w io.Writer
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    bytes.Buffer
+	cursor int
+	closed bool
+	seq    int
+}
+
+func newConsole(r io.Reader, w io.Writer, log io.Writer) *Console {
+	c := &Console{w: w}
+	c.cond = sync.NewCond(&c.mu)
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := r.Read(b)
+			if n > 0 {
+				if log != nil {
+					log.Write(b[:n])
+				}
+				c.mu.Lock()
+				c.buf.Write(b[:n])
+				c.cond.Broadcast()
+				c.mu.Unlock()
+			}
+			if err != nil {
+				c.mu.Lock()
+				c.closed = true
+				c.cond.Broadcast()
+				c.mu.Unlock()
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// Output is everything the console has printed so far.
+func (c *Console) Output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// Expect waits until re matches console output after the cursor, moves the
+// cursor past the match and returns the submatches.
+func (c *Console) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		data := c.buf.Bytes()[c.cursor:]
+		if loc := re.FindSubmatchIndex(data); loc != nil {
+			var out []string
+			for i := 0; i < len(loc); i += 2 {
+				if loc[i] < 0 {
+					out = append(out, "")
+					continue
+				}
+				out = append(out, string(data[loc[i]:loc[i+1]]))
+			}
+			c.cursor += loc[1]
+			return out, nil
+		}
+		if c.closed {
+			return nil, fmt.Errorf("console closed while waiting for %q; last output:\n%s", re, tail(string(data), 1500))
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("timed out after %v waiting for %q; last output:\n%s", timeout, re, tail(string(data), 1500))
+		}
+		c.cond.Wait()
+	}
+}
+
+// ExpectString waits for a literal string.
+func (c *Console) ExpectString(s string, timeout time.Duration) error {
+	_, err := c.Expect(regexp.MustCompile(regexp.QuoteMeta(s)), timeout)
+	return err
+}
+
+// Send writes raw input to the console.
+func (c *Console) Send(s string) error {
+	_, err := io.WriteString(c.w, s)
+	return err
+}
+
+// Run types a shell command on the console and returns its output and exit
+// status. Output is framed by markers built so that the echo of the typed
+// line cannot match them.
+func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
+	c.mu.Lock()
+	c.seq++
+	n := c.seq
+	c.mu.Unlock()
+	begin := fmt.Sprintf("@@B%d@@", n)
+	end := fmt.Sprintf("@@E%d@@", n)
+	line := fmt.Sprintf("echo '@@B''%d@@'; %s; echo '@@E''%d@@' $?\n", n, cmd, n)
+	if err := c.Send(line); err != nil {
+		return "", -1, fmt.Errorf("console: %w", err)
+	}
+	re := regexp.MustCompile(`(?s)` + regexp.QuoteMeta(begin) + `\r?\n(.*?)` + regexp.QuoteMeta(end) + ` (\d+)`)
+	m, err := c.Expect(re, timeout)
+	if err != nil {
+		return "", -1, fmt.Errorf("running %q: %w", cmd, err)
+	}
+	status, _ := strconv.Atoi(m[2])
+	return strings.ReplaceAll(m[1], "\r\n", "\n"), status, nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
