@@ -120,8 +120,11 @@ func (n *labNode) setLink(t *testing.T, link string, up bool) {
 	}
 }
 
+// newLab builds the lab for t. Labs are independent (unique names), so
+// their tests run in parallel.
 func newLab(t *testing.T) *lab {
 	needRoot(t)
+	t.Parallel()
 	b := make([]byte, 3)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
