@@ -103,8 +103,8 @@ type memberState struct {
 	checker  Checker
 	interval time.Duration
 	mon      Monitor
-	next     time.Time
-	index    int // in the heap, -1 when not queued
+	next     int64 // next slot, Unix nanoseconds
+	index    int   // in the heap, -1 when not queued
 	removed  bool
 	inFlight bool
 	seq      uint64 // checks started
@@ -202,7 +202,7 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 			}
 			s.drop(old)
 		}
-		ms.next = firstSlot(now, ms.interval, phase(m.ID, ms.interval))
+		ms.next = firstSlot(now, ms.interval, phase(m.ID, ms.interval)).UnixNano()
 		s.members[m.ID] = ms
 		heap.Push(&s.queue, ms)
 	}
@@ -270,10 +270,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		now := time.Now()
+		nowNS := now.UnixNano()
 		s.mu.Lock()
-		for len(s.queue) > 0 && !s.queue[0].next.After(now) {
+		for len(s.queue) > 0 && s.queue[0].next <= nowNS {
 			m := s.queue[0]
-			scheduled := m.next
+			scheduled := time.Unix(0, m.next)
 			if m.inFlight {
 				m.status.Skipped++
 			} else {
@@ -285,15 +286,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 					s.check(ctx, m, c, seq, scheduled)
 				}(m, m.checker, m.seq)
 			}
-			m.next = m.next.Add(m.interval)
-			if !m.next.After(now) { // fell behind (pause, overload): skip to the next slot
-				m.next = firstSlot(now, m.interval, phase(m.ID, m.interval))
+			m.next += int64(m.interval)
+			if m.next <= nowNS { // fell behind (pause, overload): skip to the next slot
+				m.next = firstSlot(now, m.interval, phase(m.ID, m.interval)).UnixNano()
 			}
 			heap.Fix(&s.queue, 0)
 		}
 		wait := time.Hour
 		if len(s.queue) > 0 {
-			wait = max(time.Until(s.queue[0].next), s.opts.Quantum)
+			wait = max(time.Duration(s.queue[0].next-time.Now().UnixNano()), s.opts.Quantum)
 		}
 		s.mu.Unlock()
 		timer.Reset(wait)
@@ -378,7 +379,7 @@ func (s *Scheduler) Snapshot() []MemberStatus {
 type memberHeap []*memberState
 
 func (h memberHeap) Len() int           { return len(h) }
-func (h memberHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h memberHeap) Less(i, j int) bool { return h[i].next < h[j].next }
 func (h memberHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index = i
