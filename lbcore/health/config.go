@@ -5,6 +5,35 @@
 // The package knows nothing about pools or IPVS: the LB daemon hands it
 // members (Member) and monitor definitions (Monitor), receives transition
 // events, and asks PoolEffect what a pool's destinations should be.
+//
+// The monitors section of the appliance config, by monitor name:
+//
+//	monitors:
+//	  web:
+//	    type: https            # tcp | http | https | ssl (TLS handshake only)
+//	    interval: 1s           # default 5s
+//	    timeout: 400ms         # default 2s (interval/2 when interval <= 2s); < interval
+//	    rise: 2                # default 2
+//	    fall: 3                # default 3
+//	    initial_state: unknown # unknown (default) | down | up
+//	    source: 198.51.100.2   # the Internal self IP
+//	    port: 8443             # default: the member's port
+//	    method: GET            # http/https: default GET
+//	    path: /healthz         # default /
+//	    host: www.example.test # Host header; default the member's address
+//	    headers: {X-Check: fulcrum}
+//	    expect_status: "200-299,301"   # default 200-399
+//	    expect_body: "^ok"             # regexp over the first 1 MiB
+//	    expect_body_sha256: "..."      # hex digest of the whole body
+//	    sni: www.example.test  # https/ssl: default the host field
+//	    verify: true           # default false
+//	    ca_bundle: /etc/fulcrum/ca.pem # needs verify; read at validation
+//
+// Initial state: a new member is "unknown" and does not serve; its first
+// result moves it up or down at once, so a new pool never sends traffic to a
+// dead member and waits at most one interval for a live one. After that,
+// fall consecutive failures take it down and rise consecutive successes bring
+// it back.
 package health
 
 import (
