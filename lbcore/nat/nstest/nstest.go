@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -139,6 +140,50 @@ func Veth(t testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
 	}
 }
 
+// Bridge creates a bridge named name in n, up, with an optional CIDR
+// address; Veth peers can then be enslaved with Enslave.
+func (n *NS) Bridge(t testing.TB, name, cidr string) {
+	t.Helper()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := n.nl.LinkAdd(br); err != nil {
+		t.Fatalf("%s: bridge %s: %v", n.Name, name, err)
+	}
+	if cidr != "" {
+		n.AddAddr(t, name, cidr)
+	}
+	if err := n.nl.LinkSetUp(br); err != nil {
+		t.Fatalf("%s: %s up: %v", n.Name, name, err)
+	}
+}
+
+// Enslave puts interface ifn of n into bridge br of n.
+func (n *NS) Enslave(t testing.TB, ifn, br string) {
+	t.Helper()
+	l, err := n.nl.LinkByName(ifn)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", n.Name, ifn, err)
+	}
+	b, err := n.nl.LinkByName(br)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", n.Name, br, err)
+	}
+	if err := n.nl.LinkSetMaster(l, b); err != nil {
+		t.Fatalf("%s: %s into %s: %v", n.Name, ifn, br, err)
+	}
+}
+
+// Exec runs a command inside the namespace (test tooling only) and returns
+// its combined output.
+func (n *NS) Exec(name string, args ...string) (string, error) {
+	var out []byte
+	err := n.Do(func() error {
+		var err error
+		out, err = exec.Command(name, args...).CombinedOutput()
+		return err
+	})
+	return string(out), err
+}
+
 // AddAddr adds a CIDR address to an interface.
 func (n *NS) AddAddr(t testing.TB, ifn, cidr string) {
 	t.Helper()
@@ -173,8 +218,9 @@ func (n *NS) Route(t testing.TB, dst, gw string) {
 }
 
 // Serve starts a TCP server in the namespace on addr. Each connection gets
-// one line "<name> <remote-ip>\n" and is then held open until the client
-// closes it (so tests can keep connections established). Stopped at cleanup.
+// one line "<name> <remote-ip>\n", then everything the client sends is
+// echoed back until it closes (so tests can hold connections open and check
+// they still work). Stopped at cleanup.
 func (n *NS) Serve(t testing.TB, name, addr string) {
 	t.Helper()
 	var ln net.Listener
@@ -216,8 +262,12 @@ func (n *NS) Serve(t testing.TB, name, addr string) {
 				fmt.Fprintf(c, "%s %s\n", name, host)
 				buf := make([]byte, 256)
 				for {
-					c.SetReadDeadline(time.Now().Add(30 * time.Second))
-					if _, err := c.Read(buf); err != nil {
+					c.SetReadDeadline(time.Now().Add(60 * time.Second))
+					k, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:k]); err != nil {
 						return
 					}
 				}
