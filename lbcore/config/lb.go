@@ -654,3 +654,52 @@ func prefixList(ps []netip.Prefix) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// LocalAddresses lists every address of the local address pools that a
+// virtual server uses. The appliance must own them on the Internal bond
+// (netsetup adds them) so members' replies to FullNAT connections reach it.
+func (c *Config) LocalAddresses() []netip.Addr {
+	used := map[string]bool{}
+	for _, v := range c.VirtualServers {
+		if v.Mode == ModeFullNAT && v.LocalAddressPool != "" {
+			used[v.LocalAddressPool] = true
+		}
+	}
+	return poolAddrs(c.LocalAddressPools, used)
+}
+
+// SNATAddresses lists every address of the SNAT IPools a rule uses. The
+// appliance must own them on the rule's out interface (the External bond,
+// floating with VRRP like the VIPs) so replies from the outside reach it.
+func (c *Config) SNATAddresses() []netip.Addr {
+	used := map[string]bool{}
+	for _, r := range c.SNAT.Rules {
+		used[r.IPool] = true
+	}
+	return poolAddrs(c.SNAT.IPools, used)
+}
+
+func poolAddrs(pools map[string]*AddressPool, used map[string]bool) []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, name := range sortedKeys(pools) {
+		p := pools[name]
+		if !used[name] || p == nil {
+			continue
+		}
+		f, l, err := p.Range()
+		if err != nil {
+			continue
+		}
+		for a := f; ; a = a.Next() {
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+			if a == l {
+				break
+			}
+		}
+	}
+	return out
+}
