@@ -397,3 +397,32 @@ pools: {a: {members: [{address: 198.51.100.11, port: 8080}, {address: 198.51.100
 		}
 	}
 }
+
+func TestGuestTunnel(t *testing.T) {
+	l := newGuestLab(t, []string{"198.51.100.41"}, true, ipvs.Options{})
+	m := l.members["198.51.100.41"]
+	// What a TUN member needs: the ipip fallback device tunl0 up (module
+	// ipip), the VIP on lo, no ARP for it, rp_filter off on tunl0.
+	tunl, err := m.Netlink().LinkByName("tunl0")
+	if err != nil {
+		t.Skipf("no tunl0 in the member namespace (ipip module not loaded?): %v", err)
+	}
+	if err := m.Netlink().LinkSetUp(tunl); err != nil {
+		t.Fatal(err)
+	}
+	m.AddAddr(t, "lo", "203.0.113.103/32")
+	m.Sysctl(t, "net.ipv4.conf.all.arp_ignore", "1")
+	m.Sysctl(t, "net.ipv4.conf.all.arp_announce", "2")
+	m.Sysctl(t, "net.ipv4.conf.all.rp_filter", "0")
+	m.Sysctl(t, "net.ipv4.conf.tunl0.rp_filter", "0")
+	l.lb.Sysctl(t, "net.ipv4.conf.all.accept_local", "1")
+	l.lb.Sysctl(t, "net.ipv4.conf.lbint.accept_local", "1")
+	l.lb.Sysctl(t, "net.ipv4.conf.lbint.rp_filter", "0")
+	l.apply(`
+virtual_servers: [{name: tun, vip: 203.0.113.103, port: 80, pool: tun, mode: tun}]
+pools: {tun: {members: [{address: 198.51.100.41}]}}
+`)
+	if name, seen := l.ask("203.0.113.10", "203.0.113.103:80"); name != "m41" || seen != "203.0.113.10" {
+		t.Fatalf("TUN: member %s saw %s, want m41 seeing the client", name, seen)
+	}
+}
