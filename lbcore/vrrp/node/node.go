@@ -35,6 +35,14 @@ type Options struct {
 	NetNS netns.NsHandle
 }
 
+// netNS is the namespace to work in, or netns.None() for the current one.
+func (o *Options) netNS() netns.NsHandle {
+	if o.NetNS <= 0 {
+		return netns.None()
+	}
+	return o.NetNS
+}
+
 // Event is a state change of one instance.
 type Event struct {
 	Time     time.Time

@@ -71,9 +71,11 @@ func (n *Node) Run(ctx context.Context) error {
 	linkDone := make(chan struct{})
 	defer close(linkDone)
 	{
-		ns := n.opts.NetNS
+		ns := n.opts.netNS()
 		opt := netlink.LinkSubscribeOptions{ListExisting: true, ErrorCallback: func(err error) {
-			n.log.WithError(err).Warn("vrrp: link updates")
+			if ctx.Err() == nil {
+				n.log.WithError(err).Warn("vrrp: link updates")
+			}
 		}}
 		if ns.IsOpen() {
 			opt.Namespace = &ns
@@ -150,8 +152,8 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 		peers: map[bool][]netip.Addr{}, trackUp: map[string]bool{}, vipLinkUp: map[string]bool{}, virtual: map[netip.Addr]bool{},
 		refreshIv: n.opts.Config.GARP.RefreshInterval()}
 	var err error
-	if n.opts.NetNS.IsOpen() {
-		rt.h, err = netlink.NewHandleAt(n.opts.NetNS)
+	if n.opts.netNS().IsOpen() {
+		rt.h, err = netlink.NewHandleAt(n.opts.netNS())
 	} else {
 		rt.h, err = netlink.NewHandle()
 	}
@@ -190,7 +192,7 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 		}
 		multicast := len(rt.peers[in.v6]) == 0
 		var c *conn
-		if err := inNS(n.opts.NetNS, func() (err error) { c, err = openConn(rt.hb, in.v6, multicast); return err }); err != nil {
+		if err := inNS(n.opts.netNS(), func() (err error) { c, err = openConn(rt.hb, in.v6, multicast); return err }); err != nil {
 			return fail(fmt.Errorf("vrrp: %w", err))
 		}
 		rt.conns[in.v6] = c
@@ -214,7 +216,7 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 			return fail(fmt.Errorf("vrrp %s group: %w", g, err))
 		}
 		var a *announcer
-		if err := inNS(n.opts.NetNS, func() (err error) { a, err = openAnnouncer(ifi, nd.v4, nd.v6); return err }); err != nil {
+		if err := inNS(n.opts.netNS(), func() (err error) { a, err = openAnnouncer(ifi, nd.v4, nd.v6); return err }); err != nil {
 			return fail(fmt.Errorf("vrrp: %w", err))
 		}
 		rt.announce[g] = a

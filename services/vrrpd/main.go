@@ -1,0 +1,65 @@
+// Command vrrpd is the appliance's VRRP daemon: it loads the appliance
+// config, runs the vrrp section's instances on the Failover bond, and on
+// SIGTERM/SIGINT resigns (priority-0 advert, virtual addresses removed) and
+// exits. The logic lives in lbcore/vrrp/node; a control API for switchover
+// (console/HTTP) will call node.Switchover / node.ResumePreempt.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/node"
+	"github.com/sirupsen/logrus"
+)
+
+func main() {
+	path := flag.String("config", "/etc/fulcrum/config.yaml", "appliance config file")
+	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
+	flag.Parse()
+
+	logger := logrus.New()
+	lvl, err := logrus.ParseLevel(*level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vrrpd: %v\n", err)
+		os.Exit(2)
+	}
+	logger.SetLevel(lvl)
+	log := logger.WithField("daemon", "vrrpd")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, *path, log); err != nil {
+		log.WithError(err).Error("vrrpd failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, path string, log *logrus.Entry) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	if !cfg.VRRP.Enabled() {
+		log.Info("no vrrp instances configured: standalone node, nothing to do")
+		<-ctx.Done()
+		return nil
+	}
+	n, err := node.New(node.Options{Config: cfg.VRRP, Interfaces: cfg.VRRPInterfaces(), Log: log})
+	if err != nil {
+		return err
+	}
+	events, unsubscribe := n.Subscribe(16)
+	defer unsubscribe()
+	go func() {
+		for ev := range events {
+			log.WithFields(logrus.Fields{"instance": ev.Instance, "vrid": ev.VRID, "from": ev.From, "to": ev.To}).Info("state: " + ev.Reason)
+		}
+	}()
+	return n.Run(ctx)
+}

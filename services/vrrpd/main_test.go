@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/node"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// The test binary doubles as vrrpd when re-executed with VRRPD_TEST_MAIN=1.
+func TestMain(m *testing.M) {
+	if os.Getenv("VRRPD_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func applianceConfig(host string, n, prio int) string {
+	return fmt.Sprintf(`version: 1
+hostname: %s
+network:
+  failover: {members: [eth0], addresses: [192.0.2.%d/25]}
+  internal: {members: [eth1], addresses: [198.51.100.%d/24]}
+  external: {members: [eth2], addresses: [203.0.113.%d/24]}
+vrrp:
+  priority: %d
+  advert_interval: 100
+  instances:
+    - vrid: 51
+      internal: [198.51.100.1/24]
+      external: [203.0.113.100/24]
+`, host, n, n+1, n+1, prio)
+}
+
+type nsT struct {
+	name string
+	ns   netns.NsHandle
+	h    *netlink.Handle
+}
+
+func mkNS(t *testing.T, name string) *nsT {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return &nsT{name, ns, h}
+}
+
+func (n *nsT) up(t *testing.T, names ...string) {
+	for _, name := range names {
+		l, err := n.h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (n *nsT) addr(t *testing.T, link, cidr string) {
+	l, _ := n.h.LinkByName(link)
+	a, _ := netlink.ParseAddr(cidr)
+	if err := n.h.AddrAdd(l, a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *nsT) hasVIP() bool {
+	l, err := n.h.LinkByName("external")
+	if err != nil {
+		return false
+	}
+	as, _ := n.h.AddrList(l, netlink.FAMILY_V4)
+	for _, a := range as {
+		if a.IP.String() == "203.0.113.100" {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if f() {
+			return
+		}
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+// vrrpd loads the appliance config, becomes master against a lower-priority
+// peer, and on SIGTERM resigns with priority 0 (the peer takes over long
+// before its 3.6 s master-down interval), removes the VIP and exits 0.
+func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and raw sockets")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	a, p := mkNS(t, "vrdA-"+id), mkNS(t, "vrdB-"+id)
+	if err := a.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "failover"}, PeerName: "failover", PeerNamespace: netlink.NsFd(p.ns)}); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []*nsT{a, p} {
+		for _, g := range []string{"internal", "external"} {
+			if err := n.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: g}, PeerName: g[:1] + "peer"}); err != nil {
+				t.Fatal(err)
+			}
+			n.up(t, g, g[:1]+"peer")
+		}
+		n.up(t, "failover")
+		n.addr(t, "failover", fmt.Sprintf("192.0.2.%d/25", i+1))
+		n.addr(t, "internal", fmt.Sprintf("198.51.100.%d/24", i+2))
+		n.addr(t, "external", fmt.Sprintf("203.0.113.%d/24", i+2))
+	}
+
+	dir := t.TempDir()
+	cfgA := filepath.Join(dir, "lb1.yaml")
+	os.WriteFile(cfgA, []byte(applianceConfig("lb1", 1, 150)), 0o644)
+	var out bytes.Buffer
+	cmd := exec.Command("ip", "netns", "exec", a.name, os.Args[0], "-config", cfgA, "-log-level", "debug")
+	cmd.Env = append(os.Environ(), "VRRPD_TEST_MAIN=1")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		t.Logf("vrrpd output:\n%s", out.String())
+	})
+
+	// the peer: our node library with the same config at priority 100
+	cfgB, err := config.Parse([]byte(applianceConfig("lb2", 2, 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	peer, err := node.New(node.Options{Config: cfgB.VRRP, Interfaces: cfgB.VRRPInterfaces(), Log: log, NetNS: p.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go peer.Run(ctx)
+	state := func() fsm.State { return peer.Status()[0].State }
+
+	waitFor(t, 8*time.Second, "vrrpd master", a.hasVIP)
+	waitFor(t, 8*time.Second, "peer backup hearing vrrpd", func() bool {
+		return state() == fsm.Backup && peer.Status()[0].Master.String() == "192.0.2.1"
+	})
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "peer master", func() bool { return state() == fsm.Master })
+	if took := time.Since(start); took > 2500*time.Millisecond {
+		t.Errorf("peer took over %s after SIGTERM: no priority-0 advert (master-down is 3.6 s)", took)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("vrrpd exited with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("vrrpd did not exit after SIGTERM")
+	}
+	if a.hasVIP() {
+		t.Error("vrrpd left the VIP behind")
+	}
+}
+
+// A bad config file is reported with its field path and line, and vrrpd
+// exits non-zero without touching anything.
+func TestVRRPDaemonRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(path, []byte(applianceConfig("lb1", 1, 300)), 0o644)
+	cmd := exec.Command(os.Args[0], "-config", path)
+	cmd.Env = append(os.Environ(), "VRRPD_TEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("vrrpd accepted a bad config:\n%s", out)
+	}
+	if !bytes.Contains(out, []byte("vrrp.priority (line 8): 300 is out of range")) {
+		t.Errorf("error does not name the field and line:\n%s", out)
+	}
+}
