@@ -57,22 +57,27 @@ func keepalivedConfig(o kaOpts) string {
 	if o.nopreempt {
 		np = "    nopreempt\n"
 	}
+	ver, adv := "", ""
+	if o.version != 0 { // else keepalived's default, 2
+		ver = fmt.Sprintf("    vrrp_version %d\n", o.version)
+	}
+	if o.advertInt != "" { // else keepalived's default, 1 s
+		adv = fmt.Sprintf("    advert_int %s\n", o.advertInt)
+	}
 	return fmt.Sprintf(`global_defs {
     router_id fulcrum_lab
-    vrrp_version %d
-}
+%s}
 vrrp_instance VI_51 {
     state BACKUP
     interface failover
     virtual_router_id 51
     priority %d
-    advert_int %s
-%s    virtual_ipaddress {
+%s%s    virtual_ipaddress {
         198.51.100.1/24 dev internal
         %s/24 dev external
     }
 }
-`, o.version, o.priority, o.advertInt, np, vip)
+`, ver, o.priority, adv, np, vip)
 }
 
 // startKeepalived runs keepalived in lab node i with its own config and pid

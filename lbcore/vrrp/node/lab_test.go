@@ -45,13 +45,13 @@ type labNode struct {
 }
 
 type lab struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	nodes  [2]*labNode
 	client *labNode
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces, veth links and raw sockets")
@@ -61,14 +61,14 @@ func needRoot(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
-func newNS(t *testing.T, name, role string) *labNode {
+func newNS(t testing.TB, name, role string) *labNode {
 	t.Helper()
 	run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
@@ -89,7 +89,7 @@ func newNS(t *testing.T, name, role string) *labNode {
 	return &labNode{name: role, nsName: name, ns: ns, h: h}
 }
 
-func (n *labNode) addr(t *testing.T, link, cidr string) {
+func (n *labNode) addr(t testing.TB, link, cidr string) {
 	t.Helper()
 	l, err := n.h.LinkByName(link)
 	if err != nil {
@@ -104,7 +104,7 @@ func (n *labNode) addr(t *testing.T, link, cidr string) {
 	}
 }
 
-func (n *labNode) setLink(t *testing.T, link string, up bool) {
+func (n *labNode) setLink(t testing.TB, link string, up bool) {
 	t.Helper()
 	l, err := n.h.LinkByName(link)
 	if err != nil {
@@ -125,6 +125,11 @@ func (n *labNode) setLink(t *testing.T, link string, up bool) {
 func newLab(t *testing.T) *lab {
 	needRoot(t)
 	t.Parallel()
+	return buildLab(t)
+}
+
+func buildLab(t testing.TB) *lab {
+	needRoot(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	id := hex.EncodeToString(b)
@@ -300,7 +305,7 @@ func (r *running) stop() error {
 func (r *running) state() fsm.State { return r.Status()[0].State }
 
 type testWriter struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 }
 
@@ -310,7 +315,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 }
 
 // waitFor polls cond every 10 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < timeout {

@@ -14,7 +14,7 @@ import (
 // injector sends hand-made VRRP packets onto the failover segment from the
 // client namespace (192.0.2.9, a lab host on the failover plan).
 type injector struct {
-	t   *testing.T
+	t   testing.TB
 	raw *ipv4.RawConn
 	ifi int
 	src netip.Addr
