@@ -21,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips the test unless it runs as root (namespaces need it).
@@ -55,7 +56,7 @@ func New(t testing.TB, name string) *NS {
 	if err := netns.Set(orig); err != nil {
 		t.Fatalf("netns restore: %v", err) // thread stays locked (and dies) on failure
 	}
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		h.Close()
 		t.Fatalf("netlink handle in %s: %v", name, err)
