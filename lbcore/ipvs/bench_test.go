@@ -1,6 +1,7 @@
 package ipvs_test
 
 import (
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -108,13 +109,19 @@ func BenchmarkApply1000x10(b *testing.B) {
 	b.ReportMetric(float64(change.Microseconds())/float64(b.N), "us-one-change")
 }
 
-// TestGuestBenchReport writes the benchmark report (markdown) to the path
-// in FULCRUM_IPVS_BENCH, beside ipvsadm-restore of the same rules when
-// ipvsadm is installed. Skipped unless that variable is set.
+var benchReport = flag.String("ipvs-bench-report", "", "write the IPVS benchmark report (markdown) to this file (TestGuestBenchReport)")
+
+// TestGuestBenchReport writes the benchmark report (markdown) to the file
+// named by -ipvs-bench-report or FULCRUM_IPVS_BENCH, beside ipvsadm-restore
+// of the same rules when ipvsadm is installed, and logs it. Skipped unless
+// one of them is set.
 func TestGuestBenchReport(t *testing.T) {
-	out := os.Getenv("FULCRUM_IPVS_BENCH")
+	out := *benchReport
 	if out == "" {
-		t.Skip("set FULCRUM_IPVS_BENCH=out/ipvs-bench.md to write the IPVS benchmark report")
+		out = os.Getenv("FULCRUM_IPVS_BENCH")
+	}
+	if out == "" {
+		t.Skip("set -ipvs-bench-report=FILE or FULCRUM_IPVS_BENCH=FILE to write the IPVS benchmark report")
 	}
 	requireIPVS(t)
 	ns := nstest.New(t, "lbbench")
