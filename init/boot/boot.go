@@ -88,6 +88,7 @@ func (in *Init) boot() {
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	in.sup = supervisor.New(in.Log, in.reaper)
+	in.sup.Output = in.Console
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, power.PowerOffSignal, power.RebootSignal, unix.SIGINT)
 

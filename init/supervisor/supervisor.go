@@ -70,6 +70,11 @@ type Supervisor struct {
 	Backoff Backoff
 	// StopTimeout is how long a service gets between SIGTERM and SIGKILL.
 	StopTimeout time.Duration
+	// Output receives the daemons' own output lines, prefixed with the
+	// service name (daemons log with their own formatter; wrapping each line
+	// in another log record would only double the timestamps). Nil: lines
+	// are logged through Log.
+	Output io.Writer
 
 	mu     sync.Mutex
 	status map[string]*Status
@@ -202,7 +207,11 @@ func (s *Supervisor) spawn(svc Service, log logrus.FieldLogger) (int, <-chan uni
 			sc := bufio.NewScanner(pr)
 			sc.Buffer(make([]byte, 0, 4096), 64*1024)
 			for sc.Scan() {
-				log.Info(sc.Text())
+				if s.Output != nil {
+					fmt.Fprintf(s.Output, "%s| %s\n", svc.Name, sc.Text())
+				} else {
+					log.Info(sc.Text())
+				}
 			}
 		}()
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -107,3 +107,34 @@ func TestStopEscalatesToKill(t *testing.T) {
 		t.Fatalf("last exit %q, want killed by SIGKILL", st[0].LastExit)
 	}
 }
+
+// TestOutputLinesArePrefixedWithServiceName checks that a daemon's output
+// reaches the console writer line by line under its name.
+func TestOutputLinesArePrefixedWithServiceName(t *testing.T) {
+	logger, _ := test.NewNullLogger()
+	r := NewReaper()
+	done := make(chan struct{})
+	go r.Run(done)
+	defer close(done)
+	s := New(logger, r)
+	pr, pw, _ := os.Pipe()
+	s.Output = pw
+	ctx, cancel := context.WithCancel(context.Background())
+	s.Start(ctx, Service{Name: "lbd", Path: "/bin/sh", Args: []string{"-c", "echo one; echo two; sleep 10"}})
+	buf := make([]byte, 64)
+	var got string
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(got, "lbd| two\n") && time.Now().Before(deadline) {
+		pr.SetReadDeadline(deadline)
+		n, err := pr.Read(buf)
+		if err != nil {
+			break
+		}
+		got += string(buf[:n])
+	}
+	cancel()
+	s.Wait()
+	if got != "lbd| one\nlbd| two\n" {
+		t.Fatalf("console got %q, want both lines prefixed with lbd|", got)
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Segments of the lab, named as in the address plan.
@@ -90,7 +91,7 @@ func newNamespace(name string) (*Namespace, error) {
 	if err := netns.Set(orig); err != nil {
 		panic(fmt.Sprintf("netlab: cannot return to the original netns: %v", err))
 	}
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		h.Close()
 		netns.DeleteNamed(name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -135,4 +136,17 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// AttachSocket connects a terminal to a console unix socket: input lines go
+// to the guest, guest output to stdout, until stdin ends.
+func AttachSocket(path string, stdin io.Reader, stdout io.Writer) error {
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("console %s: %w", path, err)
+	}
+	defer conn.Close()
+	go io.Copy(stdout, conn)
+	_, err = io.Copy(conn, stdin)
+	return err
 }

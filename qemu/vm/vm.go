@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +48,13 @@ type Config struct {
 	Dir string
 	// ExtraArgs are appended to QEMU's command line.
 	ExtraArgs []string
+	// ConsoleSocket, when set, puts the serial console on a unix socket
+	// (with everything it prints also logged to the console log) instead of
+	// QEMU's stdio, so the guest can outlive the process that started it.
+	ConsoleSocket string
+	// Detach starts QEMU in its own session, not killed when the starter
+	// exits (the interactive lab).
+	Detach bool
 }
 
 // VM is a running guest.
@@ -68,7 +76,7 @@ type VM struct {
 const DefaultCmdline = "console=ttyS0,115200 panic=-1 loglevel=4"
 
 // Args returns QEMU's command line for c.
-func (c Config) Args(initrd, qmpPath string) []string {
+func (c Config) Args(initrd, qmpPath, logPath string) []string {
 	mem, cpus := c.MemMB, c.CPUs
 	if mem == 0 {
 		mem = 512
@@ -85,9 +93,14 @@ func (c Config) Args(initrd, qmpPath string) []string {
 		"-machine", "q35", "-accel", "tcg", "-cpu", "max",
 		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
 		"-kernel", c.Kernel, "-initrd", initrd, "-append", cmdline,
-		"-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
+		"-display", "none", "-vga", "none", "-monitor", "none",
 		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
 		"-no-reboot", "-nodefaults",
+	}
+	if c.ConsoleSocket != "" {
+		args = append(args, "-chardev", fmt.Sprintf("socket,id=ser0,path=%s,server=on,wait=off,logfile=%s", c.ConsoleSocket, logPath), "-serial", "chardev:ser0")
+	} else {
+		args = append(args, "-serial", "stdio")
 	}
 	for _, n := range c.NICs {
 		args = append(args,
@@ -116,22 +129,31 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	qmpPath := filepath.Join(c.Dir, c.Name+".qmp")
 	logPath := filepath.Join(c.Dir, c.Name+"-console.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("vm %s: %w", c.Name, err)
+	var logFile *os.File
+	if c.ConsoleSocket == "" {
+		var err error
+		if logFile, err = os.Create(logPath); err != nil {
+			return nil, fmt.Errorf("vm %s: %w", c.Name, err)
+		}
 	}
-	cmd := exec.Command("qemu-system-x86_64", c.Args(initrd, qmpPath)...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
+	cmd := exec.Command("qemu-system-x86_64", c.Args(initrd, qmpPath, logPath)...)
+	var stdin io.WriteCloser
+	var stdout io.ReadCloser
+	var err error
+	if c.ConsoleSocket == "" {
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, err
+		}
+		if stdout, err = cmd.StdoutPipe(); err != nil {
+			return nil, err
+		}
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if c.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	start := func() error { return cmd.Start() }
 	if c.Switch != nil {
 		err = c.Switch.Do(start)
@@ -139,14 +161,20 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		err = start()
 	}
 	if err != nil {
-		logFile.Close()
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("vm %s: starting qemu: %w", c.Name, err)
 	}
 	v := &VM{Config: c, LogPath: logPath, Started: time.Now(), cmd: cmd, exited: make(chan struct{})}
-	v.Console = newConsole(stdout, stdin, logFile)
+	if c.ConsoleSocket == "" {
+		v.Console = newConsole(stdout, stdin, logFile)
+	}
 	go func() {
 		err := cmd.Wait()
-		logFile.Close()
+		if logFile != nil {
+			logFile.Close()
+		}
 		v.mu.Lock()
 		if err != nil && stderr.Len() > 0 {
 			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
@@ -163,8 +191,19 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 		return nil, fmt.Errorf("vm %s: %w (qemu: %v)", c.Name, err, v.err)
 	}
 	v.QMP = q
+	if c.ConsoleSocket != "" {
+		conn, err := net.Dial("unix", c.ConsoleSocket)
+		if err != nil {
+			v.Kill()
+			return nil, fmt.Errorf("vm %s: console socket: %w", c.Name, err)
+		}
+		v.Console = newConsole(conn, conn, nil)
+	}
 	return v, nil
 }
+
+// PID is QEMU's process ID.
+func (v *VM) PID() int { return v.cmd.Process.Pid }
 
 // concatInitrd writes base followed by a gzip cpio of the overlay records.
 func concatInitrd(base string, overlay []cpio.Record, dst string) error {
