@@ -32,6 +32,8 @@ import (
 var (
 	vip       = netip.MustParseAddr("203.0.113.100")
 	clientIP  = "203.0.113.10/24"
+	vip6      = netip.MustParseAddr("2001:db8::100")
+	clientIP6 = "2001:db8::10/64"
 	labPort   = 8080
 	nodeNames = [2]string{"lb1", "lb2"}
 )
@@ -136,6 +138,7 @@ func buildLab(t testing.TB) *lab {
 	l := &lab{t: t, id: id}
 	l.client = newNS(t, "vrc-"+id, "client")
 	c := l.client
+	noDAD(t, c)
 	for _, br := range []string{"brf", "bre"} {
 		off := false
 		if err := c.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br}, MulticastSnooping: &off}); err != nil {
@@ -144,8 +147,10 @@ func buildLab(t testing.TB) *lab {
 		c.setLink(t, br, true)
 	}
 	c.addr(t, "bre", clientIP)
+	c.addr(t, "bre", clientIP6)
 	for i := range l.nodes {
 		n := newNS(t, fmt.Sprintf("vr%d-%s", i+1, id), nodeNames[i])
+		noDAD(t, n)
 		l.nodes[i] = n
 		for _, p := range []struct{ local, peer, br string }{{fmt.Sprintf("f%d", i+1), "failover", "brf"}, {fmt.Sprintf("e%d", i+1), "external", "bre"}} {
 			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.local}, PeerName: p.peer, PeerNamespace: netlink.NsFd(n.ns)}
@@ -170,6 +175,7 @@ func buildLab(t testing.TB) *lab {
 		n.addr(t, "failover", fmt.Sprintf("192.0.2.%d/25", i+1))
 		n.addr(t, "external", fmt.Sprintf("203.0.113.%d/24", i+2))
 		n.addr(t, "internal", fmt.Sprintf("198.51.100.%d/24", i+2))
+		n.addr(t, "external", fmt.Sprintf("2001:db8::%d/64", i+2))
 		ext, _ := n.h.LinkByName("external")
 		n.extMAC = ext.Attrs().HardwareAddr
 		l.listen(n)
@@ -177,11 +183,18 @@ func buildLab(t testing.TB) *lab {
 	return l
 }
 
+// noDAD turns off IPv6 duplicate address detection in the namespace so
+// link-local and lab addresses are usable at once.
+func noDAD(t testing.TB, n *labNode) {
+	t.Helper()
+	run(t, "ip", "netns", "exec", n.nsName, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+}
+
 // listen serves the node's name on :8080 inside its namespace.
 func (l *lab) listen(n *labNode) {
 	var ln net.Listener
 	err := inNS(n.ns, func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", labPort))
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", labPort)) // IPv4 and IPv6
 		return err
 	})
 	if err != nil {
@@ -201,11 +214,13 @@ func (l *lab) listen(n *labNode) {
 }
 
 // who asks the VIP from the client namespace which node answers ("" if none).
-func (l *lab) who(timeout time.Duration) string {
+func (l *lab) who(timeout time.Duration) string { return l.whoAt(vip, timeout) }
+
+func (l *lab) whoAt(addr netip.Addr, timeout time.Duration) string {
 	var c net.Conn
 	err := inNS(l.client.ns, func() (err error) {
 		d := net.Dialer{Timeout: timeout}
-		c, err = d.Dial("tcp4", net.JoinHostPort(vip.String(), fmt.Sprint(labPort)))
+		c, err = d.Dial("tcp", net.JoinHostPort(addr.String(), fmt.Sprint(labPort)))
 		return err
 	})
 	if err != nil {
@@ -219,14 +234,20 @@ func (l *lab) who(timeout time.Duration) string {
 
 // neighbour is the node whose MAC the client's neighbour entry for the VIP
 // holds ("" if none).
-func (l *lab) neighbour() string {
+func (l *lab) neighbour() string { return l.neighbourOf(vip) }
+
+func (l *lab) neighbourOf(addr netip.Addr) string {
 	br, err := l.client.h.LinkByName("bre")
 	if err != nil {
 		return ""
 	}
-	ns, _ := l.client.h.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+	fam := netlink.FAMILY_V4
+	if addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	ns, _ := l.client.h.NeighList(br.Attrs().Index, fam)
 	for _, e := range ns {
-		if e.IP.Equal(vip.AsSlice()) {
+		if e.IP.Equal(addr.AsSlice()) {
 			for _, n := range l.nodes {
 				if bytes.Equal(e.HardwareAddr, n.extMAC) {
 					return n.name
@@ -238,14 +259,16 @@ func (l *lab) neighbour() string {
 }
 
 // hasVIP reports whether the node's external link carries the VIP.
-func (n *labNode) hasVIP() bool {
+func (n *labNode) hasVIP() bool { return n.has(vip) }
+
+func (n *labNode) has(addr netip.Addr) bool {
 	l, err := n.h.LinkByName("external")
 	if err != nil {
 		return false
 	}
-	as, _ := n.h.AddrList(l, netlink.FAMILY_V4)
+	as, _ := n.h.AddrList(l, netlink.FAMILY_ALL)
 	for _, a := range as {
-		if a.IP.Equal(vip.AsSlice()) {
+		if a.IP.Equal(addr.AsSlice()) {
 			return true
 		}
 	}

@@ -198,3 +198,35 @@ func TestSwitchover(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 heartbeat (VRRPv3 over ff02::12) carrying an IPv6 VIP, with an
+// IPv4 VIP moving along in the same instance: election, failover (unsolicited
+// NA moves the client's IPv6 neighbour entry) and both families together.
+func TestIPv6Instance(t *testing.T) {
+	l := newLab(t)
+	cfg := func(prio int) vrrp.Config {
+		c := vrrp.Config{Priority: prio, Instances: []vrrp.Instance{{VRID: 52, Family: vrrp.IPv6,
+			External: []string{vip6.String() + "/64", vip.String() + "/24"}}}}
+		c.ApplyDefaults()
+		return c
+	}
+	n1 := l.start(0, cfg(150))
+	n2 := l.start(1, cfg(100))
+	waitFor(t, 5*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	if st := n2.Status()[0]; !st.Master.Is6() || !st.Master.IsLinkLocalUnicast() {
+		t.Errorf("lb2 hears master %s, want lb1's link-local address", st.Master)
+	}
+	if !l.nodes[0].has(vip6) || !l.nodes[0].has(vip) || l.nodes[1].has(vip6) {
+		t.Fatal("VIPs not on lb1 only")
+	}
+	waitFor(t, 3*time.Second, "client reaches lb1 over IPv6", func() bool { return l.whoAt(vip6, 100*time.Millisecond) == "lb1" })
+	l.nodes[0].setLink(t, "failover", false)
+	l.nodes[0].setLink(t, "external", false)
+	waitFor(t, 3*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	if !l.nodes[1].has(vip6) || !l.nodes[1].has(vip) {
+		t.Error("lb2 did not take both families")
+	}
+	waitFor(t, 3*time.Second, "client's IPv6 neighbour entry at lb2", func() bool { return l.neighbourOf(vip6) == "lb2" })
+	waitFor(t, 3*time.Second, "client reaches lb2 over IPv6", func() bool { return l.whoAt(vip6, 100*time.Millisecond) == "lb2" })
+	waitFor(t, 3*time.Second, "client reaches lb2 over IPv4", func() bool { return l.who(100*time.Millisecond) == "lb2" })
+}
