@@ -1,11 +1,13 @@
 package node
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
 )
 
 // Election, then the master dies (its links go down, as when the box loses
@@ -229,4 +231,34 @@ func TestIPv6Instance(t *testing.T) {
 	waitFor(t, 3*time.Second, "client's IPv6 neighbour entry at lb2", func() bool { return l.neighbourOf(vip6) == "lb2" })
 	waitFor(t, 3*time.Second, "client reaches lb2 over IPv6", func() bool { return l.whoAt(vip6, 100*time.Millisecond) == "lb2" })
 	waitFor(t, 3*time.Second, "client reaches lb2 over IPv4", func() bool { return l.who(100*time.Millisecond) == "lb2" })
+}
+
+// Unicast peers instead of multicast: election and failover work, and an
+// advert from an address that is not a configured peer is dropped.
+func TestUnicastPeers(t *testing.T) {
+	l := newLab(t)
+	peer := func(addr string) func(*vrrp.Config) {
+		return func(c *vrrp.Config) { c.UnicastPeers = []string{addr} }
+	}
+	n1 := l.start(0, labConfig(150, peer("192.0.2.2")))
+	n2 := l.start(1, labConfig(100, peer("192.0.2.1")))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	if n2.Status()[0].Master.String() != "192.0.2.1" {
+		t.Errorf("lb2 hears %s", n2.Status()[0].Master)
+	}
+	// a stranger on the failover segment unicasts a winning advert to lb1
+	j := l.injector()
+	adv := j.advertTo(packet.Advert{Version: 3, VRID: 51, Priority: 254, Interval: 20,
+		Addrs: []netip.Addr{netip.MustParseAddr("198.51.100.1"), vip}}, netip.MustParseAddr("192.0.2.1"))
+	for range 5 {
+		j.sendTo(255, adv, netip.MustParseAddr("192.0.2.1"))
+	}
+	waitFor(t, 2*time.Second, "drop.peer counted", func() bool { return n1.Counters()["drop."+DropPeer] >= 5 })
+	if n1.state() != fsm.Master {
+		t.Fatalf("a non-peer advert made lb1 %s", n1.state())
+	}
+	l.nodes[0].setLink(t, "failover", false)
+	l.nodes[0].setLink(t, "external", false)
+	waitFor(t, 3*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
+	l.waitWho("lb2", 3*time.Second)
 }

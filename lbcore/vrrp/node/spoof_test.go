@@ -42,18 +42,22 @@ func (l *lab) injector() *injector {
 	return &injector{t: l.t, raw: raw, ifi: br.Attrs().Index, src: netip.MustParseAddr("192.0.2.9")}
 }
 
-func (j *injector) send(ttl int, payload []byte) {
+func (j *injector) send(ttl int, payload []byte) { j.sendTo(ttl, payload, packet.GroupIPv4) }
+
+func (j *injector) sendTo(ttl int, payload []byte, dst netip.Addr) {
 	j.t.Helper()
 	h := &ipv4.Header{Version: 4, Len: ipv4.HeaderLen, TotalLen: ipv4.HeaderLen + len(payload), TTL: ttl,
-		Protocol: packet.Protocol, Src: j.src.AsSlice(), Dst: packet.GroupIPv4.AsSlice()}
+		Protocol: packet.Protocol, Src: j.src.AsSlice(), Dst: dst.AsSlice()}
 	if err := j.raw.WriteTo(h, payload, &ipv4.ControlMessage{IfIndex: j.ifi}); err != nil {
 		j.t.Fatalf("inject: %v", err)
 	}
 }
 
-func (j *injector) advert(a packet.Advert) []byte {
+func (j *injector) advert(a packet.Advert) []byte { return j.advertTo(a, packet.GroupIPv4) }
+
+func (j *injector) advertTo(a packet.Advert, dst netip.Addr) []byte {
 	j.t.Helper()
-	b, err := a.Marshal(j.src, packet.GroupIPv4)
+	b, err := a.Marshal(j.src, dst)
 	if err != nil {
 		j.t.Fatal(err)
 	}
