@@ -151,11 +151,13 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 	rt := &session{n: n, conns: map[bool]*conn{}, primary: map[bool]netip.Addr{}, announce: map[string]*announcer{},
 		peers: map[bool][]netip.Addr{}, trackUp: map[string]bool{}, vipLinkUp: map[string]bool{}, virtual: map[netip.Addr]bool{},
 		refreshIv: n.opts.Config.GARP.RefreshInterval()}
+	// Route family only: a default handle also opens NETLINK_XFRM, which
+	// fails on the appliance (xfrm_user is not loaded, nor needed).
 	var err error
 	if n.opts.netNS().IsOpen() {
-		rt.h, err = netlink.NewHandleAt(n.opts.netNS())
+		rt.h, err = netlink.NewHandleAt(n.opts.netNS(), unix.NETLINK_ROUTE)
 	} else {
-		rt.h, err = netlink.NewHandle()
+		rt.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("vrrp: netlink: %w", err)
