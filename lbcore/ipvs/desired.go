@@ -16,7 +16,9 @@ type Health func(pool string, member netip.AddrPort) bool
 // been validated (config.Parse does).
 //
 // Members that health reports down are left out, or kept with weight 0 when
-// the pool has inhibit set. When fewer members are up than the pool's quorum
+// the pool has inhibit set. A member left out for health is listed in
+// State.Unhealthy, so the plan deletes it at once instead of draining it (a
+// dead server has nothing to finish). When fewer members are up than the pool's quorum
 // (or none, with quorum 0) and the pool has a sorry server, the sorry server
 // is the service's only serving destination.
 func Desired(cfg *config.Config, health Health) (*State, error) {
@@ -24,7 +26,7 @@ func Desired(cfg *config.Config, health Health) (*State, error) {
 	st.Timeouts = &Timeouts{TCP: cfg.IPVSTimeouts.TCP, TCPFin: cfg.IPVSTimeouts.TCPFin, UDP: cfg.IPVSTimeouts.UDP}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
-		s, err := desiredService(cfg, vs, health)
+		s, err := desiredService(cfg, vs, health, st)
 		if err != nil {
 			return nil, fmt.Errorf("virtual server %s: %w", vs.Name, err)
 		}
@@ -36,7 +38,7 @@ func Desired(cfg *config.Config, health Health) (*State, error) {
 	return st, nil
 }
 
-func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health) (*Service, error) {
+func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health, st *State) (*Service, error) {
 	vip, err := netip.ParseAddr(vs.VIP)
 	if err != nil {
 		return nil, fmt.Errorf("vip: %w", err)
@@ -106,6 +108,10 @@ func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health)
 		w := m.MemberWeight()
 		if health != nil && !health(vs.Pool, netip.AddrPortFrom(a, uint16(m.Port))) {
 			if !pool.Inhibit {
+				if st.Unhealthy == nil {
+					st.Unhealthy = map[DrainRef]bool{}
+				}
+				st.Unhealthy[DrainRef{Service: s.Key, Dest: k}] = true
 				continue
 			}
 			w = 0

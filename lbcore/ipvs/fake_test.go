@@ -17,6 +17,8 @@ type fakeKernel struct {
 	calls  []string // mutating calls, in order
 	failAt int      // fail the failAt-th mutating call (1-based); 0 = never
 	n      int
+	// Reads, for tests of how much an apply reads.
+	serviceReads, destReads int
 }
 
 type fakeSvc struct {
@@ -40,6 +42,7 @@ func (f *fakeKernel) mutate(what string) error {
 }
 
 func (f *fakeKernel) GetServices() ([]*mobyipvs.Service, error) {
+	f.serviceReads++
 	var out []*mobyipvs.Service
 	for _, s := range f.svcs {
 		c := s.s
@@ -50,6 +53,7 @@ func (f *fakeKernel) GetServices() ([]*mobyipvs.Service, error) {
 }
 
 func (f *fakeKernel) GetDestinations(s *mobyipvs.Service) ([]*mobyipvs.Destination, error) {
+	f.destReads++
 	fs, ok := f.svcs[f.key(s)]
 	if !ok {
 		return nil, syscall.ESRCH

@@ -146,6 +146,10 @@ type State struct {
 	Services map[ServiceKey]*Service
 	// Timeouts to set; nil leaves the kernel's alone.
 	Timeouts *Timeouts
+	// Unhealthy lists destinations left out of the desired state because
+	// their health check failed (desired state only): Diff deletes them at
+	// once rather than draining them.
+	Unhealthy map[DrainRef]bool
 }
 
 // NewState returns an empty state.

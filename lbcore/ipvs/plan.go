@@ -101,7 +101,8 @@ func (p *Plan) Counts() map[string]int {
 // DiffOptions tune Diff.
 type DiffOptions struct {
 	// Drain makes a removed destination go to weight 0 (and be listed in
-	// Plan.Drains) instead of being deleted at once.
+	// Plan.Drains) instead of being deleted at once. Destinations the
+	// desired state lists as Unhealthy are deleted at once regardless.
 	Drain bool
 }
 
@@ -147,7 +148,7 @@ func Diff(desired, actual *State, opt DiffOptions) *Plan {
 			if _, want := ds.Dests[ad.Key]; want {
 				continue
 			}
-			if !opt.Drain {
+			if !opt.Drain || desired.Unhealthy[DrainRef{Service: ds.Key, Dest: ad.Key}] {
 				p.Ops = append(p.Ops, Op{Kind: OpDelDest, Svc: ds, Prev: ad})
 				continue
 			}

@@ -57,21 +57,49 @@ type Options struct {
 	// members at once.
 	DrainTimeout time.Duration
 	Clock        Clock // default: the real clock
+	// FullReadEvery is how old the reconciler's memory of the kernel table
+	// may get before an apply reads the whole table again (default 1 min).
+	// In between, an apply checks the service list (one netlink dump) and
+	// reads the destinations of the services it is about to change only.
+	FullReadEvery time.Duration
 }
 
+// DefaultFullReadEvery is Options.FullReadEvery's default.
+const DefaultFullReadEvery = time.Minute
+
 // Reconciler owns the IPVS table of one network namespace.
+//
+// It remembers the table as it left it after each successful apply (last),
+// so the next apply need not read 1000 services' destinations to change
+// one: it verifies the remembered service list against one dump of the
+// kernel's services, re-reads the destinations of the services the new plan
+// touches, and falls back to a full read when the list differs, when the
+// memory is older than FullReadEvery, or after any failure.
 type Reconciler struct {
-	k     Kernel
-	log   logrus.FieldLogger
-	opt   Options
-	mu    sync.Mutex
-	drain map[DrainRef]time.Time // deadline per draining destination
+	k        Kernel
+	log      logrus.FieldLogger
+	opt      Options
+	mu       sync.Mutex
+	drain    map[DrainRef]time.Time // deadline per draining destination
+	last     *State                 // the kernel table after the last successful apply; nil: unknown
+	lastFull time.Time              // when last was last read in full
+	stats    ReadStats
+}
+
+// ReadStats count how applies learnt the kernel table.
+type ReadStats struct {
+	Full        int // whole-table reads
+	Incremental int // service-list check + destinations of touched services
+	Fallbacks   int // incremental checks that found the table changed behind our back
 }
 
 // NewReconciler returns a reconciler over k.
 func NewReconciler(k Kernel, log logrus.FieldLogger, opt Options) *Reconciler {
 	if opt.Clock == nil {
 		opt.Clock = realClock{}
+	}
+	if opt.FullReadEvery <= 0 {
+		opt.FullReadEvery = DefaultFullReadEvery
 	}
 	return &Reconciler{k: k, log: log, opt: opt, drain: map[DrainRef]time.Time{}}
 }
@@ -125,6 +153,7 @@ func (a *Applied) Rollback() error {
 	for _, d := range a.new {
 		delete(a.r.drain, d)
 	}
+	a.r.last = nil
 	return a.r.runUndo(a.undo)
 }
 
@@ -134,14 +163,16 @@ func (a *Applied) Rollback() error {
 func (r *Reconciler) Apply(desired *State) (*Applied, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	actual, err := r.read()
+	actual, err := r.current(desired)
 	if err != nil {
+		r.last = nil
 		return nil, err
 	}
 	plan := Diff(desired, actual, DiffOptions{Drain: r.opt.DrainTimeout > 0})
 	var undo []Op
 	for i, op := range plan.Ops {
 		if err := r.exec(op); err != nil {
+			r.last = nil // whatever happens next, read the kernel in full
 			err = fmt.Errorf("ipvs: step %d/%d %s: %w", i+1, len(plan.Ops), op, err)
 			if uerr := r.runUndo(undo); uerr != nil {
 				return nil, errors.Join(err, fmt.Errorf("ipvs: rollback failed, kernel state is partly changed: %w", uerr))
@@ -150,6 +181,7 @@ func (r *Reconciler) Apply(desired *State) (*Applied, error) {
 		}
 		undo = append(undo, inverse(op)...)
 	}
+	r.last = afterPlan(actual, plan)
 	// Drain bookkeeping: new drains get a deadline; members wanted again
 	// stop draining.
 	now := r.opt.Clock.Now()
@@ -269,6 +301,7 @@ func (r *Reconciler) DrainOnce() (int, error) {
 		if err != nil {
 			// The service may have been deleted under us.
 			errs = append(errs, fmt.Errorf("ipvs drain: list destinations of %s: %w", sk, err))
+			r.last = nil
 			continue
 		}
 		have := map[DestKey]*Dest{}
@@ -288,8 +321,10 @@ func (r *Reconciler) DrainOnce() (int, error) {
 			}
 			if err := r.k.DelDestination(ks, d.toKernel()); err != nil {
 				errs = append(errs, fmt.Errorf("ipvs drain: delete %s -> %s: %w", sk, ref.Dest, err))
+				r.last = nil
 				continue
 			}
+			r.forgetDest(sk, ref.Dest)
 			reason := "no active connections"
 			if d.Active > 0 {
 				reason = fmt.Sprintf("drain timeout with %d active connections", d.Active)

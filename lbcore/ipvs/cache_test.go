@@ -1,0 +1,150 @@
+package ipvs
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	mobyipvs "github.com/moby/ipvs"
+	"golang.org/x/sys/unix"
+)
+
+// TestIncrementalApplyReadsOnlyTouchedServices: after a first (full) apply,
+// a one-member change reads the service list once and the destinations of
+// the one service it changes, and still leaves the kernel equal to desired.
+func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
+	k := newFakeKernel()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk})
+	if _, err := r.Apply(desired(t, testLB)); err != nil {
+		t.Fatal(err)
+	}
+	if k.destReads != 0 || r.Stats().Full != 1 {
+		t.Fatalf("cold apply on an empty kernel: %d destination reads, stats %+v", k.destReads, r.Stats())
+	}
+	k.serviceReads, k.destReads = 0, 0
+	changed := strings.Replace(testLB, "{address: 198.51.100.12, port: 8080, weight: 2}", "{address: 198.51.100.12, port: 8080, weight: 5}", 1)
+	want := desired(t, changed)
+	a, err := r.Apply(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Plan.Ops) != 1 || k.serviceReads != 1 || k.destReads != 1 {
+		t.Fatalf("one-member change: %d ops, %d service dumps, %d destination reads (want 1, 1, 1)", len(a.Plan.Ops), k.serviceReads, k.destReads)
+	}
+	if st := r.Stats(); st.Incremental != 1 || st.Full != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The caller editing its desired state afterwards must not change the
+	// reconciler's memory: the same config again is a no-op.
+	want.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)].Dests[dk("198.51.100.12", 8080)].Weight = 99
+	if a, err := r.Apply(desired(t, changed)); err != nil || !a.Plan.Empty() {
+		t.Fatalf("re-apply: %v %v", err, a.Plan)
+	}
+	got, _ := r.Read()
+	if p := Diff(desired(t, changed), got, DiffOptions{}); !p.Empty() {
+		t.Fatalf("kernel differs from desired:\n%s", p)
+	}
+}
+
+// TestIncrementalApplyNoticesOutsideChanges: a service added or deleted
+// behind the reconciler's back makes the next apply read everything (and
+// fix it); a destination changed behind its back in an untouched service is
+// found at the next periodic full read.
+func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
+	k := newFakeKernel()
+	clk := &fakeClock{now: time.Unix(1000, 0)}
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk, FullReadEvery: time.Minute})
+	want := desired(t, testLB)
+	if _, err := r.Apply(want); err != nil {
+		t.Fatal(err)
+	}
+	stray := &mobyipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: netip.MustParseAddr("203.0.113.140").AsSlice(), Port: 9, SchedName: "rr"}
+	if err := k.NewService(stray); err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Apply(desired(t, testLB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpDelService || r.Stats().Fallbacks != 1 {
+		t.Fatalf("stray service: plan %s, stats %+v", a.Plan, r.Stats())
+	}
+	// A weight changed by someone else in a service the config does not
+	// touch: invisible to the cheap check, fixed by the periodic full read.
+	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
+	k.svcs[web].dests[dk("198.51.100.11", 8080)].Weight = 42
+	if a, err := r.Apply(desired(t, testLB)); err != nil || !a.Plan.Empty() {
+		t.Fatalf("before the full-read period: %v %s", err, a.Plan)
+	}
+	clk.advance(time.Minute)
+	a, err = r.Apply(desired(t, testLB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpUpdateDest || a.Plan.Ops[0].Dest.Weight != 1 {
+		t.Fatalf("full read should restore the weight: %s", a.Plan)
+	}
+}
+
+// TestFailedApplyForgetsTheTable: after a failed (rolled back) apply the
+// next apply reads the kernel in full.
+func TestFailedApplyForgetsTheTable(t *testing.T) {
+	k := newFakeKernel()
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
+	if _, err := r.Apply(desired(t, testLB)); err != nil {
+		t.Fatal(err)
+	}
+	k.failAt = k.n + 1
+	changed := strings.Replace(testLB, "weight: 2}", "weight: 3}", 1)
+	if _, err := r.Apply(desired(t, changed)); err == nil {
+		t.Fatal("injected failure not reported")
+	}
+	k.failAt = 0
+	full := r.Stats().Full
+	if _, err := r.Apply(desired(t, changed)); err != nil {
+		t.Fatal(err)
+	}
+	if r.Stats().Full != full+1 {
+		t.Fatalf("apply after a failure did not read in full: %+v", r.Stats())
+	}
+}
+
+// TestUnhealthyMemberDeletedAtOnce: a member that fails its health check
+// leaves the service at once, even when removed members are drained.
+func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
+	k := newFakeKernel()
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
+	cfg := parse(t, testLB)
+	if _, err := r.Apply(mustDesired(t, cfg, nil)); err != nil {
+		t.Fatal(err)
+	}
+	down := func(pool string, m netip.AddrPort) bool { return m.Addr() != netip.MustParseAddr("198.51.100.11") }
+	a, err := r.Apply(mustDesired(t, cfg, down))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpDelDest || len(a.Plan.Drains) != 0 {
+		t.Fatalf("health-down member: plan %s drains %v (want one delete, no drain)", a.Plan, a.Plan.Drains)
+	}
+	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
+	if _, ok := k.svcs[web].dests[dk("198.51.100.11", 8080)]; ok {
+		t.Fatal("health-down member still in the kernel")
+	}
+	// Back up: added again.
+	a, err = r.Apply(mustDesired(t, cfg, nil))
+	if err != nil || len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpAddDest {
+		t.Fatalf("member back up: %v %s", err, a.Plan)
+	}
+}
+
+func mustDesired(t *testing.T, cfg *config.Config, h Health) *State {
+	t.Helper()
+	st, err := Desired(cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
