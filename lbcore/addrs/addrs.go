@@ -1,0 +1,328 @@
+// Package addrs puts on the appliance's bonds the addresses the LB daemon
+// owns, and takes them off again when the config stops asking for them.
+//
+// Who owns what:
+//   - FullNAT local addresses (local_address_pools used by a fullnat virtual
+//     server) are per node and never float: the LB daemon always owns them,
+//     on the Internal bond.
+//   - VIPs (External virtual servers on the External bond, internal ones on
+//     the Internal bond) and SNAT IPool addresses (on their rule's out
+//     interface, normally the External bond) float with VRRP. When the config
+//     has vrrp instances, vrrpd owns them (config validation makes sure each
+//     is a virtual address of the right group); on a standalone node (no
+//     instances) the LB daemon owns them.
+//
+// Every address is added as a host address (/32, /128). IPv4 addresses the
+// daemon adds carry the label "<bond>:lb" (when it fits the 15-byte limit),
+// so a restarted daemon recognises and removes its own stale addresses;
+// addresses it did not add (self IPs, vrrpd's) are never removed, even when
+// they equal a wanted address.
+package addrs
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Want is one address the LB daemon must own.
+type Want struct {
+	Link string     // interface (bond) name
+	Addr netip.Addr // added as a host prefix
+	Why  string     // what in the config asks for it, for logs
+}
+
+func (w Want) key() key { return key{w.Link, w.Addr} }
+
+type key struct {
+	link string
+	addr netip.Addr
+}
+
+// Plan lists the addresses the LB daemon owns for cfg (validated), sorted
+// by link and address. See the package comment for the rules.
+func Plan(cfg *config.Config) []Want {
+	seen := map[key]bool{}
+	var out []Want
+	add := func(link string, a netip.Addr, why string) {
+		if link == "" || !a.IsValid() {
+			return
+		}
+		k := key{link, a.Unmap()}
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		out = append(out, Want{Link: link, Addr: k.addr, Why: why})
+	}
+	internal, external := cfg.Network.Internal.Bond, cfg.Network.External.Bond
+	for _, a := range cfg.LocalAddresses() {
+		add(internal, a, "local address")
+	}
+	if !cfg.VRRP.Enabled() {
+		for _, v := range cfg.VirtualServers {
+			vip, err := netip.ParseAddr(v.VIP)
+			if err != nil {
+				continue
+			}
+			if v.Internal {
+				add(internal, vip, "VIP of "+v.Name)
+			} else {
+				add(external, vip, "VIP of "+v.Name)
+			}
+		}
+		for _, r := range cfg.SNAT.Rules {
+			p := cfg.SNAT.IPools[r.IPool]
+			if p == nil {
+				continue
+			}
+			f, l, err := p.Range()
+			if err != nil {
+				continue
+			}
+			for a := f; ; a = a.Next() {
+				add(cfg.OutInterface(r.Out), a, "SNAT ipool "+r.IPool)
+				if a == l {
+					break
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Link != out[j].Link {
+			return out[i].Link < out[j].Link
+		}
+		return out[i].Addr.Less(out[j].Addr)
+	})
+	return out
+}
+
+// Netlink is the part of *netlink.Handle the owner uses (tests: a fake).
+type Netlink interface {
+	LinkByName(name string) (netlink.Link, error)
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+}
+
+// Owner keeps the daemon's addresses on the links.
+type Owner struct {
+	nl  Netlink
+	log logrus.FieldLogger
+
+	mu    sync.Mutex
+	owned map[key]bool // added by us (also remembers unlabelled ones)
+}
+
+// NewOwner returns an owner working through nl (a NETLINK_ROUTE handle).
+func NewOwner(nl Netlink, log logrus.FieldLogger) *Owner {
+	return &Owner{nl: nl, log: log, owned: map[key]bool{}}
+}
+
+// Label is the IPv4 address label marking the daemon's addresses on link
+// ("" when link's name is too long for one).
+func Label(link string) string {
+	l := link + ":lb"
+	if len(l) > unix.IFNAMSIZ-1 {
+		return ""
+	}
+	return l
+}
+
+// Change is what one Apply did.
+type Change struct {
+	Added, Removed []Want
+}
+
+// Empty reports whether nothing changed.
+func (c Change) Empty() bool { return len(c.Added) == 0 && len(c.Removed) == 0 }
+
+// Apply adds the wanted addresses that are missing and removes the ones it
+// owns that are no longer wanted, on every link named in want or holding
+// one of its addresses. On error it undoes what it did and returns the
+// error. The returned undo function reverts a successful Apply (for a
+// larger apply that fails later).
+func (o *Owner) Apply(want []Want) (Change, func() error, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	wanted := map[key]Want{}
+	links := map[string]bool{}
+	for _, w := range want {
+		wanted[w.key()] = w
+		links[w.Link] = true
+	}
+	for k := range o.owned {
+		links[k.link] = true
+	}
+	// What is on the links now, and which of it is ours.
+	present := map[key]bool{}
+	var ours []Want
+	linkNames := make([]string, 0, len(links))
+	for l := range links {
+		linkNames = append(linkNames, l)
+	}
+	sort.Strings(linkNames)
+	for _, name := range linkNames {
+		link, err := o.nl.LinkByName(name)
+		if err != nil {
+			if _, isWanted := firstOn(wanted, name); isWanted {
+				return Change{}, nil, fmt.Errorf("addresses: link %s: %w", name, err)
+			}
+			continue // a link we once used is gone, and its addresses with it
+		}
+		list, err := o.nl.AddrList(link, netlink.FAMILY_ALL)
+		if err != nil {
+			return Change{}, nil, fmt.Errorf("addresses: list %s: %w", name, err)
+		}
+		lbl := Label(name)
+		for _, a := range list {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			k := key{name, ip.Unmap()}
+			present[k] = true
+			if o.owned[k] || (lbl != "" && a.Label == lbl && isHost(a)) {
+				ours = append(ours, Want{Link: name, Addr: k.addr, Why: "no longer configured"})
+			}
+		}
+	}
+	for k := range o.owned {
+		if !present[k] {
+			delete(o.owned, k) // someone removed it; re-added below if wanted
+		}
+	}
+
+	var ch Change
+	var done []func() error
+	fail := func(err error) (Change, func() error, error) {
+		var errs []error
+		for i := len(done) - 1; i >= 0; i-- {
+			if uerr := done[i](); uerr != nil {
+				errs = append(errs, uerr)
+			}
+		}
+		if len(errs) > 0 {
+			return Change{}, nil, errors.Join(err, fmt.Errorf("addresses: undo failed: %w", errors.Join(errs...)))
+		}
+		return Change{}, nil, err
+	}
+	for _, w := range want {
+		if present[w.key()] {
+			continue
+		}
+		if err := o.add(w); err != nil {
+			return fail(err)
+		}
+		w := w
+		done = append(done, func() error { return o.del(w) })
+		ch.Added = append(ch.Added, w)
+	}
+	for _, w := range ours {
+		if _, ok := wanted[w.key()]; ok {
+			o.owned[w.key()] = true // ours (by label) from before a restart
+			continue
+		}
+		if err := o.del(w); err != nil {
+			return fail(err)
+		}
+		w := w
+		done = append(done, func() error { return o.add(w) })
+		ch.Removed = append(ch.Removed, w)
+	}
+	for _, w := range ch.Added {
+		o.log.WithFields(logrus.Fields{"link": w.Link, "address": w.Addr.String(), "why": w.Why}).Info("address added")
+	}
+	for _, w := range ch.Removed {
+		o.log.WithFields(logrus.Fields{"link": w.Link, "address": w.Addr.String()}).Info("address removed (no longer configured)")
+	}
+	undo := func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		var errs []error
+		for i := len(done) - 1; i >= 0; i-- {
+			if err := done[i](); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return ch, undo, nil
+}
+
+func firstOn(wanted map[key]Want, link string) (Want, bool) {
+	for k, w := range wanted {
+		if k.link == link {
+			return w, true
+		}
+	}
+	return Want{}, false
+}
+
+func isHost(a netlink.Addr) bool {
+	if a.IPNet == nil {
+		return false
+	}
+	ones, bits := a.Mask.Size()
+	return ones == bits
+}
+
+func (o *Owner) nlAddr(w Want) *netlink.Addr {
+	bits := w.Addr.BitLen()
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: w.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)}}
+	if w.Addr.Is4() {
+		a.Label = Label(w.Link)
+	} else {
+		a.Flags = unix.IFA_F_NODAD // usable at once, like a VIP must be
+	}
+	return a
+}
+
+func (o *Owner) add(w Want) error {
+	link, err := o.nl.LinkByName(w.Link)
+	if err != nil {
+		return fmt.Errorf("addresses: link %s: %w", w.Link, err)
+	}
+	if err := o.nl.AddrAdd(link, o.nlAddr(w)); err != nil {
+		return fmt.Errorf("addresses: add %s to %s (%s): %w", w.Addr, w.Link, w.Why, err)
+	}
+	o.owned[w.key()] = true
+	return nil
+}
+
+func (o *Owner) del(w Want) error {
+	link, err := o.nl.LinkByName(w.Link)
+	if err != nil {
+		return fmt.Errorf("addresses: link %s: %w", w.Link, err)
+	}
+	if err := o.nl.AddrDel(link, o.nlAddr(w)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("addresses: remove %s from %s: %w", w.Addr, w.Link, err)
+	}
+	delete(o.owned, w.key())
+	return nil
+}
+
+// Owned lists the addresses this owner added and still holds, sorted.
+func (o *Owner) Owned() []Want {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]Want, 0, len(o.owned))
+	for k := range o.owned {
+		out = append(out, Want{Link: k.link, Addr: k.addr})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Link != out[j].Link {
+			return out[i].Link < out[j].Link
+		}
+		return out[i].Addr.Less(out[j].Addr)
+	})
+	return out
+}
