@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -47,9 +48,18 @@ type key struct {
 	addr netip.Addr
 }
 
-// Plan lists the addresses the LB daemon owns for cfg (validated), sorted
-// by link and address. See the package comment for the rules.
-func Plan(cfg *config.Config) []Want {
+// Plan is what the LB daemon owns for one config.
+type Plan struct {
+	// Links are looked at for stale addresses of ours even when no address
+	// is wanted on them (the Internal and External bonds, SNAT out
+	// interfaces).
+	Links []string
+	Addrs []Want // sorted by link and address
+}
+
+// Desired computes the plan for cfg (validated). See the package comment
+// for the rules.
+func Desired(cfg *config.Config) Plan {
 	seen := map[key]bool{}
 	var out []Want
 	add := func(link string, a netip.Addr, why string) {
@@ -102,7 +112,13 @@ func Plan(cfg *config.Config) []Want {
 		}
 		return out[i].Addr.Less(out[j].Addr)
 	})
-	return out
+	links := []string{internal, external}
+	for _, r := range cfg.SNAT.Rules {
+		if l := cfg.OutInterface(r.Out); !slices.Contains(links, l) {
+			links = append(links, l)
+		}
+	}
+	return Plan{Links: links, Addrs: out}
 }
 
 // Netlink is the part of *netlink.Handle the owner uses (tests: a fake).
@@ -146,15 +162,21 @@ type Change struct {
 func (c Change) Empty() bool { return len(c.Added) == 0 && len(c.Removed) == 0 }
 
 // Apply adds the wanted addresses that are missing and removes the ones it
-// owns that are no longer wanted, on every link named in want or holding
-// one of its addresses. On error it undoes what it did and returns the
+// owns that are no longer wanted, on the plan's links, the links of its
+// addresses and the links it added addresses to before. On error it undoes what it did and returns the
 // error. The returned undo function reverts a successful Apply (for a
 // larger apply that fails later).
-func (o *Owner) Apply(want []Want) (Change, func() error, error) {
+func (o *Owner) Apply(p Plan) (Change, func() error, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	want := p.Addrs
 	wanted := map[key]Want{}
 	links := map[string]bool{}
+	for _, l := range p.Links {
+		if l != "" {
+			links[l] = true
+		}
+	}
 	for _, w := range want {
 		wanted[w.key()] = w
 		links[w.Link] = true
@@ -173,7 +195,7 @@ func (o *Owner) Apply(want []Want) (Change, func() error, error) {
 	for _, name := range linkNames {
 		link, err := o.nl.LinkByName(name)
 		if err != nil {
-			if _, isWanted := firstOn(wanted, name); isWanted {
+			if _, isWanted := firstOn(wanted, name); isWanted || !errors.As(err, &netlink.LinkNotFoundError{}) {
 				return Change{}, nil, fmt.Errorf("addresses: link %s: %w", name, err)
 			}
 			continue // a link we once used is gone, and its addresses with it

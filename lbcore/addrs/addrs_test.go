@@ -62,7 +62,7 @@ func planText(ws []Want) string {
 }
 
 func TestPlanStandaloneOwnsEverything(t *testing.T) {
-	got := planText(Plan(parse(t, network)))
+	got := planText(Desired(parse(t, network)).Addrs)
 	want := "external 203.0.113.100, external 203.0.113.200, external 203.0.113.201, internal 198.51.100.100, internal 198.51.100.201, internal 198.51.100.202"
 	if got != want {
 		t.Fatalf("standalone plan:\n got %s\nwant %s", got, want)
@@ -70,7 +70,7 @@ func TestPlanStandaloneOwnsEverything(t *testing.T) {
 }
 
 func TestPlanWithVRRPOwnsLocalAddressesOnly(t *testing.T) {
-	got := planText(Plan(parse(t, network+vrrpSection)))
+	got := planText(Desired(parse(t, network+vrrpSection)).Addrs)
 	if want := "internal 198.51.100.201, internal 198.51.100.202"; got != want {
 		t.Fatalf("vrrp plan:\n got %s\nwant %s", got, want)
 	}
@@ -152,7 +152,7 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external"), selfIP("203.0.113.100/32", "")},
 	}}
 	o := NewOwner(nl, quiet())
-	ch, _, err := o.Apply(Plan(parse(t, network)))
+	ch, _, err := o.Apply(Desired(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,12 +164,12 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 	}
 	// Same plan: nothing to do.
 	nl.calls = nil
-	if ch, _, err := o.Apply(Plan(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
+	if ch, _, err := o.Apply(Desired(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
 		t.Fatalf("second apply: %+v %v calls %v", ch, err, nl.calls)
 	}
 	// Going VRRP: VIPs and SNAT addresses are vrrpd's now and leave; the
 	// address someone else put there stays; self IPs stay.
-	ch, _, err = o.Apply(Plan(parse(t, network+vrrpSection)))
+	ch, _, err = o.Apply(Desired(parse(t, network+vrrpSection)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestApplyRecognisesLabelledAddressesAfterRestart(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}}
 	o := NewOwner(nl, quiet()) // a fresh daemon: remembers nothing
-	if _, _, err := o.Apply(Plan(parse(t, network+vrrpSection))); err != nil {
+	if _, _, err := o.Apply(Desired(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := nl.list("internal"), "198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
@@ -204,7 +204,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}, failAdd: netip.MustParseAddr("203.0.113.201")}
 	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Plan(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
+	if _, _, err := o.Apply(Desired(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
 		t.Fatalf("injected failure: %v", err)
 	}
 	if nl.list("external") != "203.0.113.2/24" || nl.list("internal") != "198.51.100.2/24" {
@@ -212,7 +212,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 	}
 	// The undo function of a successful apply reverts it.
 	nl.failAdd = netip.Addr{}
-	_, undo, err := o.Apply(Plan(parse(t, network)))
+	_, undo, err := o.Apply(Desired(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 func TestApplyMissingLinkIsAnError(t *testing.T) {
 	nl := &fakeNL{addrs: map[string][]netlink.Addr{"internal": nil}}
 	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Plan(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
+	if _, _, err := o.Apply(Desired(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
 		t.Fatalf("missing external bond: %v", err)
 	}
 	if len(nl.addrs["internal"]) != 0 {

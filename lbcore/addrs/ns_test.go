@@ -7,7 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// TestOwnerOnRealLinks runs the owner against dummy bonds in a fresh
+// TestOwnerOnRealLinks runs the owner against veth stand-ins for the bonds in a fresh
 // network namespace: addresses land as /32 with the daemon's label, a self
 // IP equal to nothing wanted is left alone, and going VRRP removes exactly
 // the floating addresses.
@@ -16,7 +16,8 @@ func TestOwnerOnRealLinks(t *testing.T) {
 	ns := nstest.New(t, "hwaddrs")
 	nl := ns.Netlink()
 	for _, l := range []struct{ name, self string }{{"internal", "198.51.100.2/24"}, {"external", "203.0.113.2/24"}} {
-		if err := nl.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: l.name}}); err != nil {
+		// veth, not dummy: the host kernel has no dummy module.
+		if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.name}, PeerName: l.name[:3] + "-peer"}); err != nil {
 			t.Fatal(err)
 		}
 		link, _ := nl.LinkByName(l.name)
@@ -44,7 +45,7 @@ func TestOwnerOnRealLinks(t *testing.T) {
 		return out
 	}
 	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Plan(parse(t, network))); err != nil {
+	if _, _, err := o.Apply(Desired(parse(t, network))); err != nil {
 		t.Fatal(err)
 	}
 	ext := list("external")
@@ -62,7 +63,7 @@ func TestOwnerOnRealLinks(t *testing.T) {
 	// A new owner (daemon restart) going VRRP removes the floating ones by
 	// their label.
 	o2 := NewOwner(nl, quiet())
-	if _, _, err := o2.Apply(Plan(parse(t, network+vrrpSection))); err != nil {
+	if _, _, err := o2.Apply(Desired(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if ext := list("external"); len(ext) != 1 {
