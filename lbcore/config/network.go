@@ -178,7 +178,12 @@ func (n *Network) Validate() error {
 			errs.Add(cfgerr.Join(p, "bond"), "bond name %q is already used by group %s", b.Bond, other)
 		}
 		seenBond[b.Bond] = p
+		// The seed: Failover is the two-link heartbeat; one link is accepted
+		// (a lab, or a box with few ports) but never more than two.
 		min, max := 1, 8
+		if g == Failover {
+			max = 2
+		}
 		if len(b.Members) < min || len(b.Members) > max {
 			errs.Add(cfgerr.Join(p, "members"), "needs %d to %d member NICs, has %d", min, max, len(b.Members))
 		}

@@ -47,6 +47,7 @@ func TestNetworkValidationNamesPathAndLine(t *testing.T) {
 	}{
 		{"bad mode", "    members: [eth2, eth3]\n", "    members: [eth2, eth3]\n    mode: lacp\n", "network.internal.mode (line 9): unknown bond mode \"lacp\""},
 		{"too many members", "members: [eth4]", "members: [e0, e1, e2, e3, e4, e5, e6, e7, e8]", "network.external.members (line 11): needs 1 to 8 member NICs, has 9"},
+		{"three heartbeat links", `["52:54:00:01:01:01", "52:54:00:01:01:02"]`, `[eth0, eth1, eth9]`, "network.failover.members (line 5): needs 1 to 2 member NICs, has 3"},
 		{"no members", "members: [eth4]", "members: []", "network.external.members (line 11): needs 1 to 8"},
 		{"member twice", "members: [eth4]", "members: [eth3]", "network.external.members[0] (line 11): NIC \"eth3\" is already a member of network.internal.members[1]"},
 		{"bad member", "members: [eth4]", "members: [\"not a nic!\"]", "network.external.members[0] (line 11): \"not a nic!\" is neither"},
