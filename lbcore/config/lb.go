@@ -635,6 +635,110 @@ func (c *Config) validateLB(errs *cfgerr.List) {
 			errs.Add(cfgerr.Join("ipvs_timeouts", name), "%s is out of range (whole seconds up to 720h)", d)
 		}
 	}
+	c.validateFloatingOwnership(errs)
+	c.validateMonitorPorts(errs)
+}
+
+// validateFloatingOwnership: with vrrp instances, vrrpd (not the LB daemon)
+// puts VIPs and SNAT addresses on the bonds, and only those listed as
+// virtual addresses of the matching group. A VIP or SNAT address missing
+// from them would never be announced (nor even present), so reject it.
+// Without instances the node is standalone and the LB daemon owns them.
+func (c *Config) validateFloatingOwnership(errs *cfgerr.List) {
+	if !c.VRRP.Enabled() {
+		return
+	}
+	floating := map[Group]map[netip.Addr]bool{Internal: {}, External: {}}
+	for _, in := range c.VRRP.Instances {
+		for _, a := range in.Addresses() {
+			g := External
+			if a.Group == "internal" {
+				g = Internal
+			}
+			floating[g][a.Addr.Unmap()] = true
+		}
+	}
+	for i, v := range c.VirtualServers {
+		vip, err := netip.ParseAddr(v.VIP)
+		if err != nil {
+			continue // reported above
+		}
+		g := External
+		if v.Internal {
+			g = Internal
+		}
+		if !floating[g][vip.Unmap()] {
+			errs.Add(cfgerr.Join(cfgerr.Index("virtual_servers", i), "vip"), "%s is not a virtual address of the %s group in any vrrp instance; with vrrp on, vrrpd owns VIPs, so this VIP would never be announced (add it to a vrrp instance's %s list)", vip, g, g)
+		}
+	}
+	reported := map[string]bool{}
+	for _, r := range c.SNAT.Rules {
+		p := c.SNAT.IPools[r.IPool]
+		if p == nil || reported[r.IPool] {
+			continue
+		}
+		g := Group(r.Out)
+		if g != Internal && g != External {
+			continue // an interface outside the NIC groups: vrrp cannot float it either way
+		}
+		f, l, err := p.Range()
+		if err != nil {
+			continue
+		}
+		var missing []string
+		for a := f; ; a = a.Next() {
+			if !floating[g][a] {
+				missing = append(missing, a.String())
+			}
+			if a == l {
+				break
+			}
+		}
+		if len(missing) > 0 {
+			reported[r.IPool] = true
+			errs.Add(cfgerr.Join(cfgerr.Join("snat.ipools", r.IPool), "addresses"), "%s: not virtual addresses of the %s group in any vrrp instance; with vrrp on, vrrpd owns SNAT addresses, so these would never be announced (add them to a vrrp instance's %s list)", strings.Join(missing, ", "), g, g)
+		}
+	}
+}
+
+// validateMonitorPorts: a member checked by a monitor needs a port to check:
+// the monitor's, the member's, or (member port 0) the port of a single-port
+// virtual server using the pool.
+func (c *Config) validateMonitorPorts(errs *cfgerr.List) {
+	for _, name := range sortedKeys(c.Pools) {
+		pool := c.Pools[name]
+		if pool == nil || pool.Monitor == "" {
+			continue
+		}
+		mon, ok := c.Monitors[pool.Monitor]
+		if !ok || mon.Port != 0 {
+			continue
+		}
+		if _, ok := c.PoolCheckPort(name); ok {
+			continue
+		}
+		for i, m := range pool.Members {
+			if m.Port == 0 {
+				errs.Add(cfgerr.Join(cfgerr.Index(cfgerr.Join(cfgerr.Join("pools", name), "members"), i), "port"), "monitor %s has no port to check: set the member's port or the monitor's port (no single-port virtual server uses pool %s)", pool.Monitor, name)
+			}
+		}
+	}
+}
+
+// PoolCheckPort is the port health checks of pool members with port 0 use
+// when the monitor sets none: the port of the first single-port virtual
+// server balancing over the pool.
+func (c *Config) PoolCheckPort(pool string) (uint16, bool) {
+	for i := range c.VirtualServers {
+		v := &c.VirtualServers[i]
+		if v.Pool != pool {
+			continue
+		}
+		if f, t, err := v.Ports(); err == nil && f == t {
+			return f, true
+		}
+	}
+	return 0, false
 }
 
 func nameList(names []string) string {

@@ -261,3 +261,70 @@ func TestParseHelpers(t *testing.T) {
 		t.Errorf("port range = %d-%d %v", f, l, err)
 	}
 }
+
+// TestFloatingAddressesMustBeVRRPAddresses: with vrrp instances, a VIP or
+// SNAT address that is not a virtual address of the right group is
+// rejected (vrrpd would never announce it); standalone, anything goes.
+func TestFloatingAddressesMustBeVRRPAddresses(t *testing.T) {
+	const lb = lbNetwork + `
+virtual_servers:
+  - {name: web, vip: 203.0.113.100, port: 80, pool: p}
+  - {name: east, vip: 198.51.100.150, port: 80, pool: p, internal: true, local_address_pool: la}
+pools: {p: {members: [{address: 198.51.100.11, port: 8080}]}}
+local_address_pools: {la: {addresses: [198.51.100.201-202]}}
+snat:
+  ipools: {out: {addresses: [203.0.113.200-201]}}
+  rules: [{source: 198.51.100.0/24, ipool: out}]
+`
+	if errs := lbErrors(t, lb); len(errs) != 0 {
+		t.Fatalf("standalone config rejected: %v", errs)
+	}
+	good := lb + `
+vrrp:
+  instances:
+    - {vrid: 1, internal: [198.51.100.1/24, 198.51.100.150], external: [203.0.113.100, 203.0.113.200, 203.0.113.201]}
+`
+	if errs := lbErrors(t, good); len(errs) != 0 {
+		t.Fatalf("vrrp config with every floating address listed rejected: %v", errs)
+	}
+	cases := []struct{ name, from, to, path, msg string }{
+		{"external VIP missing", "external: [203.0.113.100, ", "external: [", "virtual_servers[0].vip", "203.0.113.100 is not a virtual address of the external group"},
+		{"internal VIP on the wrong group", "internal: [198.51.100.1/24, 198.51.100.150]", "internal: [198.51.100.1/24]", "virtual_servers[1].vip", "never be announced"},
+		{"snat address missing", ", 203.0.113.201]", "]", "snat.ipools.out.addresses", "203.0.113.201: not virtual addresses of the external group"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(good, tc.from, tc.to, 1)
+			if doc == good {
+				t.Fatalf("test edit %q did not apply", tc.from)
+			}
+			for _, e := range lbErrors(t, doc) {
+				if e.Path == tc.path && strings.Contains(e.Msg, tc.msg) {
+					return
+				}
+			}
+			t.Fatalf("want an error at %s containing %q, got %v", tc.path, tc.msg, lbErrors(t, doc))
+		})
+	}
+	// Through the loader (vrrp section validated too): the same message.
+	_, err := Parse([]byte(strings.Replace(good, "external: [203.0.113.100, ", "external: [", 1)))
+	if err == nil || !strings.Contains(err.Error(), "virtual_servers[0].vip") {
+		t.Fatalf("Parse: %v", err)
+	}
+}
+
+func TestMonitoredMemberNeedsAPort(t *testing.T) {
+	doc := lbNetwork + `
+pools: {p: {monitor: http, members: [{address: 198.51.100.11}]}}
+virtual_servers:
+  - {name: r, vip: 203.0.113.100, port: 8000-8010, pool: p}
+`
+	errs := lbErrors(t, doc)
+	if len(errs) != 1 || errs[0].Path != "pools.p.members[0].port" || !strings.Contains(errs[0].Msg, "no port to check") {
+		t.Fatalf("got %v", errs)
+	}
+	// A single-port VS on the pool gives the port.
+	if errs := lbErrors(t, doc+"  - {name: s, vip: 203.0.113.101, port: 80, pool: p}\n"); len(errs) != 0 {
+		t.Fatalf("single-port VS: %v", errs)
+	}
+}
