@@ -1,0 +1,409 @@
+package qemu
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/fulcrum-lb/fulcrum/qemu/scenario"
+	"github.com/u-root/mkuimage/cpio"
+)
+
+// Files the HA scenarios place in the guests next to the boot config, so a
+// test can apply another config from the console without typing YAML.
+const (
+	nextConfigPath = "/etc/fulcrum/ha-next.yaml" // boot config + virtual server web-new on 203.0.113.103
+	badConfigPath  = "/etc/fulcrum/ha-bad.yaml"  // fails validation: unknown scheduler
+	liveConfigPath = "/etc/fulcrum/config.yaml"
+)
+
+// loopEvery and loopTimeout shape the client request loops of the fault
+// scenarios: a request starts every loopEvery on a new connection, and a
+// request that has no answer after loopTimeout counts as lost.
+const (
+	loopEvery   = 50 * time.Millisecond
+	loopTimeout = 2 * time.Second
+)
+
+const webNewVS = `
+  - name: web-new            # added by the live-apply scenario
+    vip: 203.0.113.103
+    port: "80"
+    mode: nat
+    scheduler: rr
+    persistence: {enabled: false}
+    pool: web
+`
+
+// withVS appends a virtual server to the virtual_servers list of cfg.
+func withVS(t *testing.T, cfg []byte, vs string) string {
+	t.Helper()
+	s := string(cfg)
+	i := strings.Index(s, "\npools:")
+	if i < 0 {
+		t.Fatal("config has no pools section to insert a virtual server before")
+	}
+	return s[:i] + vs + s[i:]
+}
+
+func haFiles(t *testing.T, cfg []byte) []cpio.Record {
+	next := withVS(t, cfg, webNewVS)
+	bad := strings.Replace(next, "scheduler: rr\n    persistence: {enabled: false}\n    pool: web\n\npools:", "scheduler: fastest\n    persistence: {enabled: false}\n    pool: web\n\npools:", 1)
+	if bad == next {
+		t.Fatal("could not derive the bad config")
+	}
+	return []cpio.Record{
+		cpio.StaticFile(strings.TrimPrefix(nextConfigPath, "/"), next, 0o644),
+		cpio.StaticFile(strings.TrimPrefix(badConfigPath, "/"), bad, 0o644),
+	}
+}
+
+func mustConfig(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := scenario.ReadConfig(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHAPairScenarios boots one two-node HA lab (qemu/configs/ha-lb1.yaml
+// master, ha-lb2.yaml backup) and runs the scenarios that share it, the
+// non-destructive ones first; faults come last. Measurements go to
+// out/lab-report.md.
+func TestHAPairScenarios(t *testing.T) {
+	rep := scenario.NewReport("HA pair scenarios (TestHAPairScenarios)")
+	t.Cleanup(func() {
+		path := scenario.DefaultReportPath()
+		if err := rep.WriteTo(path); err != nil {
+			t.Errorf("report: %v", err)
+		} else {
+			t.Logf("lab report written to %s", path)
+		}
+	})
+	start := time.Now()
+	cfg1, cfg2 := mustConfig(t, "ha-lb1.yaml"), mustConfig(t, "ha-lb2.yaml")
+	ha := scenario.Up(t, scenario.Options{
+		Report: rep,
+		Files:  map[int][]cpio.Record{1: haFiles(t, cfg1), 2: haFiles(t, cfg2)},
+	})
+	rep.Add("bring-up", "lab up (namespaces, 2 guests booted, lb1 serving)", "%.1f s", time.Since(start).Seconds())
+	rep.Note("Fault scenarios: a client starts a request on a new connection every %v; a request unanswered after %v is lost.", loopEvery, loopTimeout)
+
+	t.Run("NATRoundRobinSpreadsNewConnectionsEvenlyAndMembersSeeTheClient", func(t *testing.T) {
+		c := ha.Client("client1")
+		counts := map[string]int{}
+		for i := 0; i < 40; i++ {
+			r, err := c.Get(scenario.VIPNAT)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			counts[r.Member]++
+			if r.Source.Addr() != netip.MustParseAddr("203.0.113.10") {
+				t.Errorf("NAT: %s saw source %s, want the client 203.0.113.10", r.Member, r.Source)
+			}
+		}
+		for _, m := range scenario.Members() {
+			if counts[m] != 10 {
+				t.Errorf("round robin over 40 connections: %v, want 10 per member", counts)
+				break
+			}
+		}
+	})
+
+	t.Run("FullNATMembersSeeTheMastersLocalAddresses", func(t *testing.T) {
+		checkFullNAT(t, ha.Client("client1"), scenario.VIPFullNAT, scenario.LocalAddresses(1))
+	})
+
+	t.Run("InternalFullNATVIPBalancesEastWestTraffic", func(t *testing.T) {
+		checkFullNAT(t, ha.Client("iclient"), scenario.VIPInternal, scenario.LocalAddresses(1))
+	})
+
+	t.Run("PersistenceKeepsEachClientOnOneMemberFor600s", func(t *testing.T) {
+		seen := map[string]string{}
+		for _, host := range []string{"client1", "client2"} {
+			c := ha.Client(host)
+			for i := 0; i < 12; i++ {
+				r, err := c.Get(scenario.VIPSticky)
+				if err != nil {
+					t.Fatalf("%s request %d: %v", host, i, err)
+				}
+				if first, ok := seen[host]; ok && first != r.Member {
+					t.Fatalf("%s moved from %s to %s despite persistence", host, first, r.Member)
+				}
+				seen[host] = r.Member
+			}
+		}
+		out, err := ha.Run(1, "cat /proc/net/ip_vs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`TCP\s+CB007166:0050\s+rr\s+persistent 600`).MatchString(out) {
+			t.Errorf("IPVS service 203.0.113.102:80 is not rr with persistence 600 s:\n%s", out)
+		}
+		t.Logf("client1 → %s, client2 → %s", seen["client1"], seen["client2"])
+	})
+
+	t.Run("SNATMembersReachTheInternetFromThePoolAddress", func(t *testing.T) {
+		for _, m := range []string{"member1", "member4"} {
+			r, err := ha.Client(m).Get(scenario.Internet)
+			if err != nil {
+				t.Fatalf("%s → internet: %v", m, err)
+			}
+			if r.Member != "inet" || r.Source.Addr().String() != scenario.SNATAddress {
+				t.Errorf("%s → internet: answered %q, want inet seeing %s", m, r, scenario.SNATAddress)
+			}
+		}
+	})
+
+	t.Run("OneBondMemberDownCausesNoFailoverAndNoLostRequest", func(t *testing.T) {
+		before := ha.VRRPStates(1)
+		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+		v := ha.Node(1)
+		for _, seg := range []string{netlab.Failover, netlab.External, netlab.Internal} {
+			for m := 1; m <= 2; m++ {
+				nic := fmt.Sprintf("%s%d", seg, m)
+				if err := v.SetLink(nic, false); err != nil {
+					loop.Stop()
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Second)
+				if err := v.SetLink(nic, true); err != nil {
+					loop.Stop()
+					t.Fatal(err)
+				}
+				time.Sleep(2 * time.Second)
+			}
+		}
+		s := scenario.Summarize(loop.Stop())
+		ha.Report.Add("one bond member down (each of 6 links of lb1 cut for 2 s in turn)", "requests sent / lost", "%d / %d", s.Sent, s.Lost)
+		if s.Lost > 0 {
+			t.Errorf("%d of %d requests lost while single bond members were down (first: %v)", s.Lost, s.Sent, s.FirstErr)
+		}
+		if after := ha.VRRPStates(1); !slices.Equal(before, after) {
+			t.Errorf("lb1 VRRP state changed while single bond members were down: %v → %v", before, after)
+		}
+		if got := ha.VRRPStates(2); slices.Contains(got, "MASTER") {
+			t.Errorf("lb2 became master: %v", got)
+		}
+		if n, err := ha.ServingNode(scenario.VIPNAT); err != nil || n != 1 {
+			t.Errorf("after the link cuts the VIP is served by lb%d (%v), want lb1", n, err)
+		}
+	})
+
+	t.Run("LiveConfigApplyAddsAVirtualServerWithoutDisturbingAnEstablishedConnection", func(t *testing.T) {
+		c := ha.Client("client2")
+		conn, err := c.Open(scenario.VIPNAT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		first, err := conn.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(scenario.VIPSpare); err == nil {
+			t.Fatalf("%s answers before the virtual server is configured", scenario.VIPSpare)
+		}
+		applied := time.Now()
+		for _, n := range []int{1, 2} {
+			if err := applyConfigFile(ha, n, nextConfigPath); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, err := c.Wait(scenario.VIPSpare, 30*time.Second)
+		if err != nil {
+			t.Fatalf("new virtual server: %v", err)
+		}
+		ha.Report.Add("live config apply (SIGHUP to lbd)", "new VS answers after", "%.2f s", time.Since(applied).Seconds())
+		t.Logf("new virtual server answered by %s", r.Member)
+		for i := 0; i < 3; i++ {
+			again, err := conn.Get()
+			if err != nil {
+				t.Fatalf("established connection to %s broken by the apply: %v", scenario.VIPNAT, err)
+			}
+			if again.Member != first.Member || again.Source != first.Source {
+				t.Fatalf("established connection answered by %s, was %s", again, first)
+			}
+		}
+	})
+
+	t.Run("BadConfigOnTheConsoleIsRefusedAndNothingChanges", func(t *testing.T) {
+		before, err := ha.Run(1, "cat /proc/net/ip_vs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := ha.Node(1)
+		if err := applyConfigFile(ha, 1, badConfigPath); err != nil {
+			t.Fatal(err)
+		}
+		m, err := v.Console.Expect(regexp.MustCompile(`lbd\| [^\n]*reload rejected[^\n]*`), 30*time.Second)
+		if err != nil {
+			t.Fatalf("lbd did not refuse the bad config: %v", err)
+		}
+		if !strings.Contains(m[0], "scheduler") {
+			t.Errorf("refusal does not name the bad field (scheduler): %s", m[0])
+		}
+		after, err := ha.Run(1, "cat /proc/net/ip_vs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ipvsLines(before) != ipvsLines(after) {
+			t.Errorf("IPVS table changed by a refused config:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		for _, vip := range []string{scenario.VIPNAT, scenario.VIPSpare} {
+			if _, err := ha.Client("client1").Get(vip); err != nil {
+				t.Errorf("%s after the refused config: %v", vip, err)
+			}
+		}
+		// Put the good config back so later scenarios start from it.
+		if err := applyConfigFile(ha, 1, nextConfigPath); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	killed := t.Run("MasterGuestKilledBackupServesTheVIPs", func(t *testing.T) {
+		ext := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+		in := ha.Client("iclient").StartLoopT(scenario.VIPInternal, loopEvery, loopTimeout, 2*time.Minute)
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		ha.Kill(1)
+		okExt, okIn := ext.WaitOK(t0, 30*time.Second), in.WaitOK(t0, 30*time.Second)
+		time.Sleep(time.Second)
+		rsExt, rsIn := ext.Stop(), in.Stop()
+		dExt, lostExt, _ := scenario.Recovery(rsExt, t0)
+		dIn, lostIn, _ := scenario.Recovery(rsIn, t0)
+		if !okExt || !okIn {
+			t.Fatalf("no request succeeded within 30 s of killing lb1 (external ok=%v, internal ok=%v)", okExt, okIn)
+		}
+		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answered request, External VIP", "%.2f s (%d lost of %d)", dExt.Seconds(), lostExt, len(rsExt))
+		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answered request, Internal VIP", "%.2f s (%d lost of %d)", dIn.Seconds(), lostIn, len(rsIn))
+		t.Logf("failover: external %.2fs (%d lost), internal %.2fs (%d lost)", dExt.Seconds(), lostExt, dIn.Seconds(), lostIn)
+		for _, vip := range []string{scenario.VIPNAT, scenario.VIPInternal} {
+			if n, err := ha.ServingNode(vip); err != nil || n != 2 {
+				t.Errorf("%s served by lb%d (%v), want lb2", vip, n, err)
+			}
+		}
+		if st := ha.VRRPStates(2); len(st) == 0 || st[len(st)-1] != "MASTER" {
+			t.Errorf("lb2 VRRP states %v, want it to end MASTER", st)
+		}
+		// FullNAT on the new master uses lb2's own local addresses.
+		checkFullNAT(t, ha.Client("client1"), scenario.VIPFullNAT, scenario.LocalAddresses(2))
+	})
+
+	preempted := killed && t.Run("MasterReturnsAndPreempts", func(t *testing.T) {
+		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 4*time.Minute)
+		if err := ha.Boot(1, nil, "return after kill"); err != nil {
+			loop.Stop()
+			t.Fatal(err)
+		}
+		ready := time.Now()
+		err := ha.WaitServing(scenario.VIPNAT, 1, 30*time.Second)
+		took := time.Since(ready)
+		s := scenario.Summarize(loop.Stop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ha.Report.Add("master returns (preempt on)", "lb1 ready → lb1 serves the VIP", "%.2f s", took.Seconds())
+		ha.Report.Add("master returns (preempt on)", "requests sent / lost during boot and preemption", "%d / %d", s.Sent, s.Lost)
+		if s.Lost > 0 {
+			t.Errorf("%d of %d requests lost while lb1 returned and took over (first: %v)", s.Lost, s.Sent, s.FirstErr)
+		}
+		if held, err := ha.Holds(2, scenario.VIPNAT); err != nil || held {
+			t.Errorf("lb2 still holds %s after lb1 preempted (err %v)", scenario.VIPNAT, err)
+		}
+	})
+
+	_ = killed && preempted && t.Run("MasterReturnsWithNopreemptAndStaysBackup", func(t *testing.T) {
+		ha.Kill(1)
+		if err := ha.WaitServing(scenario.VIPNAT, 2, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		nopreempt := strings.Replace(string(ha.Config(1)), "vrrp:\n  priority: 200\n", "vrrp:\n  priority: 200\n  nopreempt: true\n", 1)
+		if nopreempt == string(ha.Config(1)) {
+			t.Fatal("could not derive the nopreempt config")
+		}
+		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 4*time.Minute)
+		if err := ha.Boot(1, []byte(nopreempt), "return with nopreempt"); err != nil {
+			loop.Stop()
+			t.Fatal(err)
+		}
+		// Many master-down intervals: lb1 would have preempted by now.
+		time.Sleep(5 * time.Second)
+		s := scenario.Summarize(loop.Stop())
+		if n, err := ha.ServingNode(scenario.VIPNAT); err != nil || n != 2 {
+			t.Errorf("%s served by lb%d (%v), want lb2 to stay master", scenario.VIPNAT, n, err)
+		}
+		if st := ha.VRRPStates(1); slices.Contains(st, "MASTER") {
+			t.Errorf("lb1 with nopreempt became master: %v", st)
+		}
+		if held, err := ha.Holds(1, scenario.VIPNAT); err != nil || held {
+			t.Errorf("lb1 (nopreempt backup) holds %s (err %v)", scenario.VIPNAT, err)
+		}
+		ha.Report.Add("master returns (nopreempt)", "requests sent / lost while lb1 booted as backup", "%d / %d", s.Sent, s.Lost)
+		if s.Lost > 0 {
+			t.Errorf("%d of %d requests lost while lb1 returned as backup (first: %v)", s.Lost, s.Sent, s.FirstErr)
+		}
+	})
+}
+
+// checkFullNAT makes 20 requests to vip and checks that every member
+// answers and sees one of the local addresses as the source.
+func checkFullNAT(t *testing.T, c *scenario.Client, vip string, local []string) {
+	t.Helper()
+	counts := map[string]int{}
+	for i := 0; i < 20; i++ {
+		r, err := c.Get(vip)
+		if err != nil {
+			t.Fatalf("%s request %d: %v", vip, i, err)
+		}
+		counts[r.Member]++
+		if !slices.Contains(local, r.Source.Addr().String()) {
+			t.Errorf("FullNAT %s: %s saw source %s, want one of the local addresses %v", vip, r.Member, r.Source, local)
+		}
+	}
+	if len(counts) != len(scenario.Members()) {
+		t.Errorf("FullNAT %s reached %v, want all %d members", vip, counts, len(scenario.Members()))
+	}
+}
+
+var pidLineRE = regexp.MustCompile(`(?m)^\s*(\d+)\s.*\blbd\b`)
+
+// applyConfigFile makes file the live config of node n and signals lbd to
+// reload it (SIGHUP).
+func applyConfigFile(ha *scenario.HA, n int, file string) error {
+	if _, err := ha.Run(n, "cat "+file+" > "+liveConfigPath); err != nil {
+		return err
+	}
+	ps, err := ha.Run(n, "ps")
+	if err != nil {
+		return err
+	}
+	m := pidLineRE.FindStringSubmatch(ps)
+	if m == nil {
+		return fmt.Errorf("lb%d: no lbd process in ps:\n%s", n, ps)
+	}
+	_, err = ha.Run(n, "kill -HUP "+m[1])
+	return err
+}
+
+// ipvsLines keeps the service and destination lines of /proc/net/ip_vs
+// (without counters that change with traffic).
+func ipvsLines(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 0 && (f[0] == "TCP" || f[0] == "UDP" || f[0] == "FWM") {
+			out = append(out, strings.Join(f, " "))
+		}
+		if len(f) >= 4 && f[0] == "->" && f[1] != "RemoteAddress:Port" {
+			out = append(out, strings.Join(f[:4], " "))
+		}
+	}
+	return strings.Join(out, "\n")
+}
