@@ -1,16 +1,18 @@
 // Package lbapply applies the load-balancing part of the config to the
-// kernel as one step: the nftables table (marks, FullNAT SNAT, SNAT
-// all-in-one) and the IPVS table. Both desired states are built (and so
+// kernel as one step: the daemon's addresses (lbcore/addrs), the nftables
+// table (marks, FullNAT SNAT, SNAT all-in-one) and the IPVS table. Both desired states are built (and so
 // checked) before anything is touched; if the IPVS apply fails it undoes
-// itself and the nftables table is put back, so the kernel ends as it was.
+// itself and the nftables table and addresses are put back, so the kernel
+// ends as it was. Controller runs that with health checks driving pool
+// membership, for the LB daemon.
 package lbapply
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/addrs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
@@ -28,10 +30,16 @@ type NAT interface {
 	Rollback() error
 }
 
+// Addrs is the address side (an *addrs.Owner).
+type Addrs interface {
+	Apply(addrs.Plan) (addrs.Change, func() error, error)
+}
+
 // Applier applies configs.
 type Applier struct {
 	IPVS   IPVS
 	NAT    NAT
+	Addrs  Addrs       // nil: the daemon owns no addresses (tests)
 	Health ipvs.Health // nil: every member is up
 	Log    logrus.FieldLogger
 }
@@ -40,13 +48,18 @@ type Applier struct {
 // kernel is as it was before the call, unless the error says the rollback
 // failed too.
 //
-// Order: nftables first, so marks and FullNAT SNAT are in place before IPVS
-// sends a new VS's first connection to members; then IPVS. (When a FullNAT
-// VS is removed, new connections to it in the moment between the two steps
-// are balanced without SNAT and fail; existing ones keep their conntrack
-// SNAT.)
+// Order: the daemon's addresses first (a new VIP or local address exists
+// before traffic is balanced to or from it), then nftables, so marks and
+// FullNAT SNAT are in place before IPVS sends a new VS's first connection
+// to members; then IPVS. (When a FullNAT VS is removed, new connections to
+// it in the moment between the steps are balanced without SNAT and fail;
+// existing ones keep their conntrack SNAT.)
 func (a *Applier) Apply(cfg *config.Config) (*ipvs.Plan, error) {
-	desired, err := ipvs.Desired(cfg, a.Health)
+	return a.apply(cfg, a.Health)
+}
+
+func (a *Applier) apply(cfg *config.Config, health ipvs.Health) (*ipvs.Plan, error) {
+	desired, err := ipvs.Desired(cfg, health)
 	if err != nil {
 		return nil, fmt.Errorf("lb apply: %w", err)
 	}
@@ -54,15 +67,49 @@ func (a *Applier) Apply(cfg *config.Config) (*ipvs.Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lb apply: %w", err)
 	}
+	undoAddrs := func() error { return nil }
+	if a.Addrs != nil {
+		var err error
+		if _, undoAddrs, err = a.Addrs.Apply(addrs.Desired(cfg)); err != nil {
+			return nil, fmt.Errorf("lb apply: %w (nothing changed)", err)
+		}
+	}
 	if err := a.NAT.Apply(rs); err != nil {
-		return nil, fmt.Errorf("lb apply: %w (nothing changed)", err)
+		err = fmt.Errorf("lb apply: %w", err)
+		if uerr := undoAddrs(); uerr != nil {
+			return nil, errors.Join(err, fmt.Errorf("lb apply: address undo failed: %w", uerr))
+		}
+		return nil, fmt.Errorf("%w (nothing changed)", err)
 	}
 	applied, err := a.IPVS.Apply(desired)
 	if err != nil {
+		err = fmt.Errorf("lb apply: %w", err)
+		var errs []error
 		if rerr := a.NAT.Rollback(); rerr != nil {
-			return nil, errors.Join(fmt.Errorf("lb apply: %w", err), fmt.Errorf("lb apply: nftables rollback failed: %w", rerr))
+			errs = append(errs, fmt.Errorf("lb apply: nftables rollback failed: %w", rerr))
 		}
-		return nil, fmt.Errorf("lb apply: %w (nftables rolled back)", err)
+		if uerr := undoAddrs(); uerr != nil {
+			errs = append(errs, fmt.Errorf("lb apply: address undo failed: %w", uerr))
+		}
+		if len(errs) > 0 {
+			return nil, errors.Join(append([]error{err}, errs...)...)
+		}
+		return nil, fmt.Errorf("%w (nftables rolled back, addresses restored)", err)
+	}
+	return applied.Plan, nil
+}
+
+// ApplyHealth re-applies only the IPVS side of cfg (the config already
+// running) with members' health from health: what a health transition
+// changes. Nothing else depends on health.
+func (a *Applier) ApplyHealth(cfg *config.Config, health ipvs.Health) (*ipvs.Plan, error) {
+	desired, err := ipvs.Desired(cfg, health)
+	if err != nil {
+		return nil, fmt.Errorf("health apply: %w", err)
+	}
+	applied, err := a.IPVS.Apply(desired)
+	if err != nil {
+		return nil, fmt.Errorf("health apply: %w", err)
 	}
 	return applied.Plan, nil
 }
@@ -71,36 +118,10 @@ func (a *Applier) Apply(cfg *config.Config) (*ipvs.Plan, error) {
 type Loader func(path string) (*config.Config, error)
 
 // Run applies the config at path, then re-reads and re-applies it on every
-// value from reload (SIGHUP), until ctx is done. A config that does not load
-// or apply is logged and leaves the running state as it was. Run returns an
+// value from reload (SIGHUP), until ctx is done, without health checks (see
+// Controller for the daemon with them). A config that does not load or
+// apply is logged and leaves the running state as it was. Run returns an
 // error only when the first config cannot be loaded or applied.
 func Run(ctx context.Context, path string, load Loader, a *Applier, reload <-chan struct{}) error {
-	apply := func() error {
-		start := time.Now()
-		cfg, err := load(path)
-		if err != nil {
-			return err
-		}
-		plan, err := a.Apply(cfg)
-		if err != nil {
-			return err
-		}
-		a.Log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
-			Infof("applied %s (%d virtual servers)", path, len(cfg.VirtualServers))
-		return nil
-	}
-	if err := apply(); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-reload:
-			a.Log.Info("reload requested")
-			if err := apply(); err != nil {
-				a.Log.WithError(err).Error("reload rejected; running state unchanged")
-			}
-		}
-	}
+	return NewController(a, nil, a.Log).Run(ctx, path, load, reload)
 }

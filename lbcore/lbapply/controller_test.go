@@ -1,0 +1,294 @@
+package lbapply
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/health"
+	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+)
+
+const cfgHealth = `
+version: 1
+network:
+  failover: {members: [eth0, eth1], addresses: [192.0.2.1/25]}
+  internal: {members: [eth2], addresses: [198.51.100.2/24]}
+  external: {members: [eth3], addresses: [203.0.113.2/24]}
+virtual_servers:
+  - {name: web, vip: 203.0.113.100, port: 80, pool: web, persistence: {enabled: false}}
+  - {name: plain, vip: 203.0.113.101, port: 80, pool: plain}
+pools:
+  web:
+    monitor: web
+    members: [{address: 198.51.100.11}, {address: 198.51.100.12, port: 8080, weight: 3}]
+  plain:
+    members: [{address: 198.51.100.21, port: 80}]
+monitors:
+  web: {type: tcp, interval: 1s}
+`
+
+// fakeHealth is a health checker whose states the test sets.
+type fakeHealth struct {
+	mu        sync.Mutex
+	states    map[string]health.State
+	members   []health.Member
+	monitors  health.Monitors
+	failNext  bool
+	configure int
+}
+
+func (f *fakeHealth) Configure(m health.Monitors, ms []health.Member) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failNext {
+		f.failNext = false
+		return errors.New("injected: bad CA bundle")
+	}
+	f.configure++
+	f.monitors, f.members = m, ms
+	return nil
+}
+
+func (f *fakeHealth) State(id string) (health.State, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.ID == id {
+			return f.states[id], true
+		}
+	}
+	return health.StateUnknown, false
+}
+
+func (f *fakeHealth) Snapshot() []health.MemberStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []health.MemberStatus
+	for _, m := range f.members {
+		out = append(out, health.MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: f.states[m.ID], LastReason: "fake"})
+	}
+	return out
+}
+
+func (f *fakeHealth) set(id string, s health.State) {
+	f.mu.Lock()
+	f.states[id] = s
+	f.mu.Unlock()
+}
+
+// countingIPVS records applies.
+type countingIPVS struct {
+	mu      sync.Mutex
+	applied []*ipvs.State
+	fail    int // fail this many applies
+}
+
+func (c *countingIPVS) Apply(st *ipvs.State) (*ipvs.Applied, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail > 0 {
+		c.fail--
+		return nil, errors.New("injected ipvs failure")
+	}
+	c.applied = append(c.applied, st)
+	// A non-empty plan so the controller counts the apply.
+	return &ipvs.Applied{Plan: &ipvs.Plan{Ops: []ipvs.Op{{Kind: ipvs.OpUpdateDest}}}}, nil
+}
+
+func (c *countingIPVS) n() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.applied) }
+
+func (c *countingIPVS) lastDests(vip string) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, s := range c.applied[len(c.applied)-1].Services {
+		if k.Addr.String() == vip {
+			for dk, d := range s.Dests {
+				out[dk.String()] = d.Weight
+			}
+		}
+	}
+	return out
+}
+
+func TestHealthMembers(t *testing.T) {
+	cfg := parse(t, cfgHealth)
+	mons, members, err := HealthMembers(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 {
+		t.Fatalf("members %v: want the 2 of the monitored pool only", members)
+	}
+	if members[0].ID != "web/198.51.100.11:0" || members[0].Target.Port != 80 {
+		t.Errorf("member 0 = %+v: port 0 members are checked on the VS port", members[0])
+	}
+	if members[1].ID != "web/198.51.100.12:8080" || members[1].Target.Port != 8080 {
+		t.Errorf("member 1 = %+v", members[1])
+	}
+	if mons["web"].Source != "198.51.100.2" {
+		t.Errorf("monitor source %q: default is the Internal self IP", mons["web"].Source)
+	}
+	withSource := strings.Replace(cfgHealth, "interval: 1s}", "interval: 1s, source: 192.0.2.1}", 1)
+	mons, _, err = HealthMembers(parse(t, withSource))
+	if err != nil || mons["web"].Source != "192.0.2.1" {
+		t.Errorf("explicit source: %v %q", err, mons["web"].Source)
+	}
+}
+
+func runController(t *testing.T, doc string, h *fakeHealth, ip *countingIPVS) (*Controller, string, chan struct{}, func()) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &Applier{IPVS: ip, NAT: &fakeNAT{}, Log: quiet()}
+	c := NewController(a, h, quiet())
+	c.Debounce = 50 * time.Millisecond
+	c.RetryAfter = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, path, config.Load, reload) }()
+	return c, path, reload, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 400; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestControllerHealthDrivesIPVS: unknown members do not serve; a burst of
+// transitions costs one apply; a down member leaves, comes back when up;
+// the status snapshot says so.
+func TestControllerHealthDrivesIPVS(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{}}
+	ip := &countingIPVS{}
+	c, _, _, stop := runController(t, cfgHealth, h, ip)
+	defer stop()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	if d := ip.lastDests("203.0.113.100"); len(d) != 0 {
+		t.Fatalf("members not checked yet serve: %v", d)
+	}
+	if d := ip.lastDests("203.0.113.101"); len(d) != 1 {
+		t.Fatalf("unmonitored pool: %v", d)
+	}
+	// A burst: both up, plus noise transitions, within one window.
+	for i := 0; i < 20; i++ {
+		h.set("web/198.51.100.11:0", health.StateUp)
+		h.set("web/198.51.100.12:8080", health.StateUp)
+		c.OnTransition(health.Event{})
+	}
+	waitUntil(t, "health apply", func() bool { return ip.n() >= 2 })
+	time.Sleep(150 * time.Millisecond) // longer than the window: no second apply
+	if n := ip.n(); n != 2 {
+		t.Fatalf("20 transitions in one window made %d applies, want 1", n-1)
+	}
+	if d := ip.lastDests("203.0.113.100"); d["198.51.100.11:80"] != 1 || d["198.51.100.12:8080"] != 3 {
+		t.Fatalf("both up: %v", d)
+	}
+	h.set("web/198.51.100.12:8080", health.StateDown)
+	c.OnTransition(health.Event{})
+	waitUntil(t, "down apply", func() bool { return ip.n() == 3 })
+	if d := ip.lastDests("203.0.113.100"); len(d) != 1 || d["198.51.100.11:80"] != 1 {
+		t.Fatalf("one down: %v", d)
+	}
+	st := c.Status()
+	if len(st.Pools) != 2 || st.Pools[1].Name != "web" || st.Pools[1].Serving != 1 {
+		t.Fatalf("status pools: %+v", st.Pools)
+	}
+	if m := st.Pools[1].Members[1]; m.State != health.StateDown || m.Serving || m.LastReason != "fake" {
+		t.Fatalf("status of the down member: %+v", m)
+	}
+	if st.Transitions != 21 || st.Applies != 2 {
+		t.Fatalf("status counters: %+v", st)
+	}
+}
+
+// TestControllerRetriesFailedHealthApply: a failed IPVS apply on a
+// transition is retried until it goes through.
+func TestControllerRetriesFailedHealthApply(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{}}
+	ip := &countingIPVS{}
+	c, _, _, stop := runController(t, cfgHealth, h, ip)
+	defer stop()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	ip.mu.Lock()
+	ip.fail = 2
+	ip.mu.Unlock()
+	h.set("web/198.51.100.11:0", health.StateUp)
+	c.OnTransition(health.Event{})
+	waitUntil(t, "retried apply", func() bool { return ip.n() == 2 })
+	if d := ip.lastDests("203.0.113.100"); d["198.51.100.11:80"] != 1 {
+		t.Fatalf("after retries: %v", d)
+	}
+	if !strings.Contains(c.Status().LastError, "injected ipvs failure") {
+		t.Fatalf("last error %q", c.Status().LastError)
+	}
+}
+
+// TestControllerReloadWithBadMonitorChangesNothing: when the health side
+// refuses the new members, the kernel is not touched.
+func TestControllerReloadWithBadMonitorChangesNothing(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{}}
+	ip := &countingIPVS{}
+	c, path, reload, stop := runController(t, cfgHealth, h, ip)
+	defer stop()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	os.WriteFile(path, []byte(strings.Replace(cfgHealth, "203.0.113.101", "203.0.113.105", 1)), 0o644)
+	h.mu.Lock()
+	h.failNext = true
+	h.mu.Unlock()
+	reload <- struct{}{}
+	waitUntil(t, "error recorded", func() bool { return strings.Contains(c.Status().LastError, "bad CA bundle") })
+	if ip.n() != 1 {
+		t.Fatalf("rejected reload applied IPVS")
+	}
+	reload <- struct{}{}
+	waitUntil(t, "good reload", func() bool { return ip.n() == 2 })
+	if d := ip.lastDests("203.0.113.105"); len(d) != 1 {
+		t.Fatalf("reload not applied: %v", d)
+	}
+}
+
+func TestStatusHandlerServesJSON(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{"web/198.51.100.11:0": health.StateUp}}
+	ip := &countingIPVS{}
+	c, _, _, stop := runController(t, cfgHealth, h, ip)
+	defer stop()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	rec := httptest.NewRecorder()
+	StatusHandler(c).ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	var st struct {
+		Pools []struct {
+			Name    string
+			Members []struct{ Address, State string }
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+		t.Fatalf("%v: %s", err, rec.Body)
+	}
+	if len(st.Pools) != 2 || st.Pools[1].Members[0].State != "up" || st.Pools[1].Members[1].State != "unknown" {
+		t.Fatalf("status JSON: %s", rec.Body)
+	}
+}
