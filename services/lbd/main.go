@@ -1,9 +1,13 @@
 // Command lbd is the LB daemon: it applies the load-balancing part of the
-// appliance config (IPVS virtual servers and the nftables table for marks,
-// FullNAT and SNAT all-in-one) as one apply-with-rollback, re-applies on
-// SIGHUP (a rejected config leaves the running state as it was), drains
-// removed members, and stops on SIGTERM/SIGINT. It leaves the kernel state
-// in place when it stops, so traffic keeps flowing across daemon restarts.
+// appliance config (its addresses — FullNAT local addresses always, VIPs and
+// SNAT addresses on a standalone node —, IPVS virtual servers and the
+// nftables table for marks, FullNAT and SNAT all-in-one) as one
+// apply-with-rollback, runs the health checks of every pool that names a
+// monitor and re-applies IPVS when members go down or come back,
+// re-applies on SIGHUP (a rejected config leaves the running state as it
+// was), drains removed members, serves its status as JSON on a unix socket,
+// and stops on SIGTERM/SIGINT. It leaves the kernel state in place when it
+// stops, so traffic keeps flowing across daemon restarts.
 //
 // ip_vs must be loaded before lbd starts (init does this); otherwise
 // github.com/moby/ipvs tries to run modprobe itself.
@@ -12,22 +16,30 @@ package main
 import (
 	"context"
 	"flag"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/addrs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
 	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
 	path := flag.String("config", "/etc/fulcrum/config.yaml", "appliance config file")
 	drain := flag.Duration("drain-timeout", 5*time.Minute, "how long a removed member may finish its connections (0: delete at once)")
 	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
+	statusSock := flag.String("status-socket", "/run/fulcrum/lbd.sock", "unix socket serving GET /status as JSON (\"\" for none)")
 	flag.Parse()
 
 	logger := logrus.New()
@@ -45,7 +57,19 @@ func main() {
 	}
 	defer h.Close()
 	rec := ipvs.NewReconciler(h, log, ipvs.Options{DrainTimeout: *drain})
-	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Log: log}
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		log.WithError(err).Fatal("cannot open rtnetlink")
+	}
+	defer nl.Close()
+	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Addrs: addrs.NewOwner(nl, log), Log: log}
+	ctrl := lbapply.NewController(a, nil, log)
+	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
+	ctrl.SetHealth(sched)
+	go sched.Run(ctx)
+	if *statusSock != "" {
+		go serveStatus(ctx, log, *statusSock, lbapply.StatusHandler(ctrl))
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -60,8 +84,24 @@ func main() {
 	}()
 	go rec.RunDrainer(ctx, 2*time.Second)
 
-	if err := lbapply.Run(ctx, *path, config.Load, a, reload); err != nil {
+	if err := ctrl.Run(ctx, *path, config.Load, reload); err != nil {
 		log.WithError(err).Fatal("initial config not applied")
 	}
 	log.Info("stopping; IPVS and nftables state left in place")
+}
+
+func serveStatus(ctx context.Context, log logrus.FieldLogger, path string, h http.Handler) {
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	os.Remove(path) // a stale socket of an earlier run
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		log.WithError(err).Warn("status socket not served")
+		return
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	srv.Serve(l)
 }
