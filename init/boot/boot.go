@@ -8,6 +8,7 @@ package boot
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/init/supervisor"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
+	"github.com/fulcrum-lb/fulcrum/services/logring"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +41,14 @@ const MaintenanceLine = "fulcrum: MAINTENANCE"
 
 // daemons are the appliance services, started in this order when present in
 // the image. Each takes the config path.
-var daemons = []string{"lbd", "vrrpd", "mgmtd"}
+var daemons = []string{"lbd", "vrrpd", "mgmtd", "dhcpc"}
+
+// ConsoleCLI is the program on the serial console: login, then the lbctl
+// CLI (its `shell` command gives the maintenance shell, ConsoleShell).
+const (
+	ConsoleCLI   = BinDir + "/lbctl"
+	ConsoleShell = "/bin/sh"
+)
 
 // Init is PID 1's state.
 type Init struct {
@@ -47,6 +56,7 @@ type Init struct {
 	Console *os.File
 	Cmdline Cmdline
 
+	ring   *logring.Ring // the console log, for `show log` and syslog
 	reaper *supervisor.Reaper
 	sup    *supervisor.Supervisor
 	cancel context.CancelFunc
@@ -58,10 +68,11 @@ func Run() {
 	if err != nil {
 		console = os.Stderr
 	}
+	ring := logring.New(2000)
 	log := logrus.New()
-	log.SetOutput(console)
+	log.SetOutput(io.MultiWriter(console, ring))
 	log.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
-	in := &Init{Log: log, Console: console}
+	in := &Init{Log: log, Console: console, ring: ring}
 	defer func() {
 		if r := recover(); r != nil {
 			in.maintenanceForever(fmt.Sprintf("init crashed: %v", r))
@@ -88,7 +99,8 @@ func (in *Init) boot() {
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	in.sup = supervisor.New(in.Log, in.reaper)
-	in.sup.Output = in.Console
+	in.sup.Output = io.MultiWriter(in.Console, in.ring)
+	go in.serveStatus(ctx)
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, power.PowerOffSignal, power.RebootSignal, unix.SIGINT)
 
@@ -126,17 +138,32 @@ func (in *Init) boot() {
 		}
 	}
 
-	banner := "\nFulcrum load-balancer appliance console (type commands; 'power off' to shut down)\n"
+	banner := "\nFulcrum load-balancer appliance console (log in, then 'help'; 'shell' for the maintenance shell)\n"
 	if trouble != "" {
 		banner = in.announceMaintenance(trouble) + banner
 	} else {
 		in.startDaemons(ctx, cfgPath)
 	}
-	in.sup.Start(ctx, supervisor.Service{Name: "console", Path: "/bin/sh", TTY: ConsoleTTY, Banner: banner, Env: []string{"PATH=/bbin:/bin:/ubin", "HOME=/tmp"}})
+	in.sup.Start(ctx, in.consoleService(cfgPath, trouble, banner))
 	if trouble == "" {
 		in.say("%s (host %s, %.1fs after init start)", ReadyLine, cfg.Hostname, time.Since(start).Seconds())
 	}
 	in.waitForPower(signals)
+}
+
+// consoleService is the login + CLI on the serial console (the bare shell
+// when the image has no lbctl). In maintenance the login notice repeats the
+// reason; the CLI's `shell` still gives the shell for inspection.
+func (in *Init) consoleService(cfgPath, trouble, banner string) supervisor.Service {
+	env := []string{"PATH=/bbin:/bin:/ubin", "HOME=/tmp"}
+	if _, err := os.Stat(ConsoleCLI); err != nil {
+		return supervisor.Service{Name: "console", Path: ConsoleShell, TTY: ConsoleTTY, Banner: banner, Env: env}
+	}
+	args := []string{"-console", "-config", cfgPath}
+	if trouble != "" {
+		args = append(args, "-notice", MaintenanceLine+": the appliance is NOT load balancing (see above); 'shell' to inspect")
+	}
+	return supervisor.Service{Name: "console", Path: ConsoleCLI, Args: args, TTY: ConsoleTTY, Banner: banner, Env: env}
 }
 
 // announceMaintenance logs the reason loudly and returns the console banner.

@@ -29,6 +29,7 @@ type Config struct {
 	LB       `yaml:",inline"`
 	VRRP     vrrp.Config     `yaml:"vrrp"`
 	Monitors health.Monitors `yaml:"monitors"`
+	Access   Access          `yaml:"management"`
 
 	source []byte
 }
@@ -51,6 +52,7 @@ func (c *Config) ApplyDefaults() {
 	c.applyLBDefaults()
 	c.VRRP.ApplyDefaults()
 	c.Monitors.ApplyDefaults()
+	c.Access.ApplyDefaults(c.Network.Management != nil)
 }
 
 var (
@@ -79,6 +81,7 @@ func (c *Config) Validate() error {
 	errs.Merge("network", c.Network.Validate())
 	errs.Merge("vrrp", c.VRRP.Validate())
 	errs.Merge("monitors", c.Monitors.Validate())
+	errs.Merge("management", c.Access.Validate(c.Network.Management != nil))
 	c.validateLB(&errs)
 	c.validateVRRP(&errs)
 	return errs.Err()

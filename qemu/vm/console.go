@@ -23,6 +23,79 @@ type Console struct {
 	cursor int
 	closed bool
 	seq    int
+	auto   *autoLogin
+}
+
+// autoLogin is a one-shot login through the appliance's console: the user
+// name at the login prompt, the password at the password prompt (when one
+// is asked), then the CLI's `shell` command, so callers get the maintenance
+// shell as before the console had a login.
+type autoLogin struct {
+	user, password string
+	step           int // 0 wait login, 1 wait password or logged in, 2 wait logged in, 3 done
+	offset         int // buffer offset scanned up to
+}
+
+// Console strings of the appliance's login (services/console).
+const (
+	LoginPrompt    = "login: "
+	PasswordPrompt = "Password: "
+	LoggedIn       = "Logged in to the Fulcrum CLI."
+)
+
+// AutoLogin makes the console log in once, as soon as the login prompt
+// appears, and enter the maintenance shell.
+func (c *Console) AutoLogin(user, password string) {
+	c.mu.Lock()
+	c.auto = &autoLogin{user: user, password: password}
+	reply := c.autoStep()
+	c.mu.Unlock()
+	if reply != "" {
+		c.Send(reply)
+	}
+}
+
+// autoStep advances the auto login over new output; c.mu is held. It
+// returns what to type.
+func (c *Console) autoStep() string {
+	a := c.auto
+	if a == nil || a.step == 3 {
+		return ""
+	}
+	var reply string
+	for {
+		data := c.buf.Bytes()[a.offset:]
+		find := func(s string) int {
+			if i := bytes.Index(data, []byte(s)); i >= 0 {
+				return i + len(s)
+			}
+			return -1
+		}
+		switch a.step {
+		case 0:
+			if i := find(LoginPrompt); i >= 0 {
+				a.offset += i
+				a.step = 1
+				reply += a.user + "\n"
+				continue
+			}
+		case 1, 2:
+			li := find(LoggedIn)
+			pi := find(PasswordPrompt)
+			if a.step == 1 && pi >= 0 && (li < 0 || pi < li) {
+				a.offset += pi
+				a.step = 2
+				reply += a.password + "\n"
+				continue
+			}
+			if li >= 0 {
+				a.offset += li
+				a.step = 3
+				reply += "shell\n"
+			}
+		}
+		return reply
+	}
 }
 
 func newConsole(r io.Reader, w io.Writer, log io.Writer) *Console {
@@ -39,7 +112,11 @@ func newConsole(r io.Reader, w io.Writer, log io.Writer) *Console {
 				c.mu.Lock()
 				c.buf.Write(b[:n])
 				c.cond.Broadcast()
+				reply := c.autoStep()
 				c.mu.Unlock()
+				if reply != "" {
+					c.Send(reply)
+				}
 			}
 			if err != nil {
 				c.mu.Lock()

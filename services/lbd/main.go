@@ -67,13 +67,20 @@ func main() {
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
 	ctrl.SetHealth(sched)
 	go sched.Run(ctx)
+	reader, err := ipvs.Open("") // the local API's own handle, for reads
+	if err != nil {
+		log.WithError(err).Fatal("cannot reach IPVS")
+	}
+	defer reader.Close()
+	reload := make(chan struct{}, 1)
+	api := newAPI(*path, config.Load, reload, reader, log)
+	api.useController(ctrl)
 	if *statusSock != "" {
-		go serveStatus(ctx, log, *statusSock, lbapply.StatusHandler(ctrl))
+		go serveStatus(ctx, log, *statusSock, api.handler())
 	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	reload := make(chan struct{}, 1)
 	go func() {
 		for range hup {
 			select {
@@ -84,7 +91,7 @@ func main() {
 	}()
 	go rec.RunDrainer(ctx, 2*time.Second)
 
-	if err := ctrl.Run(ctx, *path, config.Load, reload); err != nil {
+	if err := ctrl.Run(ctx, *path, api.Loader, reload); err != nil {
 		log.WithError(err).Fatal("initial config not applied")
 	}
 	log.Info("stopping; IPVS and nftables state left in place")

@@ -47,6 +47,7 @@ func run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	if !cfg.VRRP.Enabled() {
 		log.Info("no vrrp instances configured: standalone node, nothing to do")
+		go serveAPI(ctx, newAPI(nil), log)
 		<-ctx.Done()
 		return nil
 	}
@@ -54,10 +55,13 @@ func run(ctx context.Context, path string, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
+	a := newAPI(n)
+	go serveAPI(ctx, a, log)
 	events, unsubscribe := n.Subscribe(16)
 	defer unsubscribe()
 	go func() {
 		for ev := range events {
+			a.count(ev)
 			log.WithFields(logrus.Fields{"instance": ev.Instance, "vrid": ev.VRID, "from": ev.From, "to": ev.To}).Info("state: " + ev.Reason)
 		}
 	}()

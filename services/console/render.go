@@ -1,0 +1,199 @@
+package console
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/fulcrum-lb/fulcrum/services/bondstat"
+	"github.com/fulcrum-lb/fulcrum/services/localapi"
+)
+
+// IPVSHeader is the first line of `ipvsadm -Ln` (the kernel's
+// /proc/net/ip_vs first line when readable).
+const IPVSHeader = "IP Virtual Server version 1.2.1 (size=4096)"
+
+// WriteIPVS prints services in the layout of `ipvsadm -Ln`, then their
+// counters in the layout of `ipvsadm -Ln --stats --exact`.
+func WriteIPVS(w io.Writer, header string, vss []localapi.VirtualServer) {
+	if header == "" {
+		header = IPVSHeader
+	}
+	fmt.Fprintln(w, header)
+	fmt.Fprintln(w, "Prot LocalAddress:Port Scheduler Flags")
+	fmt.Fprintln(w, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn")
+	for _, vs := range vss {
+		line := fmt.Sprintf("%s  %s %s", vs.Protocol, vs.Address, vs.Scheduler)
+		if vs.Persistent > 0 {
+			line += fmt.Sprintf(" persistent %d", vs.Persistent)
+		}
+		fmt.Fprintln(w, line)
+		for _, m := range vs.Members {
+			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", m.Address, m.Forward, m.Weight, m.Active, m.Inactive)
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes")
+	fmt.Fprintln(w, "  -> RemoteAddress:Port")
+	for _, vs := range vss {
+		s := vs.Stats
+		fmt.Fprintf(w, "%-33s %8d %8d %8d %8d %8d\n", vs.Protocol+"  "+vs.Address, s.Conns, s.PacketsIn, s.PacketsOut, s.BytesIn, s.BytesOut)
+		for _, m := range vs.Members {
+			s := m.Stats
+			fmt.Fprintf(w, "  -> %-28s %8d %8d %8d %8d %8d\n", m.Address, s.Conns, s.PacketsIn, s.PacketsOut, s.BytesIn, s.BytesOut)
+		}
+	}
+}
+
+// WritePools prints members grouped by pool (all pools, or only pool).
+func WritePools(w io.Writer, vss []localapi.VirtualServer, pool string) error {
+	type row struct {
+		vs string
+		m  localapi.Member
+	}
+	pools := map[string][]row{}
+	for _, vs := range vss {
+		p := vs.Pool
+		if p == "" {
+			p = "(unknown)"
+		}
+		for _, m := range vs.Members {
+			pools[p] = append(pools[p], row{vs.Name, m})
+		}
+		if _, ok := pools[p]; !ok {
+			pools[p] = nil
+		}
+	}
+	if pool != "" {
+		if _, ok := pools[pool]; !ok {
+			return fmt.Errorf("no pool %q in the running virtual servers (have: %s)", pool, strings.Join(sortedKeys(pools), ", "))
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tVS\tMEMBER\tHEALTH\tADMIN\tWEIGHT\tACTIVE\tINACTIVE\tCONNS\tBYTES_IN\tBYTES_OUT")
+	for _, p := range sortedKeys(pools) {
+		if pool != "" && p != pool {
+			continue
+		}
+		for _, r := range pools[p] {
+			admin := "enabled"
+			if r.m.Disabled {
+				admin = "disabled"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p, r.vs, r.m.Address, r.m.Health, admin, r.m.Weight, r.m.Active, r.m.Inactive, r.m.Stats.Conns, r.m.Stats.BytesIn, r.m.Stats.BytesOut)
+		}
+	}
+	return tw.Flush()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WriteInterfaces prints bonds and their members.
+func WriteInterfaces(w io.Writer, bonds []bondstat.Bond, operstate func(string) string) {
+	if len(bonds) == 0 {
+		fmt.Fprintln(w, "no bonds (maintenance state, or network not set up)")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BOND\tMODE\tSTATE\tMEMBER\tLINK\tSPEED\tFAILURES\tLACP\tACTIVE")
+	for _, b := range bonds {
+		state := b.MII
+		if operstate != nil {
+			if s := operstate(b.Name); s != "" {
+				state = s
+			}
+		}
+		if len(b.Members) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\n", b.Name, b.Mode, state)
+		}
+		for _, m := range b.Members {
+			active := ""
+			if b.ActiveMember == m.Name {
+				active = "*"
+			}
+			lacp := b.LACP(m)
+			if lacp == "" {
+				lacp = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Name, b.Mode, state, m.Name, m.MII, m.Speed, m.LinkFailures, lacp, active)
+		}
+	}
+	tw.Flush()
+}
+
+// WriteVRRP prints VRRP instances.
+func WriteVRRP(w io.Writer, st localapi.VRRPStatus) {
+	if !st.Enabled {
+		fmt.Fprintln(w, "vrrp: no instances configured (standalone node)")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tVRID\tFAMILY\tSTATE\tPRIORITY\tMASTER\tTRANSITIONS")
+	for _, in := range st.Instances {
+		m := in.Master
+		if m == "" {
+			m = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%d\n", in.Instance, in.VRID, in.Family, in.State, in.Priority, m, in.Transitions)
+	}
+	tw.Flush()
+	keys := sortedKeys(st.Counters)
+	if len(keys) > 0 {
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, st.Counters[k]))
+		}
+		fmt.Fprintln(w, "counters: "+strings.Join(parts, " "))
+	}
+}
+
+// WriteHealth prints member health.
+func WriteHealth(w io.Writer, hs []localapi.MemberHealth) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tMEMBER\tMONITOR\tHEALTH\tADMIN")
+	for _, h := range hs {
+		admin := "enabled"
+		if h.Disabled {
+			admin = "disabled"
+		}
+		mon := h.Monitor
+		if mon == "" {
+			mon = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Pool, h.Member, mon, h.Health, admin)
+	}
+	tw.Flush()
+}
+
+// WriteSNAT prints the SNAT setup.
+func WriteSNAT(w io.Writer, s localapi.SNATStatus) {
+	if len(s.IPools) == 0 && len(s.Rules) == 0 && len(s.LocalAddressPools) == 0 {
+		fmt.Fprintln(w, "snat: nothing configured")
+		return
+	}
+	for _, n := range sortedKeys(s.IPools) {
+		fmt.Fprintf(w, "ipool %s: %s\n", n, strings.Join(s.IPools[n], ", "))
+	}
+	for _, r := range s.Rules {
+		fmt.Fprintf(w, "rule: from %s out %s → ipool %s\n", r.Source, r.Out, r.IPool)
+	}
+	for _, n := range sortedKeys(s.LocalAddressPools) {
+		fmt.Fprintf(w, "local address pool %s (FullNAT): %s\n", n, strings.Join(s.LocalAddressPools[n], ", "))
+	}
+}
+
+// WriteLog prints log lines.
+func WriteLog(w io.Writer, lines []localapi.LogLine) {
+	for _, l := range lines {
+		fmt.Fprintf(w, "%s %s| %s\n", l.Time.Format("15:04:05.000"), l.Source, l.Text)
+	}
+}

@@ -1,0 +1,93 @@
+package localapi
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+)
+
+// Appliance is a client of every daemon's local API, as lbctl and mgmtd use
+// them.
+type Appliance struct {
+	LBD, VRRPD, Init *Client
+}
+
+// NewAppliance returns clients of the sockets in dir ("" = Dir).
+func NewAppliance(dir string) *Appliance {
+	return &Appliance{
+		LBD:   NewClient(LBD, SocketPath(dir, LBD)),
+		VRRPD: NewClient(VRRPD, SocketPath(dir, VRRPD)),
+		Init:  NewClient(Init, SocketPath(dir, Init)),
+	}
+}
+
+// VirtualServers lists IPVS services with members and counters.
+func (a *Appliance) VirtualServers(ctx context.Context) ([]VirtualServer, error) {
+	var out []VirtualServer
+	return out, a.LBD.Get(ctx, PathVS, &out)
+}
+
+// Health lists every configured member's health.
+func (a *Appliance) Health(ctx context.Context) ([]MemberHealth, error) {
+	var out []MemberHealth
+	return out, a.LBD.Get(ctx, PathHealth, &out)
+}
+
+// SNAT is the running SNAT setup.
+func (a *Appliance) SNAT(ctx context.Context) (SNATStatus, error) {
+	var out SNATStatus
+	return out, a.LBD.Get(ctx, PathSNAT, &out)
+}
+
+// Config is the running config's YAML.
+func (a *Appliance) Config(ctx context.Context) ([]byte, error) {
+	var out []byte
+	return out, a.LBD.Do(ctx, "GET", PathConfig, nil, "", &out)
+}
+
+// ConfigOp runs validate (PathConfigCheck), apply (PathConfigApply) or
+// rollback (PathConfigRevert, yaml nil).
+func (a *Appliance) ConfigOp(ctx context.Context, path string, yaml []byte) (ConfigResult, error) {
+	var out ConfigResult
+	err := a.LBD.Do(ctx, "POST", path, yaml, "application/yaml", &out)
+	if se, ok := err.(*StatusError); ok && se.Code == 422 {
+		// rejected configs come back as a ConfigResult too
+		return ConfigResult{OK: false, Message: se.Msg}, nil
+	}
+	return out, err
+}
+
+// Member disables (drain) or enables a pool member.
+func (a *Appliance) Member(ctx context.Context, enable bool, ref MemberRef) (Message, error) {
+	p := PathMemberDisable
+	if enable {
+		p = PathMemberEnable
+	}
+	var out Message
+	return out, a.LBD.Post(ctx, p, ref, &out)
+}
+
+// VRRP is vrrpd's state.
+func (a *Appliance) VRRP(ctx context.Context) (VRRPStatus, error) {
+	var out VRRPStatus
+	return out, a.VRRPD.Get(ctx, PathVRRP, &out)
+}
+
+// Switchover hands mastership to the peer.
+func (a *Appliance) Switchover(ctx context.Context) (Message, error) {
+	var out Message
+	return out, a.VRRPD.Post(ctx, PathSwitchover, nil, &out)
+}
+
+// Services is init's view of the daemons.
+func (a *Appliance) Services(ctx context.Context) ([]ServiceStatus, error) {
+	var out []ServiceStatus
+	return out, a.Init.Get(ctx, PathServices, &out)
+}
+
+// Log returns log lines after since (max 0: all the ring holds).
+func (a *Appliance) Log(ctx context.Context, since uint64, max int) (LogPage, error) {
+	var out LogPage
+	q := url.Values{"since": {fmt.Sprint(since)}, "max": {fmt.Sprint(max)}}
+	return out, a.Init.Get(ctx, PathLog+"?"+q.Encode(), &out)
+}

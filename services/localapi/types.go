@@ -1,0 +1,151 @@
+package localapi
+
+import "time"
+
+// Paths served by the daemons.
+const (
+	// lbd
+	PathVS            = "/v1/vs"              // GET []VirtualServer
+	PathSNAT          = "/v1/snat"            // GET SNATStatus
+	PathConfig        = "/v1/config"          // GET: the running config (YAML, raw)
+	PathConfigCheck   = "/v1/config/validate" // POST YAML → ConfigResult
+	PathConfigApply   = "/v1/config/apply"    // POST YAML → ConfigResult
+	PathConfigRevert  = "/v1/config/rollback" // POST → ConfigResult
+	PathMemberDisable = "/v1/member/disable"  // POST MemberRef → MemberResult
+	PathMemberEnable  = "/v1/member/enable"   // POST MemberRef → MemberResult
+	// vrrpd
+	PathVRRP       = "/v1/vrrp"            // GET VRRPStatus
+	PathSwitchover = "/v1/vrrp/switchover" // POST → Message
+	PathResume     = "/v1/vrrp/resume"     // POST → Message
+	// init
+	PathServices = "/v1/services" // GET []ServiceStatus
+	PathLog      = "/v1/log"      // GET ?since=SEQ&max=N → LogPage
+)
+
+// Stats are IPVS traffic counters.
+type Stats struct {
+	Conns      uint64 `json:"conns"`
+	PacketsIn  uint64 `json:"packets_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+}
+
+// VirtualServer is one IPVS service as the kernel has it, named from the
+// config.
+type VirtualServer struct {
+	Name       string   `json:"name"` // "" when the config does not know it
+	Pool       string   `json:"pool,omitempty"`
+	Mode       string   `json:"mode,omitempty"`
+	Protocol   string   `json:"protocol"` // TCP, UDP or FWM
+	Address    string   `json:"address"`  // addr:port, or the fwmark
+	Scheduler  string   `json:"scheduler"`
+	Persistent uint32   `json:"persistent,omitempty"` // seconds
+	Stats      Stats    `json:"stats"`
+	Members    []Member `json:"members"`
+}
+
+// Member is one IPVS destination with its health and admin state.
+type Member struct {
+	Pool     string `json:"pool,omitempty"`
+	Address  string `json:"address"` // addr:port
+	Forward  string `json:"forward"` // Masq, Route, Tunnel
+	Weight   int    `json:"weight"`
+	Active   int    `json:"active"`
+	Inactive int    `json:"inactive"`
+	Stats    Stats  `json:"stats"`
+	// Health is up, down or unmonitored.
+	Health   string `json:"health"`
+	Disabled bool   `json:"disabled"`
+}
+
+// MemberHealth is one configured member's health (show health).
+type MemberHealth struct {
+	Pool     string `json:"pool"`
+	Member   string `json:"member"`
+	Monitor  string `json:"monitor"`
+	Health   string `json:"health"`
+	Disabled bool   `json:"disabled"`
+}
+
+// PathHealth (lbd) lists every configured member's health.
+const PathHealth = "/v1/health" // GET []MemberHealth
+
+// SNATStatus is the SNAT part of the running config.
+type SNATStatus struct {
+	IPools map[string][]string `json:"ipools"`
+	Rules  []SNATRule          `json:"rules"`
+	// LocalAddressPools are the FullNAT source pools.
+	LocalAddressPools map[string][]string `json:"local_address_pools"`
+}
+
+// SNATRule is one SNAT rule.
+type SNATRule struct {
+	Source string `json:"source"`
+	Out    string `json:"out"`
+	IPool  string `json:"ipool"`
+}
+
+// MemberRef names a pool member ("addr" or "addr:port").
+type MemberRef struct {
+	Pool   string `json:"pool"`
+	Member string `json:"member"`
+}
+
+// Message is a plain success answer.
+type Message struct {
+	Message string `json:"message"`
+}
+
+// ConfigResult answers config validate/apply/rollback. Errors are the
+// config's field errors (path (line N): what is wrong).
+type ConfigResult struct {
+	OK      bool     `json:"ok"`
+	Message string   `json:"message"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+// VRRPInstance is one VRRP instance's state.
+type VRRPInstance struct {
+	Instance    string `json:"instance"`
+	VRID        int    `json:"vrid"`
+	Family      string `json:"family"`
+	State       string `json:"state"`
+	Priority    int    `json:"priority"`
+	Master      string `json:"master,omitempty"`
+	Transitions uint64 `json:"transitions"`
+}
+
+// VRRPStatus is vrrpd's state.
+type VRRPStatus struct {
+	Enabled   bool              `json:"enabled"`
+	Instances []VRRPInstance    `json:"instances"`
+	Counters  map[string]uint64 `json:"counters"`
+}
+
+// ServiceStatus is one supervised daemon's state, from init.
+type ServiceStatus struct {
+	Name     string    `json:"name"`
+	PID      int       `json:"pid"`
+	Running  bool      `json:"running"`
+	Restarts int       `json:"restarts"`
+	LastExit string    `json:"last_exit,omitempty"`
+	Since    time.Time `json:"since"`
+}
+
+// LogLine is one line of the console log ring.
+type LogLine struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Source string    `json:"source"` // daemon name, or "init"
+	Text   string    `json:"text"`
+}
+
+// LogPage is an answer of PathLog: lines after the asked sequence number
+// and the sequence number to ask from next.
+type LogPage struct {
+	Lines []LogLine `json:"lines"`
+	Next  uint64    `json:"next"`
+	// Dropped counts lines that left the ring before they were read.
+	Dropped uint64 `json:"dropped"`
+}
