@@ -1,0 +1,223 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
+	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/fulcrum-lb/fulcrum/qemu/vm"
+)
+
+// healthLB is lb1.yaml plus a standalone (no vrrp) NAT virtual server on
+// 203.0.113.100:80 over two Internal members checked by HTTP every second.
+const healthLB = `
+virtual_servers:
+  - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr, persistence: {enabled: false}}
+pools:
+  web:
+    monitor: web
+    members:
+      - {address: 198.51.100.11, port: 8080}
+      - {address: 198.51.100.12, port: 8080}
+monitors:
+  web: {type: http, interval: 1s, timeout: 500ms, rise: 2, fall: 2, path: /health}
+`
+
+// memberServer is a Go HTTP server inside a lab host that answers its name.
+type memberServer struct {
+	ns   *netlab.Namespace
+	name string
+	mu   sync.Mutex
+	srv  *http.Server
+}
+
+func (m *memberServer) start(t *testing.T) {
+	t.Helper()
+	var l net.Listener
+	if err := m.ns.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp", ":8080")
+		return err
+	}); err != nil {
+		t.Fatalf("member %s: %v", m.name, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, m.name)
+	})}
+	go srv.Serve(l)
+	m.mu.Lock()
+	m.srv = srv
+	m.mu.Unlock()
+}
+
+func (m *memberServer) stop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.srv != nil {
+		m.srv.Close()
+		m.srv = nil
+	}
+}
+
+// hostClient is an HTTP client whose connections are made in ns.
+func hostClient(ns *netlab.Namespace) *http.Client {
+	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+}
+
+// askMany sends n requests to the VIP and counts answers by body.
+func askMany(c *http.Client, url string, n int) map[string]int {
+	got := map[string]int{}
+	for i := 0; i < n; i++ {
+		resp, err := c.Get(url)
+		if err != nil {
+			got["error: "+err.Error()]++
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got[string(b)]++
+	}
+	return got
+}
+
+// ipvsDests returns the destinations (hex addr:port as in /proc/net/ip_vs)
+// with their weights. Daemon lines interleaved on the console are ignored.
+func ipvsDests(t *testing.T, v *vm.VM) map[string]string {
+	t.Helper()
+	out, err := v.Run("cat /proc/net/ip_vs", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)->\s+([0-9A-F]{8}:[0-9A-F]{4})\s+\w+\s+(\d+)`)
+	got := map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		got[m[1]] = m[2]
+	}
+	return got
+}
+
+// hexDest is an IPv4 addr:port in /proc/net/ip_vs form.
+func hexDest(addr string, port int) string {
+	ip := net.ParseIP(addr).To4()
+	return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[0], ip[1], ip[2], ip[3], port)
+}
+
+func waitDests(t *testing.T, v *vm.VM, what string, timeout time.Duration, ok func(map[string]string) bool) (map[string]string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	var d map[string]string
+	for time.Since(start) < timeout {
+		if d = ipvsDests(t, v); ok(d) {
+			return d, time.Since(start)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("%s: IPVS destinations %v after %s", what, d, timeout)
+	return nil, 0
+}
+
+// newHWLab is a lab with this test's own namespace prefix.
+func newHWLab(t *testing.T) *netlab.Lab {
+	t.Helper()
+	lab, err := netlab.New(fmt.Sprintf("hw%04x-", time.Now().UnixNano()&0xffff))
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("lab cleanup: %v", err)
+		}
+	})
+	return lab
+}
+
+// TestHealthChecksDrivePoolMembership boots lb1 standalone with lbd only and
+// a NAT VS over two members that route back via lb1's Internal self IP.
+// lbd owns the VIP (no vrrp), checks members over HTTP from the Internal
+// self IP, and keeps IPVS equal to their health: a stopped member's
+// destination leaves after fall failures and the client reaches only the
+// other; restarted, it comes back after rise successes.
+func TestHealthChecksDrivePoolMembership(t *testing.T) {
+	img, err := appliance.FindImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := newHWLab(t)
+	var members []*memberServer
+	for i, name := range []string{"m1", "m2"} {
+		ns, err := lab.Host(name, netlab.Internal, []string{fmt.Sprintf("198.51.100.%d/24", 11+i)}, "198.51.100.2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &memberServer{ns: ns, name: name}
+		m.start(t)
+		t.Cleanup(m.stop)
+		members = append(members, m)
+	}
+	clientNS, err := lab.Host("client", netlab.External, []string{"203.0.113.10/24"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := hostClient(clientNS)
+	const url = "http://203.0.113.100/"
+
+	cfg := append(readConfig(t, "lb1.yaml"), []byte(healthLB)...)
+	v := appliance.Boot(t, lab, img, appliance.Options{Node: 1, Config: cfg, Cmdline: "fulcrum.services=lbd", MemMB: 768})
+	if _, err := v.WaitReady(bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Console.ExpectString("$ ", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	d1, d2 := hexDest("198.51.100.11", 8080), hexDest("198.51.100.12", 8080)
+	both := func(d map[string]string) bool { return d[d1] == "1" && d[d2] == "1" }
+	_, took := waitDests(t, v, "both members up", time.Minute, both)
+	t.Logf("both members in IPVS %s after the ready line", took.Round(100*time.Millisecond))
+
+	addrs, err := v.Run("ip addr show external", 30*time.Second)
+	if err != nil || !strings.Contains(addrs, "203.0.113.100/32") {
+		t.Fatalf("standalone lbd did not put the VIP on the external bond (%v):\n%s", err, addrs)
+	}
+	if got := askMany(client, url, 10); got["m1"] == 0 || got["m2"] == 0 || got["m1"]+got["m2"] != 10 {
+		t.Fatalf("both members up: answers %v", got)
+	}
+
+	// m2 stops: after fall (2) failed checks its destination leaves.
+	members[1].stop()
+	_, took = waitDests(t, v, "m2 removed", time.Minute, func(d map[string]string) bool { _, has := d[d2]; return !has && d[d1] == "1" })
+	t.Logf("m2 left IPVS %s after its server stopped (interval 1s, fall 2)", took.Round(100*time.Millisecond))
+	if got := askMany(client, url, 10); got["m1"] != 10 {
+		t.Fatalf("with m2 down, answers %v (want m1 only)", got)
+	}
+	if !regexp.MustCompile(`lbd\|.*health: member down.*198\.51\.100\.12:8080.*reason=`).MatchString(v.Console.Output()) {
+		t.Errorf("no logged transition with a reason for m2 on the console")
+	}
+
+	// m2 back: after rise (2) good checks it returns.
+	members[1].start(t)
+	_, took = waitDests(t, v, "m2 back", time.Minute, both)
+	t.Logf("m2 back in IPVS %s after its server restarted (rise 2)", took.Round(100*time.Millisecond))
+	if got := askMany(client, url, 10); got["m1"] == 0 || got["m2"] == 0 {
+		t.Fatalf("m2 back: answers %v", got)
+	}
+}
