@@ -21,6 +21,14 @@ import (
 // Segment numbers used in MACs: 52:54:00:<node>:<segment>:<member>.
 var segmentNumber = map[string]int{netlab.Failover: 1, netlab.Internal: 2, netlab.External: 3, netlab.Management: 4}
 
+// The lab's console account: qemu/configs/lb1.yaml holds the bcrypt hash of
+// LabPassword in management.console.password_hash (made with
+// `echo fulcrum-lab | go run ./services/lbctl -hash-password`).
+const (
+	LabUser     = "admin"
+	LabPassword = "fulcrum-lab"
+)
+
 // MAC is the lab MAC of a node's member NIC on a segment (member counts from 1).
 func MAC(node int, segment string, member int) string {
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", node, segmentNumber[segment], member)
@@ -59,6 +67,24 @@ type Options struct {
 	Management bool
 	Cmdline    string // extra kernel arguments
 	MemMB      int
+	// ManualLogin leaves the console at its login prompt. By default the
+	// harness logs in (LabUser/LabPassword) and enters the maintenance
+	// shell, so VM.Run and Console.Run drive a shell as they always did.
+	ManualLogin bool
+	// Firmware, when set, boots through the guest firmware (disk or PXE)
+	// instead of loading out/ with -kernel; Config, Files and Cmdline must
+	// then be empty (the boot medium carries them).
+	Firmware *Firmware
+}
+
+// Firmware describes a boot through the guest's firmware.
+type Firmware struct {
+	// Args are added to QEMU's command line: drives, pflash for OVMF, a
+	// USB controller.
+	Args []string
+	// PXE boots from the management NIC (Options.Management must be set)
+	// with QEMU's iPXE option ROM; the group NICs get no ROM.
+	PXE bool
 }
 
 // Boot starts an appliance guest in lab and stops it when t ends. It does not
@@ -84,6 +110,22 @@ func Boot(t testing.TB, lab *netlab.Lab, img Image, o Options) *vm.VM {
 			t.Fatalf("lab: %v", err)
 		}
 	}
+	if o.Firmware != nil {
+		if o.Config != nil || o.Files != nil || o.Cmdline != "" {
+			t.Fatalf("lb%d: a firmware boot takes no config overlay or kernel arguments", o.Node)
+		}
+		if o.Firmware.PXE && !o.Management {
+			t.Fatalf("lb%d: PXE boot needs the management NIC", o.Node)
+		}
+		for i := range nics {
+			nics[i].DeviceOpts = "romfile="
+			if nics[i].ID == "mgmt" && o.Firmware.PXE {
+				nics[i].DeviceOpts = "bootindex=1"
+			}
+		}
+		return start(t, o, vm.Config{Name: fmt.Sprintf("lb%d", o.Node), MemMB: o.MemMB, NICs: nics,
+			Switch: lab.Switch, Dir: t.TempDir(), ExtraArgs: o.Firmware.Args})
+	}
 	overlay := append([]cpio.Record{}, o.Files...)
 	if o.Config != nil {
 		overlay = append(overlay, cpio.StaticFile(ramfs.ConfigPath, string(o.Config), 0o644))
@@ -92,7 +134,7 @@ func Boot(t testing.TB, lab *netlab.Lab, img Image, o Options) *vm.VM {
 	if o.Cmdline != "" {
 		cmdline += " " + o.Cmdline
 	}
-	v, err := vm.Start(context.Background(), vm.Config{
+	return start(t, o, vm.Config{
 		Name:      fmt.Sprintf("lb%d", o.Node),
 		Kernel:    img.Kernel,
 		Initramfs: img.Initramfs,
@@ -103,8 +145,16 @@ func Boot(t testing.TB, lab *netlab.Lab, img Image, o Options) *vm.VM {
 		Switch:    lab.Switch,
 		Dir:       t.TempDir(),
 	})
+}
+
+func start(t testing.TB, o Options, c vm.Config) *vm.VM {
+	t.Helper()
+	v, err := vm.Start(context.Background(), c)
 	if err != nil {
 		t.Fatalf("booting lb%d: %v", o.Node, err)
+	}
+	if !o.ManualLogin {
+		v.Console.AutoLogin(LabUser, LabPassword)
 	}
 	t.Cleanup(func() {
 		v.Stop()

@@ -28,11 +28,18 @@ type NIC struct {
 	ID  string // QEMU netdev id, used by SetLink
 	MAC string
 	Tap string // tap name in the switch namespace
+	// DeviceOpts are extra virtio-net-pci properties, e.g. "bootindex=1"
+	// or "romfile=" (no option ROM). Optional.
+	DeviceOpts string
 }
 
 // Config describes a guest.
 type Config struct {
-	Name      string
+	Name string
+	// Kernel and Initramfs are booted directly (-kernel/-initrd). Leave
+	// Kernel empty to boot through the firmware instead (disk or PXE, set
+	// up with ExtraArgs and NIC.DeviceOpts); Overlay and Cmdline are then
+	// unused.
 	Kernel    string
 	Initramfs string
 	// Overlay records are packed into a second cpio appended to the
@@ -92,10 +99,12 @@ func (c Config) Args(initrd, qmpPath, logPath string) []string {
 		"-name", c.Name,
 		"-machine", "q35", "-accel", "tcg", "-cpu", "max",
 		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
-		"-kernel", c.Kernel, "-initrd", initrd, "-append", cmdline,
 		"-display", "none", "-vga", "none", "-monitor", "none",
 		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
 		"-no-reboot", "-nodefaults",
+	}
+	if c.Kernel != "" {
+		args = append(args, "-kernel", c.Kernel, "-initrd", initrd, "-append", cmdline)
 	}
 	if c.ConsoleSocket != "" {
 		args = append(args, "-chardev", fmt.Sprintf("socket,id=ser0,path=%s,server=on,wait=off,logfile=%s", c.ConsoleSocket, logPath), "-serial", "chardev:ser0")
@@ -107,9 +116,16 @@ func (c Config) Args(initrd, qmpPath, logPath string) []string {
 			"-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", n.ID, n.Tap),
 			// Speed and duplex: 802.3ad (and tlb/alb) bonds re-admit a member
 			// after a link flap only if it reports them; real NICs do.
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=10000,duplex=full", n.ID, n.MAC))
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,speed=10000,duplex=full", n.ID, n.MAC)+opts(n.DeviceOpts))
 	}
 	return append(args, c.ExtraArgs...)
+}
+
+func opts(o string) string {
+	if o == "" {
+		return ""
+	}
+	return "," + o
 }
 
 // Start boots the guest. The caller must Stop it.
@@ -119,6 +135,9 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, fmt.Errorf("vm: qemu-system-x86_64 not installed: %w", err)
+	}
+	if c.Kernel == "" && (len(c.Overlay) > 0 || c.Initramfs != "") {
+		return nil, errors.New("vm: an initramfs or overlay needs a kernel (firmware boots take neither)")
 	}
 	initrd := c.Initramfs
 	if len(c.Overlay) > 0 {
