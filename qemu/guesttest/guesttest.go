@@ -33,6 +33,11 @@ type Options struct {
 	// Config is the appliance config the guest boots with (default: the
 	// lab's lb1.yaml, daemons off).
 	Config []byte
+	// HostBinaries are host programs (e.g. /usr/sbin/ipvsadm) put into the
+	// guest at the same paths, with the shared libraries ldd lists for
+	// them, for tests that compare with a reference tool. Scripts are
+	// copied as they are (their interpreter must be listed too).
+	HostBinaries []string
 }
 
 // Compile builds pkg's test binary (static, no cgo) into dir.
@@ -82,12 +87,20 @@ func Run(t *testing.T, pkg string, o Options) string {
 	}
 	lab := appliance.NewLab(t)
 	guestPath := "test/" + filepath.Base(bin)
+	files := []cpio.Record{cpio.StaticRecord(data, cpio.Info{Name: guestPath, Mode: cpio.S_IFREG | 0o755})}
+	if len(o.HostBinaries) > 0 {
+		recs, err := HostBinaryRecords(o.HostBinaries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, recs...)
+	}
 	v := appliance.Boot(t, lab, img, appliance.Options{
 		Node:    1,
 		Config:  o.Config,
 		MemMB:   o.MemMB,
 		Cmdline: "fulcrum.services=none",
-		Files:   []cpio.Record{cpio.StaticRecord(data, cpio.Info{Name: guestPath, Mode: cpio.S_IFREG | 0o755})},
+		Files:   files,
 	})
 	if _, err := v.WaitReady(3 * time.Minute); err != nil {
 		t.Fatal(err)
@@ -119,4 +132,65 @@ func Run(t *testing.T, pkg string, o Options) string {
 		t.Fatalf("guest run of %s passed no test at all (pattern %q)", pkg, o.Run)
 	}
 	return out
+}
+
+// HostBinaryRecords returns cpio records that put each host program at its
+// own path in the guest, with the shared libraries (and dynamic loader)
+// ldd lists for it and the directories they live in. A program ldd calls
+// "not a dynamic executable" (a script, a static binary) is copied alone.
+func HostBinaryRecords(paths []string) ([]cpio.Record, error) {
+	files := map[string]bool{}
+	var order []string
+	addFile := func(p string) {
+		if !files[p] {
+			files[p] = true
+			order = append(order, p)
+		}
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("host binary %q: give an absolute path", p)
+		}
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("host binary: %w", err)
+		}
+		addFile(p)
+		out, err := exec.Command("ldd", p).CombinedOutput()
+		if err != nil {
+			if strings.Contains(string(out), "not a dynamic executable") {
+				continue
+			}
+			return nil, fmt.Errorf("ldd %s: %w\n%s", p, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+			// "/lib64/ld-linux-x86-64.so.2 (0x...)"; vdso has no file.
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+				addFile(f[2])
+			case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+				addFile(f[0])
+			}
+		}
+	}
+	dirs := map[string]bool{}
+	var recs []cpio.Record
+	for _, p := range order {
+		rel := strings.TrimPrefix(p, "/")
+		var parents []string
+		for d := filepath.Dir(rel); d != "." && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			recs = append(recs, cpio.Directory(d, 0o755))
+		}
+		data, err := os.ReadFile(p) // follows symlinks: the guest gets a plain file
+		if err != nil {
+			return nil, fmt.Errorf("host binary: %w", err)
+		}
+		recs = append(recs, cpio.StaticRecord(data, cpio.Info{Name: rel, Mode: cpio.S_IFREG | 0o755}))
+	}
+	return recs, nil
 }
