@@ -18,6 +18,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/image/modsel"
 	"github.com/fulcrum-lb/fulcrum/image/pxe"
 	"github.com/fulcrum-lb/fulcrum/image/ramfs"
+	"github.com/fulcrum-lb/fulcrum/image/usbimg"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/u-root/mkuimage/cpio"
 )
@@ -62,6 +63,7 @@ type Result struct {
 	Kernel        string
 	Initramfs     string
 	PXEDir        string
+	USBImage      string
 	KernelRelease string
 	Modules       int
 	ModulesBytes  int64
@@ -76,7 +78,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	step := func(n int, what string) { logf("[%d/6 %5.1fs] %s", n, time.Since(start).Seconds(), what) }
+	step := func(n int, what string) { logf("[%d/7 %5.1fs] %s", n, time.Since(start).Seconds(), what) }
 
 	for _, p := range []*string{&o.ConfigPath, &o.OutDir, &o.CacheDir, &o.SourceDir} {
 		abs, err := filepath.Abs(*p)
@@ -162,6 +164,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		Kernel:        filepath.Join(o.OutDir, "vmlinuz"),
 		Initramfs:     filepath.Join(o.OutDir, "initramfs.cpio.gz"),
 		PXEDir:        filepath.Join(o.OutDir, "pxe"),
+		USBImage:      filepath.Join(o.OutDir, "fulcrum-usb.img"),
 		KernelRelease: tree.Release,
 		Modules:       len(sel.Modules),
 		ModulesBytes:  sel.Size(),
@@ -193,6 +196,17 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err := copyFile(f, filepath.Join(res.PXEDir, filepath.Base(f))); err != nil {
 			return nil, err
 		}
+	}
+	boot := filepath.Join(o.CacheDir, "boot")
+	if err := usbimg.AddChainloaders(ctx, boot, res.PXEDir); err != nil {
+		return nil, err
+	}
+
+	step(7, "writing USB disk image (GPT, GRUB for UEFI and BIOS, config partition)")
+	err = usbimg.Build(ctx, usbimg.Spec{Kernel: res.Kernel, Initramfs: res.Initramfs, Config: o.ConfigPath,
+		Cmdline: t.Cmdline, Out: res.USBImage, CacheDir: boot, Log: func(format string, a ...any) { logf("      "+format, a...) }})
+	if err != nil {
+		return nil, err
 	}
 	res.Duration = time.Since(start)
 	return res, nil
@@ -295,7 +309,7 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 func (r *Result) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "built in %.1fs for kernel %s\n", r.Duration.Seconds(), r.KernelRelease)
-	for _, f := range []string{r.Kernel, r.Initramfs} {
+	for _, f := range []string{r.Kernel, r.Initramfs, r.USBImage} {
 		if fi, err := os.Stat(f); err == nil {
 			fmt.Fprintf(&b, "  %-28s %7.2f MiB\n", f, mib(fi.Size()))
 		}

@@ -15,6 +15,12 @@ var Required = []string{
 	"bonding", "8021q", "veth", "dummy", "ipip", "ip6_tunnel", "tun",
 	// NICs
 	"virtio_pci", "virtio_net", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en",
+	// block devices and filesystems for the USB image's config partition
+	// (init/boot/configpart.go): USB sticks (xHCI/EHCI, usb-storage, UAS),
+	// SATA/AHCI, NVMe, virtio; FAT with the code pages and character sets
+	// vfat asks for (the Debian kernel defaults to cp437 and ascii).
+	"xhci_pci", "ehci_pci", "usb_storage", "uas", "sd_mod", "ahci", "nvme", "virtio_blk", "virtio_scsi",
+	"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
 }
 
 // Optional are loaded when the kernel has them (newer kernels only).

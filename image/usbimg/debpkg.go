@@ -59,3 +59,28 @@ func (p *Packages) Unpack(ctx context.Context, pkg string) (string, error) {
 	}
 	return root, nil
 }
+
+// Chainload binaries for the PXE tree, from Debian's ipxe package: firmware
+// PXE ROMs load these, and iPXE then fetches boot.ipxe over HTTP.
+var chainloaders = map[string]string{
+	"undionly.kpxe": "usr/lib/ipxe/undionly.kpxe", // BIOS
+	"ipxe.efi":      "boot/ipxe.efi",              // UEFI x86-64
+}
+
+// AddChainloaders copies iPXE's BIOS and UEFI binaries into the PXE tree.
+func AddChainloaders(ctx context.Context, cacheDir, pxeDir string) error {
+	root, err := (&Packages{CacheDir: cacheDir}).Unpack(ctx, "ipxe")
+	if err != nil {
+		return fmt.Errorf("pxe tree: %w", err)
+	}
+	for name, src := range chainloaders {
+		b, err := os.ReadFile(filepath.Join(root, src))
+		if err != nil {
+			return fmt.Errorf("pxe tree: ipxe package: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(pxeDir, name), b, 0o644); err != nil {
+			return fmt.Errorf("pxe tree: %w", err)
+		}
+	}
+	return nil
+}

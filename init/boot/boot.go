@@ -112,17 +112,21 @@ func (in *Init) boot() {
 		log.WithError(err).Error("no module list; loading none")
 	}
 
-	cfgPath := DefaultConfigPath
-	if p, ok := in.Cmdline[ParamConfig]; ok && p != "" {
-		cfgPath = p
-		log.WithField("path", p).Info("config path from kernel command line")
-	}
-	cfg, cfgErr := config.Load(cfgPath)
-	if cfgErr == nil {
-		modules = append(modules, cfg.Kernel.Modules...)
-	}
+	// Disk and filesystem modules first: the config may be on a partition.
 	if err := loadModules(log, modules); err != nil {
 		log.WithError(err).Error("continuing without them")
+	}
+	choice := chooseConfig(log, in.Cmdline, in.say)
+	in.say("fulcrum: config: %s", choice.Source)
+	cfgPath := choice.Path
+	cfg, cfgErr := config.Load(cfgPath)
+	if cfgErr == nil && len(cfg.Kernel.Modules) > 0 {
+		if err := loadModules(log, cfg.Kernel.Modules); err != nil {
+			log.WithError(err).Error("continuing without them")
+		}
+	}
+	if cfgErr != nil && choice.Partition != "" {
+		cfgErr = fmt.Errorf("%s: %w", choice.Source, cfgErr)
 	}
 
 	var trouble string
