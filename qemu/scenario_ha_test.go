@@ -15,11 +15,11 @@ import (
 )
 
 // Files the HA scenarios place in the guests next to the boot config, so a
-// test can apply another config from the console without typing YAML.
+// test can apply another config with `lbctl config apply < FILE` (the
+// console CLI's paste input: the YAML, then a line holding only ".").
 const (
-	nextConfigPath = "/etc/fulcrum/ha-next.yaml" // boot config + virtual server web-new on 203.0.113.103
-	badConfigPath  = "/etc/fulcrum/ha-bad.yaml"  // fails validation: unknown scheduler
-	liveConfigPath = "/etc/fulcrum/config.yaml"
+	nextConfigPath = "/etc/fulcrum/ha-next.paste" // boot config + virtual server web-new on 203.0.113.103
+	badConfigPath  = "/etc/fulcrum/ha-bad.paste"  // fails validation: unknown scheduler
 )
 
 // loopEvery and loopTimeout shape the client request loops of the fault
@@ -58,8 +58,8 @@ func haFiles(t *testing.T, cfg []byte) []cpio.Record {
 		t.Fatal("could not derive the bad config")
 	}
 	return []cpio.Record{
-		cpio.StaticFile(strings.TrimPrefix(nextConfigPath, "/"), next, 0o644),
-		cpio.StaticFile(strings.TrimPrefix(badConfigPath, "/"), bad, 0o644),
+		cpio.StaticFile(strings.TrimPrefix(nextConfigPath, "/"), next+".\n", 0o644),
+		cpio.StaticFile(strings.TrimPrefix(badConfigPath, "/"), bad+".\n", 0o644),
 	}
 }
 
@@ -143,7 +143,9 @@ func TestHAPairScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !regexp.MustCompile(`TCP\s+CB007166:0050\s+rr\s+persistent 600`).MatchString(out) {
+		// /proc/net/ip_vs shows the persistence timeout in jiffies.
+		m := regexp.MustCompile(`TCP\s+CB007166:0050\s+rr\s+persistent (\d+)`).FindStringSubmatch(out)
+		if m == nil || !isSeconds(m[1], 600) {
 			t.Errorf("IPVS service 203.0.113.102:80 is not rr with persistence 600 s:\n%s", out)
 		}
 		t.Logf("client1 → %s, client2 → %s", seen["client1"], seen["client2"])
@@ -212,15 +214,15 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 		applied := time.Now()
 		for _, n := range []int{1, 2} {
-			if err := applyConfigFile(ha, n, nextConfigPath); err != nil {
-				t.Fatal(err)
+			if out, err := applyConfig(ha, n, nextConfigPath); err != nil {
+				t.Fatalf("lbctl config apply on lb%d: %v\n%s", n, err, out)
 			}
 		}
 		r, err := c.Wait(scenario.VIPSpare, 30*time.Second)
 		if err != nil {
 			t.Fatalf("new virtual server: %v", err)
 		}
-		ha.Report.Add("live config apply (SIGHUP to lbd)", "new VS answers after", "%.2f s", time.Since(applied).Seconds())
+		ha.Report.Add("live config apply (lbctl config apply, both nodes)", "apply started → new VS answers", "%.2f s", time.Since(applied).Seconds())
 		t.Logf("new virtual server answered by %s", r.Member)
 		for i := 0; i < 3; i++ {
 			again, err := conn.Get()
@@ -238,16 +240,12 @@ func TestHAPairScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v := ha.Node(1)
-		if err := applyConfigFile(ha, 1, badConfigPath); err != nil {
-			t.Fatal(err)
+		out, err := applyConfig(ha, 1, badConfigPath)
+		if err == nil {
+			t.Fatalf("lbctl config apply accepted a config with an unknown scheduler:\n%s", out)
 		}
-		m, err := v.Console.Expect(regexp.MustCompile(`lbd\| [^\n]*reload rejected[^\n]*`), 30*time.Second)
-		if err != nil {
-			t.Fatalf("lbd did not refuse the bad config: %v", err)
-		}
-		if !strings.Contains(m[0], "scheduler") {
-			t.Errorf("refusal does not name the bad field (scheduler): %s", m[0])
+		if !strings.Contains(out, "scheduler") || !strings.Contains(out, "fastest") {
+			t.Errorf("refusal does not name the bad field and value (scheduler fastest):\n%s", out)
 		}
 		after, err := ha.Run(1, "cat /proc/net/ip_vs")
 		if err != nil {
@@ -261,9 +259,43 @@ func TestHAPairScenarios(t *testing.T) {
 				t.Errorf("%s after the refused config: %v", vip, err)
 			}
 		}
-		// Put the good config back so later scenarios start from it.
-		if err := applyConfigFile(ha, 1, nextConfigPath); err != nil {
+	})
+
+	t.Run("ManualSwitchoverHandsTheVIPsToThePeerAndResumeTakesThemBack", func(t *testing.T) {
+		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+		t0 := time.Now()
+		if out, err := ha.Run(1, "lbctl ha switchover"); err != nil {
+			loop.Stop()
+			t.Fatalf("lbctl ha switchover: %v\n%s", err, out)
+		}
+		err := ha.WaitServing(scenario.VIPNAT, 2, 30*time.Second)
+		dOver := time.Since(t0)
+		if err != nil {
+			loop.Stop()
 			t.Fatal(err)
+		}
+		// lb1 has the higher priority but must not preempt after a switchover.
+		time.Sleep(2 * time.Second)
+		if n, err := ha.ServingNode(scenario.VIPNAT); err != nil || n != 2 {
+			loop.Stop()
+			t.Fatalf("2 s after the switchover the VIP is served by lb%d (%v), want lb2", n, err)
+		}
+		t1 := time.Now()
+		if out, err := ha.Run(1, "lbctl ha resume"); err != nil {
+			loop.Stop()
+			t.Fatalf("lbctl ha resume: %v\n%s", err, out)
+		}
+		err = ha.WaitServing(scenario.VIPNAT, 1, 30*time.Second)
+		dBack := time.Since(t1)
+		s := scenario.Summarize(loop.Stop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ha.Report.Add("manual switchover (lbctl ha switchover on lb1)", "command → lb2 serves the VIP", "%.2f s", dOver.Seconds())
+		ha.Report.Add("manual switchover (lbctl ha resume on lb1)", "command → lb1 serves the VIP again", "%.2f s", dBack.Seconds())
+		ha.Report.Add("manual switchover and back", "requests sent / lost", "%d / %d", s.Sent, s.Lost)
+		if s.Lost > 0 {
+			t.Errorf("%d of %d requests lost during switchover and back (first: %v)", s.Lost, s.Sent, s.FirstErr)
 		}
 	})
 
@@ -281,8 +313,8 @@ func TestHAPairScenarios(t *testing.T) {
 		if !okExt || !okIn {
 			t.Fatalf("no request succeeded within 30 s of killing lb1 (external ok=%v, internal ok=%v)", okExt, okIn)
 		}
-		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answered request, External VIP", "%.2f s (%d lost of %d)", dExt.Seconds(), lostExt, len(rsExt))
-		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answered request, Internal VIP", "%.2f s (%d lost of %d)", dIn.Seconds(), lostIn, len(rsIn))
+		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answer, External VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dExt.Seconds(), lostExt, scenario.Late(rsExt, 500*time.Millisecond), len(rsExt))
+		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answer, Internal VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dIn.Seconds(), lostIn, scenario.Late(rsIn, 500*time.Millisecond), len(rsIn))
 		t.Logf("failover: external %.2fs (%d lost), internal %.2fs (%d lost)", dExt.Seconds(), lostExt, dIn.Seconds(), lostIn)
 		for _, vip := range []string{scenario.VIPNAT, scenario.VIPInternal} {
 			if n, err := ha.ServingNode(vip); err != nil || n != 2 {
@@ -352,6 +384,17 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 }
 
+// isSeconds reports whether jiffies is secs seconds at one of the kernel's
+// usual HZ values.
+func isSeconds(jiffies string, secs int) bool {
+	for _, hz := range []int{100, 250, 300, 1000} {
+		if jiffies == fmt.Sprint(secs*hz) {
+			return true
+		}
+	}
+	return false
+}
+
 // checkFullNAT makes 20 requests to vip and checks that every member
 // answers and sees one of the local addresses as the source.
 func checkFullNAT(t *testing.T, c *scenario.Client, vip string, local []string) {
@@ -372,24 +415,10 @@ func checkFullNAT(t *testing.T, c *scenario.Client, vip string, local []string) 
 	}
 }
 
-var pidLineRE = regexp.MustCompile(`(?m)^\s*(\d+)\s.*\blbd\b`)
-
-// applyConfigFile makes file the live config of node n and signals lbd to
-// reload it (SIGHUP).
-func applyConfigFile(ha *scenario.HA, n int, file string) error {
-	if _, err := ha.Run(n, "cat "+file+" > "+liveConfigPath); err != nil {
-		return err
-	}
-	ps, err := ha.Run(n, "ps")
-	if err != nil {
-		return err
-	}
-	m := pidLineRE.FindStringSubmatch(ps)
-	if m == nil {
-		return fmt.Errorf("lb%d: no lbd process in ps:\n%s", n, ps)
-	}
-	_, err = ha.Run(n, "kill -HUP "+m[1])
-	return err
+// applyConfig applies a config from a paste file with the console CLI on
+// node n; a refused config is an error, with lbctl's output.
+func applyConfig(ha *scenario.HA, n int, pasteFile string) (string, error) {
+	return ha.Run(n, "lbctl config apply < "+pasteFile)
 }
 
 // ipvsLines keeps the service and destination lines of /proc/net/ip_vs

@@ -12,12 +12,33 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/vishvananda/netns"
 )
+
+// Netns is a network namespace code can run in (*netlab.Namespace, NamedNS).
+type Netns interface {
+	Do(fn func() error) error
+}
+
+// NamedNS is a named namespace (/run/netns/<name>) made by someone else, for
+// example the interactive lab's.
+type NamedNS string
+
+// Do runs fn inside the namespace (see netlab.InNamespace).
+func (n NamedNS) Do(fn func() error) error {
+	h, err := netns.GetFromName(string(n))
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", string(n), err)
+	}
+	defer h.Close()
+	return netlab.InNamespace(h, fn)
+}
 
 // Client makes requests to member servers (directly or through a VIP) from
 // inside a lab namespace.
 type Client struct {
-	NS *netlab.Namespace
+	NS   Netns
+	Name string // for messages
 	// Timeout bounds one request (connect + answer); default 1 s.
 	Timeout time.Duration
 }
@@ -38,7 +59,7 @@ func (c *Client) Dial(addr string) (net.Conn, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s → %s: %w", c.NS.Name, addr, err)
+		return nil, fmt.Errorf("%s → %s: %w", c.Name, addr, err)
 	}
 	return conn, nil
 }
@@ -222,19 +243,30 @@ func Summarize(rs []Result) Summary {
 }
 
 // Recovery is how long after a fault at t0 the first request that started
-// after t0 succeeded (ok=false if none did), and how many requests failed.
+// after t0 was answered (ok=false if none was), and how many requests failed.
 func Recovery(rs []Result, t0 time.Time) (d time.Duration, lost int, ok bool) {
 	for _, r := range rs {
 		if r.Err != nil {
 			lost++
+			continue
+		}
+		if r.Start.After(t0) && (!ok || r.End.Sub(t0) < d) {
+			d, ok = r.End.Sub(t0), true
 		}
 	}
+	return d, lost, ok
+}
+
+// Late counts answered requests that took longer than limit (for example a
+// SYN that had to be retransmitted because it went to a dead node).
+func Late(rs []Result, limit time.Duration) int {
+	n := 0
 	for _, r := range rs {
-		if r.Err == nil && r.Start.After(t0) {
-			return r.End.Sub(t0), lost, true
+		if r.Err == nil && r.End.Sub(r.Start) > limit {
+			n++
 		}
 	}
-	return 0, lost, false
+	return n
 }
 
 // Wait retries Get until it succeeds or timeout passes.

@@ -233,7 +233,7 @@ func (h *HA) Client(host string) *Client {
 	if !ok {
 		h.t.Fatalf("no lab host %q", host)
 	}
-	return &Client{NS: ns}
+	return &Client{NS: ns, Name: host}
 }
 
 // vipClient is the host that reaches vip on its own segment.

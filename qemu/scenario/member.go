@@ -9,8 +9,6 @@ import (
 	"net/netip"
 	"strings"
 	"time"
-
-	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 )
 
 // Reply is what a member server answers: its name and the source address
@@ -44,7 +42,7 @@ func Handler(name string) http.Handler {
 }
 
 // ListenIn opens a TCP listener on addr inside ns.
-func ListenIn(ns *netlab.Namespace, addr string) (net.Listener, error) {
+func ListenIn(ns Netns, addr string) (net.Listener, error) {
 	var ln net.Listener
 	err := ns.Do(func() error {
 		var err error
@@ -52,7 +50,7 @@ func ListenIn(ns *netlab.Namespace, addr string) (net.Listener, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("member server in %s: %w", ns.Name, err)
+		return nil, fmt.Errorf("member server on %s: %w", addr, err)
 	}
 	return ln, nil
 }

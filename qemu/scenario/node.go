@@ -22,6 +22,10 @@ type GuestOptions struct {
 	ConsoleSocket string
 	Detach        bool
 	Cmdline       string // extra kernel arguments
+	// ManualLogin leaves the console at its login prompt; otherwise the
+	// harness logs in (appliance.LabUser) and enters the maintenance shell,
+	// so VM.Run works.
+	ManualLogin bool
 }
 
 // EnsureTaps creates the node's taps in the lab's switch namespace unless
@@ -65,6 +69,9 @@ func StartGuest(ctx context.Context, lab *netlab.Lab, img appliance.Image, o Gue
 	})
 	if err != nil {
 		return nil, fmt.Errorf("booting %s: %w", NodeName(o.Node), err)
+	}
+	if !o.ManualLogin {
+		v.Console.AutoLogin(appliance.LabUser, appliance.LabPassword)
 	}
 	return v, nil
 }
