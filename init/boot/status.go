@@ -15,7 +15,7 @@ import (
 // the metrics) and the console log ring (`show log`, syslog forwarding).
 func statusHandler(sup *supervisor.Supervisor, ring *logring.Ring) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+localapi.PathServices, func(w http.ResponseWriter, r *http.Request) {
+	localapi.Route(mux, "GET", localapi.PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var out []localapi.ServiceStatus
 		for _, s := range sup.Statuses() {
 			out = append(out, localapi.ServiceStatus{Name: s.Name, PID: s.PID, Running: s.Running, Restarts: s.Restarts, LastExit: s.LastExit, Since: s.Since})
@@ -23,7 +23,7 @@ func statusHandler(sup *supervisor.Supervisor, ring *logring.Ring) http.Handler 
 		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 		localapi.WriteJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("GET "+localapi.PathLog, func(w http.ResponseWriter, r *http.Request) {
+	localapi.Route(mux, "GET", localapi.PathLog, func(w http.ResponseWriter, r *http.Request) {
 		since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
 		max, _ := strconv.Atoi(r.URL.Query().Get("max"))
 		localapi.WriteJSON(w, http.StatusOK, ring.Since(since, max))

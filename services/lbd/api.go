@@ -117,17 +117,17 @@ func (a *api) isDisabled(pool string, m config.Member) bool {
 func (a *api) handler() http.Handler {
 	mux := http.NewServeMux()
 	if a.statusHandler != nil {
-		mux.Handle("GET /status", a.statusHandler)
+		mux.Handle("/status", a.statusHandler)
 	}
-	mux.HandleFunc("GET "+localapi.PathVS, a.getVS)
-	mux.HandleFunc("GET "+localapi.PathHealth, a.getHealth)
-	mux.HandleFunc("GET "+localapi.PathSNAT, a.getSNAT)
-	mux.HandleFunc("GET "+localapi.PathConfig, a.getConfig)
-	mux.HandleFunc("POST "+localapi.PathConfigCheck, a.postConfig(false))
-	mux.HandleFunc("POST "+localapi.PathConfigApply, a.postConfig(true))
-	mux.HandleFunc("POST "+localapi.PathConfigRevert, a.postRollback)
-	mux.HandleFunc("POST "+localapi.PathMemberDisable, a.postMember(false))
-	mux.HandleFunc("POST "+localapi.PathMemberEnable, a.postMember(true))
+	localapi.Route(mux, "GET", localapi.PathVS, a.getVS)
+	localapi.Route(mux, "GET", localapi.PathHealth, a.getHealth)
+	localapi.Route(mux, "GET", localapi.PathSNAT, a.getSNAT)
+	localapi.Route(mux, "GET", localapi.PathConfig, a.getConfig)
+	localapi.Route(mux, "POST", localapi.PathConfigCheck, a.postConfig(false))
+	localapi.Route(mux, "POST", localapi.PathConfigApply, a.postConfig(true))
+	localapi.Route(mux, "POST", localapi.PathConfigRevert, a.postRollback)
+	localapi.Route(mux, "POST", localapi.PathMemberDisable, a.postMember(false))
+	localapi.Route(mux, "POST", localapi.PathMemberEnable, a.postMember(true))
 	return mux
 }
 

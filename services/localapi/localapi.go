@@ -199,3 +199,18 @@ func unwrapURL(err error) error {
 	}
 	return err
 }
+
+// Route registers h for method and path on mux. It checks the method itself
+// rather than using "METHOD /path" patterns: the busybox build of the image
+// compiles with Go 1.21 mux semantics, where such a pattern is a literal
+// path.
+func Route(mux *http.ServeMux, method, path string, h http.HandlerFunc) {
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			WriteError(w, http.StatusMethodNotAllowed, fmt.Errorf("%s takes %s, not %s", path, method, r.Method))
+			return
+		}
+		h(w, r)
+	})
+}

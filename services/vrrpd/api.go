@@ -38,7 +38,7 @@ func (a *api) count(ev node.Event) {
 
 func (a *api) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+localapi.PathVRRP, func(w http.ResponseWriter, r *http.Request) {
+	localapi.Route(mux, "GET", localapi.PathVRRP, func(w http.ResponseWriter, r *http.Request) {
 		st := localapi.VRRPStatus{Instances: []localapi.VRRPInstance{}, Counters: map[string]uint64{}}
 		if a.n != nil {
 			st.Enabled = true
@@ -68,8 +68,8 @@ func (a *api) handler() http.Handler {
 			localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: done})
 		}
 	}
-	mux.HandleFunc("POST "+localapi.PathSwitchover, act(vrrpNode.Switchover, "switchover done: the peer takes over; this node does not preempt back until 'ha resume' or it becomes master again"))
-	mux.HandleFunc("POST "+localapi.PathResume, act(vrrpNode.ResumePreempt, "preemption resumed"))
+	localapi.Route(mux, "POST", localapi.PathSwitchover, act(vrrpNode.Switchover, "switchover done: the peer takes over; this node does not preempt back until 'ha resume' or it becomes master again"))
+	localapi.Route(mux, "POST", localapi.PathResume, act(vrrpNode.ResumePreempt, "preemption resumed"))
 	return mux
 }
 
