@@ -13,17 +13,28 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
+	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
 )
 
 // The benchmark's listeners run in a child process (this test binary
 // re-executed) so their accept work is not counted as the checker's CPU.
 const benchServerEnv = "HC_BENCH_SERVER"
+
+// The veth variant (HC_BENCH_NETNS=1): the listeners run in a server
+// namespace, the benchmark re-runs itself in a checker namespace joined to
+// it by a veth pair, with the listeners' addresses in HC_BENCH_TARGETS.
+const (
+	benchListenEnv  = "HC_BENCH_LISTEN"
+	benchNetnsEnv   = "HC_BENCH_NETNS"
+	benchTargetsEnv = "HC_BENCH_TARGETS"
+)
 
 func TestMain(m *testing.M) {
 	if n := os.Getenv(benchServerEnv); n != "" {
@@ -40,8 +51,12 @@ func benchServer(arg string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	host := "127.0.0.1"
+	if h := os.Getenv(benchListenEnv); h != "" {
+		host = h
+	}
 	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -76,6 +91,10 @@ func cpuTime() (user, sys time.Duration) {
 // out/health-bench.md. Run it once:
 //
 //	go test -run '^$' -bench Scheduler10k -benchtime 1x ./lbcore/health/
+//
+// With HC_BENCH_NETNS=1 (root) the listeners live in another network
+// namespace behind a veth pair instead of on loopback, and the report goes
+// to out/health-bench-veth.md.
 func BenchmarkScheduler10k(b *testing.B) {
 	const members, listeners = 10000, 200
 	interval := time.Second
@@ -84,23 +103,23 @@ func BenchmarkScheduler10k(b *testing.B) {
 		seconds = s
 	}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), benchServerEnv+"="+strconv.Itoa(listeners))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+	if os.Getenv(benchNetnsEnv) == "1" && os.Getenv(benchTargetsEnv) == "" {
+		runBenchOverVeth(b, listeners)
+		return
 	}
-	defer func() {
-		stdin.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
 	var addrs []netip.AddrPort
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && sc.Text() != "ready" {
-		addrs = append(addrs, netip.MustParseAddrPort(sc.Text()))
+	where := "loopback listeners served by a separate process (not counted)"
+	reportName := "health-bench.md"
+	if t := os.Getenv(benchTargetsEnv); t != "" {
+		for _, a := range strings.Split(t, ",") {
+			addrs = append(addrs, netip.MustParseAddrPort(a))
+		}
+		where = "listeners in another network namespace over a veth pair, served by a separate process (not counted)"
+		reportName = "health-bench-veth.md"
+	} else {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), benchServerEnv+"="+strconv.Itoa(listeners))
+		addrs = startBenchServer(b, cmd, func() error { return cmd.Start() })
 	}
 	if len(addrs) != listeners {
 		b.Fatalf("bench server gave %d listeners", len(addrs))
@@ -202,8 +221,7 @@ func BenchmarkScheduler10k(b *testing.B) {
 %s, %s, GOMAXPROCS %d, %d CPUs.
 
 Setup: %d members, TCP connect monitor, interval %s, timeout %s, against %d
-loopback listeners served by a separate process (not counted). Measured over
-%d s after a %s warm-up.
+%s. Measured over %d s after a %s warm-up.
 
 | what | value | goal |
 | --- | --- | --- |
@@ -221,17 +239,17 @@ loopback listeners served by a separate process (not counted). Measured over
 Lateness is the time from a member's slot (its hash phase in the interval)
 to the moment its check began.
 `, time.Now().UTC().Format(time.RFC3339), runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(),
-		members, interval, mon.Timeout, listeners, seconds, 2*interval,
+		members, interval, mon.Timeout, listeners, where, seconds, 2*interval,
 		cpuPct, userPct, sysPct, floorPct, floorErrs, cpuPct-floorPct, checks.Load(), expected, fails.Load(),
 		time.Duration(mean), time.Duration(std), pct(0.5), pct(0.99), pct(1),
 		perBucket, minB, maxB)
-	if err := writeBenchReport(report); err != nil {
+	if err := writeBenchReport(reportName, report); err != nil {
 		b.Logf("report not written: %v", err)
 	}
 	b.Log("\n" + report)
 }
 
-func writeBenchReport(report string) error {
+func writeBenchReport(name, report string) error {
 	dir, err := os.Getwd()
 	if err != nil {
 		return err
@@ -250,7 +268,7 @@ func writeBenchReport(report string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(out, "health-bench.md"), []byte(report), 0o644)
+	return os.WriteFile(filepath.Join(out, name), []byte(report), 0o644)
 }
 
 // rawConnectLoop connects to addrs round robin, rate per second, for d, with
@@ -280,4 +298,54 @@ func rawConnectLoop(addrs []netip.AddrPort, rate int, d time.Duration) int {
 		}
 	}
 	return errs
+}
+
+// startBenchServer starts the listener process (start runs cmd.Start, in
+// whatever namespace) and returns its listeners' addresses; it is stopped
+// when b ends.
+func startBenchServer(b *testing.B, cmd *exec.Cmd, start func() error) []netip.AddrPort {
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	var addrs []netip.AddrPort
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "ready" {
+		addrs = append(addrs, netip.MustParseAddrPort(sc.Text()))
+	}
+	return addrs
+}
+
+// runBenchOverVeth starts the listeners in a server namespace and this
+// benchmark again in a checker namespace (a child process, so every one of
+// its threads is in that namespace and no check pays for a setns), joined
+// by a veth pair; the child measures and writes out/health-bench-veth.md.
+func runBenchOverVeth(b *testing.B, listeners int) {
+	lab := nslab.New(b, nil, "198.51.100.11")
+	srv := exec.Command(os.Args[0], "-test.run=^$")
+	srv.Env = append(os.Environ(), benchServerEnv+"="+strconv.Itoa(listeners), benchListenEnv+"=198.51.100.11")
+	addrs := startBenchServer(b, srv, func() error { return lab.Do(lab.Server, srv.Start) })
+	if len(addrs) != listeners {
+		b.Fatalf("bench server gave %d listeners", len(addrs))
+	}
+	targets := make([]string, len(addrs))
+	for i, a := range addrs {
+		targets[i] = a.String()
+	}
+	inner := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^BenchmarkScheduler10k$", "-test.benchtime=1x", "-test.v")
+	inner.Env = append(os.Environ(), benchTargetsEnv+"="+strings.Join(targets, ","))
+	inner.Stdout, inner.Stderr = os.Stdout, os.Stderr
+	if err := lab.Do(lab.Checker, inner.Start); err != nil {
+		b.Fatal(err)
+	}
+	if err := inner.Wait(); err != nil {
+		b.Fatalf("benchmark in the checker namespace: %v", err)
+	}
 }
