@@ -178,3 +178,32 @@ func (f *Forwarder) Run(ctx context.Context) {
 		}
 	}
 }
+
+// LogSource is where Follow reads lines (init's ring through the local API).
+type LogSource interface {
+	Log(ctx context.Context, since uint64, max int) (localapi.LogPage, error)
+}
+
+// Follow sends every new line of src to f, polling every interval, until
+// ctx ends. Lines already in the ring when it starts are sent too, so a
+// collector sees the boot.
+func Follow(ctx context.Context, src LogSource, f *Forwarder, interval time.Duration) {
+	var since uint64
+	for {
+		page, err := src.Log(ctx, since, 500)
+		if err == nil {
+			for _, l := range page.Lines {
+				f.Send(l)
+			}
+			since = page.Next
+		}
+		if err == nil && len(page.Lines) == 500 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
