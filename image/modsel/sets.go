@@ -18,9 +18,10 @@ var Required = []string{
 	// block devices and filesystems for the USB image's config partition
 	// (init/boot/configpart.go): USB sticks (xHCI/EHCI, usb-storage, UAS),
 	// SATA/AHCI, NVMe, virtio; FAT with the code pages and character sets
-	// vfat asks for (the Debian kernel defaults to cp437 and ascii).
+	// vfat asks for (the Debian kernel defaults to cp437 and ascii; utf8 for
+	// iocharset=utf8). nls_iso8859-1 is left out: vfat never asks for it.
 	"xhci_pci", "ehci_pci", "usb_storage", "uas", "sd_mod", "ahci", "nvme", "virtio_blk", "virtio_scsi",
-	"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
+	"vfat", "nls_cp437", "nls_ascii", "nls_utf8",
 }
 
 // Optional are loaded when the kernel has them (newer kernels only).

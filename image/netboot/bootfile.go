@@ -28,11 +28,11 @@ const (
 type Client int
 
 const (
-	NotPXE  Client = iota // an ordinary DHCP client: an address, no boot file
-	BIOSPXE               // a BIOS PXE ROM (arch 0)
-	EFIPXE                // a UEFI x86-64 PXE client (arch 6/7/9)
-	IPXE                  // iPXE itself (user class "iPXE" or option 175)
-	Unsupported           // a PXE client of an architecture we have no loader for
+	NotPXE      Client = iota // an ordinary DHCP client: an address, no boot file
+	BIOSPXE                   // a BIOS PXE ROM (arch 0)
+	EFIPXE                    // a UEFI x86-64 PXE client (arch 6/7/9)
+	IPXE                      // iPXE itself (user class "iPXE" or option 175)
+	Unsupported               // a PXE client of an architecture we have no loader for
 )
 
 func (c Client) String() string {

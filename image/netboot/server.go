@@ -97,6 +97,10 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s.tftp = tftp.NewServer(s.readTFTP, nil)
 	s.tftp.SetTimeout(2 * time.Second)
+	// One socket for every transfer: it was opened in the interface's
+	// namespace and bound to its address (per-transfer sockets would be
+	// opened wherever Serve runs).
+	s.tftp.EnableSinglePort()
 	s.httpL, err = net.Listen("tcp4", net.JoinHostPort(ip.String(), fmt.Sprint(cfg.HTTPPort)))
 	if err != nil {
 		s.dhcp.Close()

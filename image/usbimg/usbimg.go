@@ -348,11 +348,35 @@ func ReadConfig(image string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: config partition: %w", image, err)
 	}
+	// go-diskfs's FAT File.Read can return bytes past the end of the file
+	// when called again at a cluster boundary (so no io.ReadAll): read
+	// exactly the size the directory records, in one call.
+	entries, err := fs.ReadDir(".")
+	if err != nil {
+		return nil, fmt.Errorf("image %s: config partition: %w", image, err)
+	}
+	size := int64(-1)
+	for _, e := range entries {
+		if strings.EqualFold(e.Name(), ConfigFile) {
+			fi, err := e.Info()
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %s: %w", image, ConfigFile, err)
+			}
+			size = fi.Size()
+		}
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("image %s: no %s on the config partition", image, ConfigFile)
+	}
 	f, err := fs.OpenFile("/"+ConfigFile, os.O_RDONLY)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %s: %w", image, ConfigFile, err)
 	}
-	return io.ReadAll(f)
+	b := make([]byte, size)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("image %s: reading %s: %w", image, ConfigFile, err)
+	}
+	return b, nil
 }
 
 // WriteConfig replaces config.yaml on an image's config partition (what an

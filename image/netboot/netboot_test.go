@@ -1,0 +1,229 @@
+package netboot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
+	"github.com/pin/tftp/v3"
+	"github.com/vishvananda/netlink"
+)
+
+func request(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 1, 4, 1}, mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestClassifyAndBootFile(t *testing.T) {
+	server := net.IPv4(192, 0, 2, 129)
+	cases := []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want Client
+		file string
+	}{
+		{"plain DHCP client", nil, NotPXE, ""},
+		{"BIOS PXE ROM", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))}, BIOSPXE, "undionly.kpxe"},
+		{"old BIOS ROM without option 93", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient"))}, BIOSPXE, "undionly.kpxe"},
+		{"UEFI x64 PXE", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))}, EFIPXE, "ipxe.efi"},
+		{"UEFI arch 9", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_BC))}, EFIPXE, "ipxe.efi"},
+		{"iPXE by user class (after chainload, still arch 0)", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE"))}, IPXE, "http://192.0.2.129:8080/boot.ipxe"},
+		{"iPXE by option 175", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64)), dhcpv4.WithGeneric(dhcpv4.OptionEtherboot, []byte{0xb1, 1, 1})}, IPXE, "http://192.0.2.129:8080/boot.ipxe"},
+		{"ARM64 UEFI: no loader", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_ARM64))}, Unsupported, ""},
+	}
+	for _, c := range cases {
+		m := request(t, c.mods...)
+		if got := Classify(m); got != c.want {
+			t.Errorf("%s: classified %v, want %v", c.name, got, c.want)
+		}
+		if got := BootFile(c.want, server, 8080); got != c.file {
+			t.Errorf("%s: boot file %q, want %q", c.name, got, c.file)
+		}
+	}
+	if got := BootFile(IPXE, server, 80); got != "http://192.0.2.129/boot.ipxe" {
+		t.Errorf("port 80 URL %q", got)
+	}
+}
+
+func TestReplyCarriesPXEOptions(t *testing.T) {
+	req := request(t, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+	server, addr := net.IPv4(192, 0, 2, 129).To4(), net.IPv4(192, 0, 2, 200).To4()
+	r, err := Reply(req, dhcpv4.MessageTypeOffer, addr, server, net.CIDRMask(25, 32), nil, 3600, BIOSLoader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.MessageType() != dhcpv4.MessageTypeOffer || !r.YourIPAddr.Equal(addr) || !r.ServerIPAddr.Equal(server) || !r.ServerIdentifier().Equal(server) {
+		t.Errorf("reply %s", r.Summary())
+	}
+	if r.BootFileName != BIOSLoader || r.BootFileNameOption() != BIOSLoader || r.TFTPServerName() != "192.0.2.129" {
+		t.Errorf("boot file %q / option 67 %q / option 66 %q", r.BootFileName, r.BootFileNameOption(), r.TFTPServerName())
+	}
+	if r.ClassIdentifier() != "PXEClient" {
+		t.Errorf("class identifier %q, want PXEClient echoed", r.ClassIdentifier())
+	}
+	plain, _ := Reply(request(t), dhcpv4.MessageTypeOffer, addr, server, net.CIDRMask(25, 32), nil, 3600, "")
+	if plain.BootFileName != "" || plain.Options.Has(dhcpv4.OptionBootfileName) || plain.Options.Has(dhcpv4.OptionClassIdentifier) {
+		t.Errorf("plain client got PXE options: %s", plain.Summary())
+	}
+}
+
+func TestPoolRejectsAddressesOutsideTheSubnet(t *testing.T) {
+	mask := net.CIDRMask(25, 32)
+	srv := net.IPv4(192, 0, 2, 129)
+	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 200), net.IPv4(192, 0, 2, 10)); err == nil {
+		t.Error("accepted a pool leaving the subnet")
+	}
+	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 210), net.IPv4(192, 0, 2, 200)); err == nil {
+		t.Error("accepted a pool with start after end")
+	}
+	l, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 128), net.IPv4(192, 0, 2, 130))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6})
+	b, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 7})
+	again, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6})
+	if !a.Equal(net.IPv4(192, 0, 2, 128)) || !b.Equal(net.IPv4(192, 0, 2, 130)) || !again.Equal(a) {
+		t.Errorf("leases %v %v %v: want .128, .130 (server's .129 skipped), .128 again", a, b, again)
+	}
+	if _, err := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 8}); err == nil {
+		t.Error("pool not exhausted")
+	}
+}
+
+// TestServerInNamespaces runs the server on a lab host's eth0 (192.0.2.129
+// on the Management segment) and, from a second host on the segment, does a
+// real DHCP exchange as a BIOS PXE ROM would, fetches the chainload binary
+// over TFTP and the iPXE script over HTTP, and checks that a path leaving
+// the tree is refused.
+func TestServerInNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	dir := t.TempDir()
+	loader := make([]byte, 150_000) // many TFTP blocks
+	rand.Read(loader)
+	os.WriteFile(filepath.Join(dir, BIOSLoader), loader, 0o644)
+	os.WriteFile(filepath.Join(dir, IPXEScript), []byte("#!ipxe\nboot\n"), 0o644)
+	os.WriteFile(filepath.Join(filepath.Dir(dir), "secret"), []byte("no"), 0o644)
+
+	lab, err := netlab.New(fmt.Sprintf("bm%04x-", time.Now().UnixNano()&0xffff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	srvHost, err := lab.Host("srv", netlab.Management, []string{"192.0.2.129/25"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := lab.Host("cli", netlab.Management, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *Server
+	if err := srvHost.Do(func() error {
+		s, err = Listen(Config{Interface: "eth0", Dir: dir, HTTPPort: 8080,
+			PoolStart: net.IPv4(192, 0, 2, 200), PoolEnd: net.IPv4(192, 0, 2, 201)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	var lease *nclient4.Lease
+	err = cli.Do(func() error {
+		c, err := nclient4.New("eth0", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer rcancel()
+		lease, err = c.Request(rctx, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("DHCP exchange: %v", err)
+	}
+	ack := lease.ACK
+	if !ack.YourIPAddr.Equal(net.IPv4(192, 0, 2, 200)) || ack.BootFileNameOption() != BIOSLoader || !ack.ServerIPAddr.Equal(net.IPv4(192, 0, 2, 129)) {
+		t.Fatalf("ACK %s: want 192.0.2.200 with %s from 192.0.2.129", ack.Summary(), BIOSLoader)
+	}
+
+	// Take the leased address, then TFTP and HTTP from it.
+	link, err := cli.Netlink().LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.Netlink().AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: ack.YourIPAddr, Mask: ack.SubnetMask()}}); err != nil {
+		t.Fatal(err)
+	}
+	err = cli.Do(func() error {
+		c, err := tftp.NewClient("192.0.2.129:69")
+		if err != nil {
+			return err
+		}
+		c.SetTimeout(2 * time.Second)
+		wt, err := c.Receive(ack.BootFileNameOption(), "octet")
+		if err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		var buf bytes.Buffer
+		if _, err := wt.WriteTo(&buf); err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		if !bytes.Equal(buf.Bytes(), loader) {
+			return fmt.Errorf("tftp: got %d bytes, not the %d of %s", buf.Len(), len(loader), BIOSLoader)
+		}
+		if wt, err := c.Receive("../secret", "octet"); err == nil {
+			if _, err := wt.WriteTo(io.Discard); err == nil {
+				return fmt.Errorf("tftp served a file outside the tree")
+			}
+		}
+		// Dial here, on this goroutine's (the namespace's) thread: an
+		// http.Client would dial from a goroutine outside the namespace.
+		conn, err := net.DialTimeout("tcp", "192.0.2.129:8080", 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "GET /%s HTTP/1.0\r\nHost: 192.0.2.129\r\n\r\n", IPXEScript)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !bytes.HasPrefix(b, []byte("#!ipxe")) {
+			return fmt.Errorf("http: %s %q", resp.Status, b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
