@@ -11,15 +11,13 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	"github.com/fulcrum-lb/fulcrum/qemu/scenario"
-	"github.com/u-root/mkuimage/cpio"
 )
 
-// Files the HA scenarios place in the guests next to the boot config, so a
-// test can apply another config with `lbctl config apply < FILE` (the
-// console CLI's paste input: the YAML, then a line holding only ".").
+// The configs the live-apply scenarios give `lbctl config apply URL`, served
+// by the admin host on the management network.
 const (
-	nextConfigPath = "/etc/fulcrum/ha-next.paste" // boot config + virtual server web-new on 203.0.113.103
-	badConfigPath  = "/etc/fulcrum/ha-bad.paste"  // fails validation: unknown scheduler
+	nextConfig = "ha-next-lb%d.yaml" // node's boot config + virtual server web-new on 203.0.113.103
+	badConfig  = "ha-bad.yaml"       // lb1's next config with an unknown scheduler: fails validation
 )
 
 // loopEvery and loopTimeout shape the client request loops of the fault
@@ -51,15 +49,17 @@ func withVS(t *testing.T, cfg []byte, vs string) string {
 	return s[:i] + vs + s[i:]
 }
 
-func haFiles(t *testing.T, cfg []byte) []cpio.Record {
-	next := withVS(t, cfg, webNewVS)
-	bad := strings.Replace(next, "scheduler: rr\n    persistence: {enabled: false}\n    pool: web\n\npools:", "scheduler: fastest\n    persistence: {enabled: false}\n    pool: web\n\npools:", 1)
-	if bad == next {
+// applyFiles are the configs the admin host serves for the apply scenarios.
+func applyFiles(t *testing.T, cfg1, cfg2 []byte) map[string][]byte {
+	next1 := withVS(t, cfg1, webNewVS)
+	bad := strings.Replace(next1, "scheduler: rr\n    persistence: {enabled: false}\n    pool: web\n\npools:", "scheduler: fastest\n    persistence: {enabled: false}\n    pool: web\n\npools:", 1)
+	if bad == next1 {
 		t.Fatal("could not derive the bad config")
 	}
-	return []cpio.Record{
-		cpio.StaticFile(strings.TrimPrefix(nextConfigPath, "/"), next+".\n", 0o644),
-		cpio.StaticFile(strings.TrimPrefix(badConfigPath, "/"), bad+".\n", 0o644),
+	return map[string][]byte{
+		fmt.Sprintf(nextConfig, 1): []byte(next1),
+		fmt.Sprintf(nextConfig, 2): []byte(withVS(t, cfg2, webNewVS)),
+		badConfig:                  []byte(bad),
 	}
 }
 
@@ -88,10 +88,11 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 	start := time.Now()
 	cfg1, cfg2 := mustConfig(t, "ha-lb1.yaml"), mustConfig(t, "ha-lb2.yaml")
-	ha := scenario.Up(t, scenario.Options{
-		Report: rep,
-		Files:  map[int][]cpio.Record{1: haFiles(t, cfg1), 2: haFiles(t, cfg2)},
-	})
+	ha := scenario.Up(t, scenario.Options{Report: rep})
+	configURL, err := ha.ServeFiles("admin", applyFiles(t, cfg1, cfg2))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep.Add("bring-up", "lab up (namespaces, 2 guests booted, lb1 serving)", "%.1f s", time.Since(start).Seconds())
 	rep.Note("Fault scenarios: a client starts a request on a new connection every %v; a request unanswered after %v is lost.", loopEvery, loopTimeout)
 
@@ -164,7 +165,7 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 
 	t.Run("OneBondMemberDownCausesNoFailoverAndNoLostRequest", func(t *testing.T) {
-		before := ha.VRRPStates(1)
+		before, before2 := ha.VRRPStates(1), ha.VRRPStates(2)
 		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
 		v := ha.Node(1)
 		for _, seg := range []string{netlab.Failover, netlab.External, netlab.Internal} {
@@ -190,8 +191,8 @@ func TestHAPairScenarios(t *testing.T) {
 		if after := ha.VRRPStates(1); !slices.Equal(before, after) {
 			t.Errorf("lb1 VRRP state changed while single bond members were down: %v → %v", before, after)
 		}
-		if got := ha.VRRPStates(2); slices.Contains(got, "MASTER") {
-			t.Errorf("lb2 became master: %v", got)
+		if after := ha.VRRPStates(2); !slices.Equal(before2, after) {
+			t.Errorf("lb2 VRRP state changed while lb1's single bond members were down: %v → %v", before2, after)
 		}
 		if n, err := ha.ServingNode(scenario.VIPNAT); err != nil || n != 1 {
 			t.Errorf("after the link cuts the VIP is served by lb%d (%v), want lb1", n, err)
@@ -214,7 +215,7 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 		applied := time.Now()
 		for _, n := range []int{1, 2} {
-			if out, err := applyConfig(ha, n, nextConfigPath); err != nil {
+			if out, err := applyConfig(ha, n, configURL+"/"+fmt.Sprintf(nextConfig, n)); err != nil {
 				t.Fatalf("lbctl config apply on lb%d: %v\n%s", n, err, out)
 			}
 		}
@@ -240,7 +241,7 @@ func TestHAPairScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := applyConfig(ha, 1, badConfigPath)
+		out, err := applyConfig(ha, 1, configURL+"/"+badConfig)
 		if err == nil {
 			t.Fatalf("lbctl config apply accepted a config with an unknown scheduler:\n%s", out)
 		}
@@ -300,32 +301,7 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 
 	killed := t.Run("MasterGuestKilledBackupServesTheVIPs", func(t *testing.T) {
-		ext := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
-		in := ha.Client("iclient").StartLoopT(scenario.VIPInternal, loopEvery, loopTimeout, 2*time.Minute)
-		time.Sleep(time.Second)
-		t0 := time.Now()
-		ha.Kill(1)
-		okExt, okIn := ext.WaitOK(t0, 30*time.Second), in.WaitOK(t0, 30*time.Second)
-		time.Sleep(time.Second)
-		rsExt, rsIn := ext.Stop(), in.Stop()
-		dExt, lostExt, _ := scenario.Recovery(rsExt, t0)
-		dIn, lostIn, _ := scenario.Recovery(rsIn, t0)
-		if !okExt || !okIn {
-			t.Fatalf("no request succeeded within 30 s of killing lb1 (external ok=%v, internal ok=%v)", okExt, okIn)
-		}
-		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answer, External VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dExt.Seconds(), lostExt, scenario.Late(rsExt, 500*time.Millisecond), len(rsExt))
-		ha.Report.Add("master guest killed (QEMU SIGKILL)", "kill → first answer, Internal VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dIn.Seconds(), lostIn, scenario.Late(rsIn, 500*time.Millisecond), len(rsIn))
-		t.Logf("failover: external %.2fs (%d lost), internal %.2fs (%d lost)", dExt.Seconds(), lostExt, dIn.Seconds(), lostIn)
-		for _, vip := range []string{scenario.VIPNAT, scenario.VIPInternal} {
-			if n, err := ha.ServingNode(vip); err != nil || n != 2 {
-				t.Errorf("%s served by lb%d (%v), want lb2", vip, n, err)
-			}
-		}
-		if st := ha.VRRPStates(2); len(st) == 0 || st[len(st)-1] != "MASTER" {
-			t.Errorf("lb2 VRRP states %v, want it to end MASTER", st)
-		}
-		// FullNAT on the new master uses lb2's own local addresses.
-		checkFullNAT(t, ha.Client("client1"), scenario.VIPFullNAT, scenario.LocalAddresses(2))
+		masterKilled(t, ha, "master guest killed (QEMU SIGKILL), default adverts (200 ms)")
 	})
 
 	preempted := killed && t.Run("MasterReturnsAndPreempts", func(t *testing.T) {
@@ -384,6 +360,41 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 }
 
+// masterKilled kills lb1 (the master) while clients keep making requests to
+// the External and Internal VIPs, and checks and records that lb2 takes both
+// over: time from the kill to the first answered request, requests lost.
+func masterKilled(t *testing.T, ha *scenario.HA, what string) {
+	ext := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+	in := ha.Client("iclient").StartLoopT(scenario.VIPInternal, loopEvery, loopTimeout, 2*time.Minute)
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	ha.Kill(1)
+	okExt, okIn := ext.WaitOK(t0, 30*time.Second), in.WaitOK(t0, 30*time.Second)
+	time.Sleep(time.Second)
+	rsExt, rsIn := ext.Stop(), in.Stop()
+	if !okExt || !okIn {
+		t.Fatalf("no request succeeded within 30 s of killing lb1 (external ok=%v, internal ok=%v)", okExt, okIn)
+	}
+	dExt, lostExt, _ := scenario.Recovery(rsExt, t0)
+	dIn, lostIn, _ := scenario.Recovery(rsIn, t0)
+	ha.Report.Add(what, "kill → first answer, External VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dExt.Seconds(), lostExt, scenario.Late(rsExt, 500*time.Millisecond), len(rsExt))
+	ha.Report.Add(what, "kill → first answer, Internal VIP (lost / late >0.5 s / sent)", "%.2f s (%d / %d / %d)", dIn.Seconds(), lostIn, scenario.Late(rsIn, 500*time.Millisecond), len(rsIn))
+	t.Logf("failover: external %.2fs (%d lost), internal %.2fs (%d lost)", dExt.Seconds(), lostExt, dIn.Seconds(), lostIn)
+	if lostExt+lostIn > 0 {
+		t.Errorf("%d requests lost (unanswered after %v) across the failover", lostExt+lostIn, loopTimeout)
+	}
+	for _, vip := range []string{scenario.VIPNAT, scenario.VIPInternal} {
+		if n, err := ha.ServingNode(vip); err != nil || n != 2 {
+			t.Errorf("%s served by lb%d (%v), want lb2", vip, n, err)
+		}
+	}
+	if st := ha.VRRPStates(2); len(st) == 0 || st[len(st)-1] != "MASTER" {
+		t.Errorf("lb2 VRRP states %v, want it to end MASTER", st)
+	}
+	// FullNAT on the new master uses lb2's own local addresses.
+	checkFullNAT(t, ha.Client("client1"), scenario.VIPFullNAT, scenario.LocalAddresses(2))
+}
+
 // isSeconds reports whether jiffies is secs seconds at one of the kernel's
 // usual HZ values.
 func isSeconds(jiffies string, secs int) bool {
@@ -415,10 +426,10 @@ func checkFullNAT(t *testing.T, c *scenario.Client, vip string, local []string) 
 	}
 }
 
-// applyConfig applies a config from a paste file with the console CLI on
-// node n; a refused config is an error, with lbctl's output.
-func applyConfig(ha *scenario.HA, n int, pasteFile string) (string, error) {
-	return ha.Run(n, "lbctl config apply < "+pasteFile)
+// applyConfig applies the config at url with the console CLI on node n; a
+// refused config is an error, with lbctl's output.
+func applyConfig(ha *scenario.HA, n int, url string) (string, error) {
+	return ha.Run(n, "lbctl config apply "+url)
 }
 
 // ipvsLines keeps the service and destination lines of /proc/net/ip_vs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,7 +132,56 @@ func Up(t testing.TB, o Options) *HA {
 	if err := h.WaitServing(VIPNAT, 1, 60*time.Second); err != nil {
 		t.Fatalf("after boot: %v", err)
 	}
+	if err := h.WaitAllMembers(VIPNAT, 60*time.Second); err != nil {
+		t.Fatalf("after boot: %v", err)
+	}
 	return h
+}
+
+// WaitAllMembers waits until every pool member has answered through vip
+// (health checks bring members into the pool one by one after boot).
+func (h *HA) WaitAllMembers(vip string, timeout time.Duration) error {
+	c := h.Client(vipClient(vip))
+	seen := map[string]bool{}
+	deadline := time.Now().Add(timeout)
+	for len(seen) < len(Members()) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %v answered through %s within %v", seen, vip, timeout)
+		}
+		if r, err := c.Get(vip); err == nil {
+			seen[r.Member] = true
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// ServeFiles serves files (by name) over HTTP on port 8080 of a lab host,
+// for example configs for `lbctl config apply URL` from the admin host on
+// the management network. It returns the base URL.
+func (h *HA) ServeFiles(host string, files map[string][]byte) (string, error) {
+	ln, err := ListenIn(h.Hosts[host], ":8080")
+	if err != nil {
+		return "", err
+	}
+	mux := http.NewServeMux()
+	for name, b := range files {
+		mux.HandleFunc("/"+name, func(w http.ResponseWriter, r *http.Request) { w.Write(b) })
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-h.ctx.Done()
+		srv.Close()
+	}()
+	go srv.Serve(ln)
+	var addr string
+	for _, hs := range HostPlan() {
+		if hs.Name == host {
+			addr = hs.Addr()
+		}
+	}
+	return "http://" + addr + ":8080", nil
 }
 
 func (h *HA) start(n int, cfg []byte) error {
