@@ -108,6 +108,14 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 	hc := nsClient(member)
 	base := "http://198.51.100.2:8080"
 	disable := `{"pool":"web","member":"198.51.100.11"}`
+	weightOne := regexp.MustCompile(`"address": "198\.51\.100\.11:80",\s+"forward": "Masq",\s+"weight": 1`)
+	// lbd may still be applying its first config.
+	for i := 0; i < 60; i++ {
+		if _, body := call(t, hc, "GET", base+"/api/v1/vs", apiToken, ""); weightOne.MatchString(body) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 
 	for _, tok := range []string{"", "wrong-token-wrong-token"} {
 		code, body := call(t, hc, "POST", base+"/api/v1/members/disable", tok, disable)
@@ -120,7 +128,7 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 		}
 	}
 	code, body := call(t, hc, "GET", base+"/api/v1/vs", apiToken, "")
-	if code != 200 || !regexp.MustCompile(`"address": "198\.51\.100\.11:80",\s+"forward": "Masq",\s+"weight": 1`).MatchString(body) {
+	if code != 200 || !weightOne.MatchString(body) {
 		t.Fatalf("after refused calls, want .11 still at weight 1: %d\n%s", code, body)
 	}
 	code, body = call(t, hc, "POST", base+"/api/v1/members/disable", apiToken, `{"pool":"web","member":"10.1.1.1"}`)
