@@ -56,7 +56,7 @@ func fakeLBD(t *testing.T, dir string) {
 	mux := http.NewServeMux()
 	localapi.Route(mux, "GET", localapi.PathVS, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, 200, []localapi.VirtualServer{{Name: "web", Pool: "web", Protocol: "TCP", Address: "203.0.113.100:80", Scheduler: "wrr", Persistent: 600,
-			Stats: localapi.Stats{Conns: 5, PacketsIn: 50, BytesIn: 3000},
+			Stats:   localapi.Stats{Conns: 5, PacketsIn: 50, BytesIn: 3000},
 			Members: []localapi.Member{{Address: "198.51.100.11:80", Forward: "Masq", Weight: 1, Active: 2, Inactive: 7, Health: "up"}}}})
 	})
 	localapi.Route(mux, "GET", localapi.PathHealth, func(w http.ResponseWriter, r *http.Request) {
