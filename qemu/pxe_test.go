@@ -106,4 +106,3 @@ func entries(h *logtest.Hook) string {
 	}
 	return b.String()
 }
-
