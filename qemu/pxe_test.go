@@ -81,6 +81,7 @@ func TestPXEBootFromNetbootServer(t *testing.T) {
 		case "http":
 			got[e.Data["path"].(string)] = true
 		}
+		t.Logf("%5.1fs after QEMU start: %s %v", e.Time.Sub(v.Started).Seconds(), e.Message, e.Data)
 	}
 	if !acked {
 		t.Errorf("no DHCP ACK to %s as iPXE with the boot.ipxe URL; server log:\n%s", mgmtMAC, entries(hook))

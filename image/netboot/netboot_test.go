@@ -79,6 +79,11 @@ func TestReplyCarriesPXEOptions(t *testing.T) {
 	if r.ClassIdentifier() != "PXEClient" {
 		t.Errorf("class identifier %q, want PXEClient echoed", r.ClassIdentifier())
 	}
+	ipxe := request(t, dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE")))
+	ir, _ := Reply(ipxe, dhcpv4.MessageTypeOffer, addr, server, net.CIDRMask(25, 32), nil, 3600, BootFile(IPXE, server, 80))
+	if got := ir.Options.Get(dhcpv4.OptionEtherboot); !bytes.Equal(got, []byte{176, 1, 1}) {
+		t.Errorf("iPXE reply option 175 = % x, want b0 01 01 (no-pxedhcp: skip the ProxyDHCP wait)", got)
+	}
 	plain, _ := Reply(request(t), dhcpv4.MessageTypeOffer, addr, server, net.CIDRMask(25, 32), nil, 3600, "")
 	if plain.BootFileName != "" || plain.Options.Has(dhcpv4.OptionBootfileName) || plain.Options.Has(dhcpv4.OptionClassIdentifier) {
 		t.Errorf("plain client got PXE options: %s", plain.Summary())

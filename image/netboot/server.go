@@ -223,6 +223,11 @@ func Reply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, addr, server net.IP, mask n
 				dhcpv4.WithOption(dhcpv4.OptTFTPServerName(server.String())),
 				dhcpv4.WithOption(dhcpv4.OptBootFileName(bootFile)))
 		}
+		if Classify(req) == IPXE {
+			// iPXE encapsulated option 175.176 no-pxedhcp=1: do not wait
+			// for ProxyDHCP offers (there are none; we are the PXE server).
+			mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionEtherboot, []byte{176, 1, 1}))
+		}
 		if Classify(req) == BIOSPXE || Classify(req) == EFIPXE {
 			// PXE clients want the class identifier echoed.
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")))
