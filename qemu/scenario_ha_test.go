@@ -335,7 +335,8 @@ func TestHAPairScenarios(t *testing.T) {
 		if err := ha.WaitServing(scenario.VIPNAT, 2, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		nopreempt := strings.Replace(string(ha.Config(1)), "vrrp:\n  priority: 200\n", "vrrp:\n  priority: 200\n  nopreempt: true\n", 1)
+		// nopreempt replaces the preempt delay (validation refuses both).
+		nopreempt := strings.Replace(string(ha.Config(1)), "  preempt_delay: 8s\n", "  nopreempt: true\n", 1)
 		if nopreempt == string(ha.Config(1)) {
 			t.Fatal("could not derive the nopreempt config")
 		}

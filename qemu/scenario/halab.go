@@ -207,12 +207,20 @@ func (h *HA) start(n int, cfg []byte) error {
 	return nil
 }
 
+// readyRE matches init's ready line, or its maintenance notice (a config
+// the appliance refused), so a broken boot fails at once.
+var readyRE = regexp.MustCompile(`fulcrum: ready|fulcrum: MAINTENANCE[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*`)
+
 func (h *HA) waitReady(n int, what string) error {
 	v := h.Node(n)
-	d, err := v.WaitReady(BootTimeout)
+	m, err := v.Console.Expect(readyRE, BootTimeout)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s not ready: %w", NodeName(n), err)
 	}
+	if m[0] != "fulcrum: ready" {
+		return fmt.Errorf("%s booted into maintenance: %s", NodeName(n), m[0])
+	}
+	d := time.Since(v.Started)
 	if h.Report != nil {
 		h.Report.Add("boot ("+what+")", NodeName(n)+" QEMU start → ready", "%.1f s", d.Seconds())
 	}
