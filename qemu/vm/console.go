@@ -32,7 +32,7 @@ type Console struct {
 // shell as before the console had a login.
 type autoLogin struct {
 	user, password string
-	step           int // 0 wait login, 1 wait password or logged in, 2 wait logged in, 3 done
+	step           int // 0 wait login, 1 wait password or logged in, 2 wait logged in, 3 wait shell prompt, 4 done
 	offset         int // buffer offset scanned up to
 }
 
@@ -59,7 +59,7 @@ func (c *Console) AutoLogin(user, password string) {
 // returns what to type.
 func (c *Console) autoStep() string {
 	a := c.auto
-	if a == nil || a.step == 3 {
+	if a == nil || a.step == 4 {
 		return ""
 	}
 	var reply string
@@ -92,6 +92,13 @@ func (c *Console) autoStep() string {
 				a.offset += li
 				a.step = 3
 				reply += "shell\n"
+				continue
+			}
+		case 3:
+			if i := find("$ "); i >= 0 {
+				a.offset += i
+				a.step = 4
+				c.cond.Broadcast()
 			}
 		}
 		return reply
@@ -193,6 +200,9 @@ func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
 	c.seq++
 	n := c.seq
 	c.mu.Unlock()
+	if err := c.waitAutoLogin(timeout); err != nil {
+		return "", -1, fmt.Errorf("running %q: %w", cmd, err)
+	}
 	begin := fmt.Sprintf("@@B%d@@", n)
 	end := fmt.Sprintf("@@E%d@@", n)
 	line := fmt.Sprintf("echo '@@B''%d@@'; %s; echo '@@E''%d@@' $?\n", n, cmd, n)
@@ -206,6 +216,30 @@ func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
 	}
 	status, _ := strconv.Atoi(m[2])
 	return strings.ReplaceAll(m[1], "\r\n", "\n"), status, nil
+}
+
+// waitAutoLogin waits until an AutoLogin has reached the shell, so a
+// command is never typed into the login prompt or the CLI.
+func (c *Console) waitAutoLogin(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.auto != nil && c.auto.step < 4 {
+		if c.closed {
+			return fmt.Errorf("console closed before the login reached the shell")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for the console login to reach the shell (step %d); last output:\n%s", timeout, c.auto.step, tail(c.buf.String(), 1500))
+		}
+		c.cond.Wait()
+	}
+	return nil
 }
 
 func tail(s string, n int) string {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -245,10 +246,14 @@ func concatInitrd(base string, overlay []cpio.Record, dst string) error {
 	return out.Close()
 }
 
+var readyLine = regexp.MustCompile(`fulcrum: ready[^\n]*\n`)
+
 // WaitReady waits for the appliance's ready line and returns the time since
 // QEMU started.
 func (v *VM) WaitReady(timeout time.Duration) (time.Duration, error) {
-	if err := v.Console.ExpectString("fulcrum: ready", timeout); err != nil {
+	// The whole line: the serial console may deliver it in pieces, and
+	// callers read the host name and timing after "ready".
+	if _, err := v.Console.Expect(readyLine, timeout); err != nil {
 		return 0, fmt.Errorf("vm %s not ready: %w", v.Config.Name, err)
 	}
 	return time.Since(v.Started), nil

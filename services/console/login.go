@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
 )
 
 // User is the one console account.
@@ -37,6 +39,21 @@ func HashPassword(pw string) (string, error) {
 // CheckPassword reports whether pw matches the bcrypt hash.
 func CheckPassword(hash, pw string) bool {
 	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+}
+
+// checkNiced runs the bcrypt compare (deliberately CPU-heavy) on a thread
+// at the lowest CPU priority, so a login never starves the daemons (VRRP
+// adverts every 100 ms on a one-CPU guest).
+func checkNiced(hash, pw string) bool {
+	ok := make(chan bool, 1)
+	go func() {
+		// The thread dies with the goroutine (no UnlockOSThread), so its
+		// niceness never leaks to other goroutines.
+		runtime.LockOSThread()
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
+		ok <- CheckPassword(hash, pw)
+	}()
+	return <-ok
 }
 
 // ConsoleHash reads the console password hash from the config at path. A
@@ -138,7 +155,7 @@ func (s *Session) login() (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		good = good && CheckPassword(s.Hash, pw)
+		good = good && checkNiced(s.Hash, pw)
 	}
 	if !good {
 		time.Sleep(s.FailDelay)
