@@ -135,7 +135,29 @@ func Up(t testing.TB, o Options) *HA {
 	if err := h.WaitAllMembers(VIPNAT, 60*time.Second); err != nil {
 		t.Fatalf("after boot: %v", err)
 	}
+	// The serial consoles lag the guests: wait until both nodes' VRRP state
+	// lines are in, so later checks compare against a settled history.
+	for n, want := range map[int]string{1: "MASTER", 2: "BACKUP"} {
+		if err := h.WaitVRRPState(n, want, 30*time.Second); err != nil {
+			t.Fatalf("after boot: %v", err)
+		}
+	}
 	return h
+}
+
+// WaitVRRPState waits until node n's last logged VRRP state is state.
+func (h *HA) WaitVRRPState(n int, state string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := h.VRRPStates(n)
+		if len(st) > 0 && st[len(st)-1] == state {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s VRRP states %v, want it to end %s within %v", NodeName(n), st, state, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // WaitAllMembers waits until every pool member has answered through vip
