@@ -46,8 +46,13 @@ func main() {
 
 	cli := &console.CLI{API: localapi.NewAppliance(*sockets), Out: os.Stdout}
 	if !*interactive {
+		stdin := bufio.NewReader(os.Stdin)
 		cli.ReadLine = func(string) (string, error) {
-			return stdinLine()
+			l, err := stdin.ReadString('\n')
+			if err != nil && l == "" {
+				return "", err
+			}
+			return strings.TrimRight(l, "\r\n"), nil
 		}
 		cli.Init()
 		if flag.NArg() == 0 {
@@ -83,16 +88,6 @@ func main() {
 	if err := s.Serve(context.Background()); err != nil {
 		fatal(err)
 	}
-}
-
-var stdin = bufio.NewReader(os.Stdin)
-
-func stdinLine() (string, error) {
-	l, err := stdin.ReadString('\n')
-	if err != nil && l == "" {
-		return "", err
-	}
-	return strings.TrimRight(l, "\r\n"), nil
 }
 
 func fatal(err error) {
