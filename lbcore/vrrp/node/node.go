@@ -106,6 +106,11 @@ type instance struct {
 	hbAddrs  []netip.Addr
 	garpLeft int
 	garpAt   time.Time
+	// followUp is one more announcement some time after the burst, so
+	// the winner of a startup race or a healed split brain has the last
+	// word even if the loser's final announcement, sent in the same
+	// instant, reached a host or switch after ours.
+	followUp time.Time
 	refresh  time.Time
 }
 

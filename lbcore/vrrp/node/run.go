@@ -254,6 +254,7 @@ func (rt *session) handle(in *instance, now time.Time, acts []fsm.Action) {
 		case fsm.Announce:
 			n.log.WithField("instance", in.cfg.Name).Info("vrrp: " + a.Reason + "; announcing again")
 			in.garpLeft, in.garpAt = n.opts.Config.GARP.Repeat, now
+			in.followUp = now.Add(garpFollowUp)
 		case fsm.Transition:
 			log := n.log.WithFields(logrus.Fields{"instance": in.cfg.Name, "vrid": in.cfg.VRID, "from": a.From, "to": a.To})
 			log.Info("vrrp: state change: " + a.Reason)
@@ -264,10 +265,12 @@ func (rt *session) handle(in *instance, now time.Time, acts []fsm.Action) {
 					}
 				}
 				in.garpLeft, in.garpAt = n.opts.Config.GARP.Repeat, now
+				in.followUp = now.Add(garpFollowUp)
 				in.refresh = now.Add(rt.refreshIv)
 			}
 			if a.From == fsm.Master {
 				in.garpLeft = 0
+				in.followUp = time.Time{}
 				for _, ad := range in.addrs {
 					if err := setAddress(rt.h, n.opts.Interfaces, ad, false); err != nil {
 						log.WithError(err).Error("vrrp: remove virtual address")
@@ -308,6 +311,11 @@ func (rt *session) sendAdvert(in *instance, prio int) {
 	}
 }
 
+// garpFollowUp is when the one extra announcement after a takeover burst
+// goes out (keepalived sends a second burst after garp_master_delay, 5 s;
+// we send one announcement, sooner).
+const garpFollowUp = 2 * time.Second
+
 // pumpGARP sends the announcements that are due: the burst after takeover,
 // then the periodic refresh.
 func (rt *session) pumpGARP(in *instance, now time.Time) {
@@ -319,6 +327,9 @@ func (rt *session) pumpGARP(in *instance, now time.Time) {
 	if in.garpLeft > 0 && !now.Before(in.garpAt) {
 		in.garpLeft--
 		in.garpAt = now.Add(g.Interval)
+		send = true
+	} else if in.garpLeft == 0 && !in.followUp.IsZero() && !now.Before(in.followUp) {
+		in.followUp = time.Time{}
 		send = true
 	} else if in.garpLeft == 0 && rt.refreshIv > 0 && !now.Before(in.refresh) {
 		send = true
@@ -346,8 +357,11 @@ func (rt *session) deadline() time.Time {
 		if in.m.State() == fsm.Master {
 			if in.garpLeft > 0 {
 				min(in.garpAt)
-			} else if rt.refreshIv > 0 {
-				min(in.refresh)
+			} else {
+				min(in.followUp)
+				if rt.refreshIv > 0 {
+					min(in.refresh)
+				}
 			}
 		}
 	}
