@@ -116,7 +116,7 @@ func (in *Init) boot() {
 	if err := loadModules(log, modules); err != nil {
 		log.WithError(err).Error("continuing without them")
 	}
-	choice := chooseConfig(log, in.Cmdline, in.say)
+	choice, byURL := in.chooseConfigWithURL(ctx, log) // fulcrum.config_url, see configurl.go
 	in.say("fulcrum: config: %s", choice.Source)
 	cfgPath := choice.Path
 	cfg, cfgErr := config.Load(cfgPath)
@@ -125,9 +125,10 @@ func (in *Init) boot() {
 			log.WithError(err).Error("continuing without them")
 		}
 	}
-	if cfgErr != nil && choice.Partition != "" {
+	if cfgErr != nil && (choice.Partition != "" || byURL.Fetched) {
 		cfgErr = fmt.Errorf("%s: %w", choice.Source, cfgErr)
 	}
+	byURL.keepOrRelease(cfg, cfgErr, log)
 
 	var trouble string
 	if cfgErr != nil {

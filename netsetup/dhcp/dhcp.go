@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/netsetup"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/sirupsen/logrus"
@@ -442,3 +443,40 @@ func writeResolvConf(path, iface string, dns []net.IP) error {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// FindInterface returns the name of the link a management selector (an
+// interface name or a MAC address) picks, waiting up to wait for it to
+// appear (drivers probe asynchronously at boot).
+func FindInterface(ctx context.Context, h *netlink.Handle, selector string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		links, err := h.LinkList()
+		if err != nil {
+			return "", fmt.Errorf("listing links: %w", err)
+		}
+		var nics []netsetup.NIC
+		var names []string
+		for _, l := range links {
+			a := l.Attrs()
+			mac := a.HardwareAddr
+			if len(a.PermHWAddr) == 6 {
+				mac = a.PermHWAddr
+			}
+			nics = append(nics, netsetup.NIC{Name: a.Name, MAC: mac, Index: a.Index})
+			names = append(names, fmt.Sprintf("%s(%s)", a.Name, mac))
+		}
+		found, _, err := netsetup.ResolveMembers([]string{selector}, nics)
+		if err != nil {
+			return "", err
+		}
+		if len(found) == 1 {
+			return found[0].Name, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("management NIC %s: not present (NICs here: %s)", selector, strings.Join(names, " "))
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return "", ctx.Err()
+		}
+	}
+}
