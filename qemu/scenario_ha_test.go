@@ -349,10 +349,12 @@ func TestHAPairScenarios(t *testing.T) {
 			t.Fatal("could not derive the nopreempt config")
 		}
 		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 4*time.Minute)
+		loopStart := time.Now()
 		if err := ha.Boot(1, []byte(nopreempt), "return with nopreempt"); err != nil {
 			loop.Stop()
 			t.Fatal(err)
 		}
+		readyAt := time.Since(loopStart)
 		// Past the preempt delay and many master-down intervals: lb1 would
 		// have preempted by now.
 		time.Sleep(preemptDelay + 4*time.Second)
@@ -368,7 +370,7 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 		ha.Report.Add("master returns (nopreempt)", "requests sent / lost while lb1 booted as backup", "%d / %d", s.Sent, s.Lost)
 		if s.Lost > 0 {
-			t.Errorf("%d of %d requests lost while lb1 returned as backup (first: %v)", s.Lost, s.Sent, s.FirstErr)
+			t.Errorf("%d of %d requests lost while lb1 returned as backup (first: %v; started at %v into the loop, lb1 ready at %v)", s.Lost, s.Sent, s.FirstErr, s.LostAt, readyAt.Round(time.Millisecond))
 		}
 	})
 }

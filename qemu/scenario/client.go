@@ -222,6 +222,9 @@ type Summary struct {
 	ByMember map[string]int
 	// FirstErr is the first failure, for messages.
 	FirstErr error
+	// LostAt are the lost requests' start times relative to the first
+	// request's, for telling when in a scenario they were lost.
+	LostAt []time.Duration
 }
 
 // Summarize counts results.
@@ -234,6 +237,7 @@ func Summarize(rs []Result) Summary {
 			if s.FirstErr == nil {
 				s.FirstErr = r.Err
 			}
+			s.LostAt = append(s.LostAt, r.Start.Sub(rs[0].Start).Round(time.Millisecond))
 			continue
 		}
 		s.OK++
