@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,14 +28,11 @@ func main() {
 	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
 	flag.Parse()
 
-	logger := logrus.New()
-	lvl, err := logrus.ParseLevel(*level)
+	log, err := daemonlog.New("dhcpc", *level, *path)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "dhcpc: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	logger.SetLevel(lvl)
-	log := logger.WithField("daemon", "dhcpc")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -16,6 +16,8 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
 	"net"
 	"net/http"
 	"os"
@@ -42,11 +44,11 @@ func main() {
 	statusSock := flag.String("status-socket", "/run/fulcrum/lbd.sock", "unix socket serving GET /status as JSON (\"\" for none)")
 	flag.Parse()
 
-	logger := logrus.New()
-	if l, err := logrus.ParseLevel(*level); err == nil {
-		logger.SetLevel(l)
+	log, err := daemonlog.New("lbd", *level, *path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
-	log := logger.WithField("daemon", "lbd")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
 	"net"
 	"net/http"
 	"os"
@@ -45,9 +46,7 @@ func run(ctx context.Context, path string, logger *logrus.Logger, log *logrus.En
 	if err != nil {
 		return err
 	}
-	if cfg.Access.Log.Format == "json" {
-		logger.SetFormatter(&logrus.JSONFormatter{})
-	}
+	daemonlog.SetFormat(logger, cfg.Access.Log.Format)
 	api := localapi.NewAppliance("")
 	host, _ := os.Hostname()
 	if t := cfg.Access.Syslog.Target; t != "" {
