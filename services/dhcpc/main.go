@@ -8,39 +8,18 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup/dhcp"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-func main() {
-	path := flag.String("config", "/etc/fulcrum/config.yaml", "appliance config file")
-	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
-	flag.Parse()
-
-	log, err := daemonlog.New("dhcpc", *level, *path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, *path, log); err != nil {
-		log.WithError(err).Error("dhcpc failed")
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("dhcpc", run) }
 
 func run(ctx context.Context, path string, log *logrus.Entry) error {
 	cfg, err := config.Load(path)

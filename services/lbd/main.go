@@ -17,7 +17,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
 	"net"
 	"net/http"
 	"os"
@@ -32,6 +31,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -44,7 +44,7 @@ func main() {
 	statusSock := flag.String("status-socket", "/run/fulcrum/lbd.sock", "unix socket serving GET /status as JSON (\"\" for none)")
 	flag.Parse()
 
-	log, err := daemonlog.New("lbd", *level, *path)
+	log, err := daemon.Logger("lbd", *level, *path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
 	"github.com/fulcrum-lb/fulcrum/services/mgmtapi"
@@ -46,7 +46,7 @@ func run(ctx context.Context, path string, logger *logrus.Logger, log *logrus.En
 	if err != nil {
 		return err
 	}
-	daemonlog.SetFormat(logger, cfg.Access.Log.Format)
+	daemon.SetLogFormat(logger, cfg.Access.Log.Format)
 	api := localapi.NewAppliance("")
 	host, _ := os.Hostname()
 	if t := cfg.Access.Syslog.Target; t != "" {

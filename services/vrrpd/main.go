@@ -1,42 +1,20 @@
 // Command vrrpd is the appliance's VRRP daemon: it loads the appliance
 // config, runs the vrrp section's instances on the Failover bond, and on
 // SIGTERM/SIGINT resigns (priority-0 advert, virtual addresses removed) and
-// exits. The logic lives in lbcore/vrrp/node; a control API for switchover
-// (console/HTTP) will call node.Switchover / node.ResumePreempt.
+// exits. The logic lives in lbcore/vrrp/node; api.go serves state,
+// switchover and resume on the local API for lbctl and mgmtd.
 package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"github.com/fulcrum-lb/fulcrum/services/daemonlog"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/node"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/sirupsen/logrus"
 )
 
-func main() {
-	path := flag.String("config", "/etc/fulcrum/config.yaml", "appliance config file")
-	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
-	flag.Parse()
-
-	log, err := daemonlog.New("vrrpd", *level, *path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, *path, log); err != nil {
-		log.WithError(err).Error("vrrpd failed")
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("vrrpd", run) }
 
 func run(ctx context.Context, path string, log *logrus.Entry) error {
 	cfg, err := config.Load(path)

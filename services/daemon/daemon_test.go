@@ -1,4 +1,4 @@
-package daemonlog
+package daemon
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ func logLine(t *testing.T, cfg string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(p, []byte(cfg), 0o644)
-	log, err := New("lbd", "info", p)
+	log, err := Logger("lbd", "info", p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestTextByDefaultAndOnABrokenConfig(t *testing.T) {
 			t.Fatalf("want a text line, got %q", out)
 		}
 	}
-	if _, err := New("lbd", "loud", "/nonexistent"); err == nil {
+	if _, err := Logger("lbd", "loud", "/nonexistent"); err == nil {
 		t.Fatal("a bad level must be an error")
 	}
 }
