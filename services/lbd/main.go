@@ -32,6 +32,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
+	"github.com/fulcrum-lb/fulcrum/services/lbdapi"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -75,10 +76,10 @@ func main() {
 	}
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
-	api := newAPI(*path, config.Load, reload, reader, log)
-	api.useController(ctrl)
+	api := lbdapi.New(*path, config.Load, reload, reader, log)
+	api.UseController(ctrl)
 	if *statusSock != "" {
-		go serveStatus(ctx, log, *statusSock, api.handler())
+		go serveStatus(ctx, log, *statusSock, api.Handler())
 	}
 
 	hup := make(chan os.Signal, 1)

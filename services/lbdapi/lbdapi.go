@@ -1,6 +1,4 @@
-package main
-
-// The LB daemon's side of the local API (services/localapi): virtual
+// Package lbdapi is the LB daemon's side of the local API (services/localapi): virtual
 // servers with kernel counters, member health, SNAT, the running config,
 // config validate/apply/rollback, and member disable/enable.
 //
@@ -9,6 +7,7 @@ package main
 // its existing ones finish (it drains). Config apply writes the new file
 // (keeping the previous one for rollback) and asks for a reload through the
 // same channel as SIGHUP.
+package lbdapi
 
 import (
 	"context"
@@ -34,8 +33,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kernelIPVS reads services and destinations with counters.
-type kernelIPVS interface {
+// KernelIPVS reads services and destinations with counters.
+type KernelIPVS interface {
 	GetServices() ([]*mobyipvs.Service, error)
 	GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, error)
 }
@@ -48,11 +47,11 @@ type applyStatus func() (appliedAt time.Time, lastErr string, lastErrAt time.Tim
 // nil: no health checks run.
 type healthStates func() map[string]string
 
-type api struct {
+type Server struct {
 	path   string
 	load   func(string) (*config.Config, error)
 	reload chan<- struct{}
-	kernel kernelIPVS
+	kernel KernelIPVS
 	log    logrus.FieldLogger
 	status applyStatus  // optional
 	health healthStates // optional
@@ -66,13 +65,14 @@ type api struct {
 	applyMu  sync.Mutex
 }
 
-func newAPI(path string, load func(string) (*config.Config, error), reload chan<- struct{}, k kernelIPVS, log logrus.FieldLogger) *api {
-	return &api{path: path, load: load, reload: reload, kernel: k, log: log, disabled: map[string]bool{}}
+// New returns the local API server for the config at path.
+func New(path string, load func(string) (*config.Config, error), reload chan<- struct{}, k KernelIPVS, log logrus.FieldLogger) *Server {
+	return &Server{path: path, load: load, reload: reload, kernel: k, log: log, disabled: map[string]bool{}}
 }
 
 // Loader is what the apply loop loads configs with: the file, then disabled
 // members at weight 0.
-func (a *api) Loader(path string) (*config.Config, error) {
+func (a *Server) Loader(path string) (*config.Config, error) {
 	cfg, err := a.load(path)
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func memberKeys(pool string, m config.Member) []string {
 	return keys
 }
 
-func (a *api) isDisabled(pool string, m config.Member) bool {
+func (a *Server) isDisabled(pool string, m config.Member) bool {
 	for _, k := range memberKeys(pool, m) {
 		if a.disabled[k] {
 			return true
@@ -114,7 +114,8 @@ func (a *api) isDisabled(pool string, m config.Member) bool {
 	return false
 }
 
-func (a *api) handler() http.Handler {
+// Handler serves the local API.
+func (a *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if a.statusHandler != nil {
 		mux.Handle("/status", a.statusHandler)
@@ -131,7 +132,7 @@ func (a *api) handler() http.Handler {
 	return mux
 }
 
-func (a *api) runningConfig() (*config.Config, error) {
+func (a *Server) runningConfig() (*config.Config, error) {
 	a.mu.Lock()
 	cfg := a.running
 	a.mu.Unlock()
@@ -172,7 +173,7 @@ func toAddr(ip net.IP) netip.Addr {
 }
 
 // virtualServers reads the kernel table and names it from the config.
-func (a *api) virtualServers() ([]localapi.VirtualServer, error) {
+func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 	cfg, _ := a.runningConfig()
 	type vsInfo struct {
 		vs *config.VirtualServer
@@ -236,7 +237,7 @@ func (a *api) virtualServers() ([]localapi.VirtualServer, error) {
 }
 
 // memberHealth lists every configured member, keyed "pool/addr/port".
-func (a *api) memberHealth() map[string]localapi.MemberHealth {
+func (a *Server) memberHealth() map[string]localapi.MemberHealth {
 	out := map[string]localapi.MemberHealth{}
 	cfg, err := a.runningConfig()
 	if err != nil {
@@ -271,7 +272,7 @@ func (a *api) memberHealth() map[string]localapi.MemberHealth {
 	return out
 }
 
-func (a *api) getVS(w http.ResponseWriter, r *http.Request) {
+func (a *Server) getVS(w http.ResponseWriter, r *http.Request) {
 	vss, err := a.virtualServers()
 	if err != nil {
 		localapi.WriteError(w, http.StatusInternalServerError, err)
@@ -280,7 +281,7 @@ func (a *api) getVS(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, vss)
 }
 
-func (a *api) getHealth(w http.ResponseWriter, r *http.Request) {
+func (a *Server) getHealth(w http.ResponseWriter, r *http.Request) {
 	m := a.memberHealth()
 	out := make([]localapi.MemberHealth, 0, len(m))
 	for _, h := range m {
@@ -295,7 +296,7 @@ func (a *api) getHealth(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, out)
 }
 
-func (a *api) getSNAT(w http.ResponseWriter, r *http.Request) {
+func (a *Server) getSNAT(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.runningConfig()
 	if err != nil {
 		localapi.WriteError(w, http.StatusServiceUnavailable, err)
@@ -314,7 +315,7 @@ func (a *api) getSNAT(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, s)
 }
 
-func (a *api) getConfig(w http.ResponseWriter, r *http.Request) {
+func (a *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.runningConfig()
 	if err != nil {
 		localapi.WriteError(w, http.StatusServiceUnavailable, err)
@@ -353,7 +354,7 @@ func readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-func (a *api) postConfig(apply bool) http.HandlerFunc {
+func (a *Server) postConfig(apply bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := readBody(r)
 		if err != nil {
@@ -377,12 +378,12 @@ func (a *api) postConfig(apply bool) http.HandlerFunc {
 	}
 }
 
-func (a *api) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }
+func (a *Server) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }
 
 // applyFile writes body to the config path (the old file kept for
 // rollback when keep), asks for a reload and waits for its outcome; a
 // failed apply puts the old file back.
-func (a *api) applyFile(ctx context.Context, body []byte, keep bool) localapi.ConfigResult {
+func (a *Server) applyFile(ctx context.Context, body []byte, keep bool) localapi.ConfigResult {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	old, err := os.ReadFile(a.path)
@@ -418,7 +419,7 @@ func writeAtomic(path string, b []byte) error {
 
 // reloadAndWait asks for a reload and waits until the loader ran and the
 // apply loop reported success or failure.
-func (a *api) reloadAndWait(ctx context.Context) error {
+func (a *Server) reloadAndWait(ctx context.Context) error {
 	a.mu.Lock()
 	loads := a.loads
 	a.mu.Unlock()
@@ -458,7 +459,7 @@ func (a *api) reloadAndWait(ctx context.Context) error {
 	return errors.New("the LB daemon did not finish the reload within 20s")
 }
 
-func (a *api) postRollback(w http.ResponseWriter, r *http.Request) {
+func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
 	prev, err := os.ReadFile(a.prevPath())
 	if err != nil {
 		localapi.WriteJSON(w, http.StatusConflict, localapi.ConfigResult{Message: "no earlier config to roll back to (no apply since boot); nothing changed"})
@@ -476,7 +477,7 @@ func (a *api) postRollback(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, code, res)
 }
 
-func (a *api) postMember(enable bool) http.HandlerFunc {
+func (a *Server) postMember(enable bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var ref localapi.MemberRef
 		if err := localapi.ReadJSON(r, &ref); err != nil {
@@ -548,9 +549,9 @@ func (a *api) postMember(enable bool) http.HandlerFunc {
 	}
 }
 
-// useController takes apply outcomes, health states and /status from the
+// UseController takes apply outcomes, health states and /status from the
 // LB controller.
-func (a *api) useController(c *lbapply.Controller) {
+func (a *Server) UseController(c *lbapply.Controller) {
 	a.status = func() (time.Time, string, time.Time) {
 		st := c.Status()
 		return st.AppliedAt, st.LastError, st.LastErrorAt
