@@ -214,7 +214,10 @@ func TestIPv6Instance(t *testing.T) {
 	}
 	n1 := l.start(0, cfg(150))
 	n2 := l.start(1, cfg(100))
-	waitFor(t, 5*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	// lb1 can be master a moment before lb2 has heard its first advert
+	waitFor(t, 5*time.Second, "lb1 master, heard by lb2", func() bool {
+		return n1.state() == fsm.Master && n2.state() == fsm.Backup && n2.Status()[0].Master.IsValid()
+	})
 	if st := n2.Status()[0]; !st.Master.Is6() || !st.Master.IsLinkLocalUnicast() {
 		t.Errorf("lb2 hears master %s, want lb1's link-local address", st.Master)
 	}
@@ -242,7 +245,9 @@ func TestUnicastPeers(t *testing.T) {
 	}
 	n1 := l.start(0, labConfig(150, peer("192.0.2.2")))
 	n2 := l.start(1, labConfig(100, peer("192.0.2.1")))
-	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
+	waitFor(t, 3*time.Second, "lb1 master, heard by lb2", func() bool {
+		return n1.state() == fsm.Master && n2.state() == fsm.Backup && n2.Status()[0].Master.IsValid()
+	})
 	if n2.Status()[0].Master.String() != "192.0.2.1" {
 		t.Errorf("lb2 hears %s", n2.Status()[0].Master)
 	}
