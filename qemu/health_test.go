@@ -17,19 +17,28 @@ import (
 	"github.com/fulcrum-lb/fulcrum/qemu/vm"
 )
 
-// healthLB is lb1.yaml plus a standalone (no vrrp) NAT virtual server on
-// 203.0.113.100:80 over two Internal members checked by HTTP every second.
+// healthLB is lb1.yaml plus standalone (no vrrp) NAT virtual servers on
+// 203.0.113.100:80 and :8080 over the same two Internal members, checked
+// every second by HTTP and by half-open SYN (through the appliance's
+// conntrack and nftables, from the Internal self IP) respectively.
 const healthLB = `
 virtual_servers:
   - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr, persistence: {enabled: false}}
+  - {name: raw, vip: 203.0.113.100, port: 8080, pool: raw, scheduler: rr, persistence: {enabled: false}}
 pools:
   web:
     monitor: web
     members:
       - {address: 198.51.100.11, port: 8080}
       - {address: 198.51.100.12, port: 8080}
+  raw:
+    monitor: syn
+    members:
+      - {address: 198.51.100.11, port: 8080}
+      - {address: 198.51.100.12, port: 8080}
 monitors:
   web: {type: http, interval: 1s, timeout: 500ms, rise: 2, fall: 2, path: /health}
+  syn: {type: tcp_half_open, interval: 1s, timeout: 500ms, rise: 2, fall: 2, source: 198.51.100.2}
 `
 
 // memberServer is a Go HTTP server inside a lab host that answers its name.
@@ -100,18 +109,28 @@ func askMany(c *http.Client, url string, n int) map[string]int {
 	return got
 }
 
-// ipvsDests returns the destinations (hex addr:port as in /proc/net/ip_vs)
-// with their weights. Daemon lines interleaved on the console are ignored.
+// ipvsDests returns the destinations with their weights, keyed
+// "service>dest" with both in /proc/net/ip_vs's hex addr:port form. Daemon
+// lines interleaved on the console are ignored.
 func ipvsDests(t *testing.T, v *vm.VM) map[string]string {
 	t.Helper()
 	out, err := v.Run("cat /proc/net/ip_vs", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?m)->\s+([0-9A-F]{8}:[0-9A-F]{4})\s+\w+\s+(\d+)`)
+	svcRE := regexp.MustCompile(`^(?:TCP|UDP)\s+([0-9A-F]{8}:[0-9A-F]{4})\s`)
+	destRE := regexp.MustCompile(`->\s+([0-9A-F]{8}:[0-9A-F]{4})\s+\w+\s+(\d+)`)
 	got := map[string]string{}
-	for _, m := range re.FindAllStringSubmatch(out, -1) {
-		got[m[1]] = m[2]
+	svc := ""
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if m := svcRE.FindStringSubmatch(line); m != nil {
+			svc = m[1]
+			continue
+		}
+		if m := destRE.FindStringSubmatch(line); m != nil {
+			got[svc+">"+m[1]] = m[2]
+		}
 	}
 	return got
 }
@@ -189,8 +208,11 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 	if err := v.Console.ExpectString("$ ", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	d1, d2 := hexDest("198.51.100.11", 8080), hexDest("198.51.100.12", 8080)
-	both := func(d map[string]string) bool { return d[d1] == "1" && d[d2] == "1" }
+	m1, m2 := hexDest("198.51.100.11", 8080), hexDest("198.51.100.12", 8080)
+	vsWeb, vsRaw := hexDest("203.0.113.100", 80), hexDest("203.0.113.100", 8080)
+	d1, d2 := vsWeb+">"+m1, vsWeb+">"+m2 // checked by HTTP
+	r1, r2 := vsRaw+">"+m1, vsRaw+">"+m2 // checked by half-open SYN
+	both := func(d map[string]string) bool { return d[d1] == "1" && d[d2] == "1" && d[r1] == "1" && d[r2] == "1" }
 	_, took := waitDests(t, v, "both members up", time.Minute, both)
 	t.Logf("both members in IPVS %s after the ready line", took.Round(100*time.Millisecond))
 
@@ -204,13 +226,20 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 
 	// m2 stops: after fall (2) failed checks its destination leaves.
 	members[1].stop()
-	_, took = waitDests(t, v, "m2 removed", time.Minute, func(d map[string]string) bool { _, has := d[d2]; return !has && d[d1] == "1" })
+	_, took = waitDests(t, v, "m2 removed", time.Minute, func(d map[string]string) bool {
+		_, has := d[d2]
+		_, hasRaw := d[r2]
+		return !has && !hasRaw && d[d1] == "1" && d[r1] == "1"
+	})
 	t.Logf("m2 left IPVS %s after its server stopped (interval 1s, fall 2)", took.Round(100*time.Millisecond))
 	if got := askMany(client, url, 10); got["m1"] != 10 {
 		t.Fatalf("with m2 down, answers %v (want m1 only)", got)
 	}
 	if !regexp.MustCompile(`lbd\|.*health: member down.*198\.51\.100\.12:8080.*reason=`).MatchString(v.Console.Output()) {
 		t.Errorf("no logged transition with a reason for m2 on the console")
+	}
+	if !regexp.MustCompile(`lbd\|.*health: member down.*monitor=syn.*reason="connection refused \(syn\)"`).MatchString(v.Console.Output()) {
+		t.Errorf("no half-open transition (refused SYN) for m2 on the console")
 	}
 
 	// m2 back: after rise (2) good checks it returns.

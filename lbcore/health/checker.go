@@ -58,7 +58,16 @@ func directEnv(fn func() error) error { return fn() }
 
 // NewChecker builds the checker for a validated monitor (after
 // ApplyDefaults). env may be nil.
+//
+// A tcp_half_open checker holds a raw socket once it has run: close it with
+// its Close method (it implements io.Closer) when done.
 func NewChecker(m Monitor, env SocketEnv) (Checker, error) {
+	return newChecker(m, env, nil)
+}
+
+// newChecker is NewChecker with the half-open prober to share (nil: the
+// checker gets its own).
+func newChecker(m Monitor, env SocketEnv, prober *synProber) (Checker, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -94,6 +103,11 @@ func NewChecker(m Monitor, env SocketEnv) (Checker, error) {
 	switch m.Type {
 	case TypeTCP:
 		return &tcpChecker{base: b}, nil
+	case TypeTCPHalfOpen:
+		if prober == nil {
+			return &halfOpenChecker{base: b, prober: newSYNProber(env), own: true}, nil
+		}
+		return &halfOpenChecker{base: b, prober: prober}, nil
 	case TypeSSL:
 		return &tlsChecker{base: b, tls: tlsc}, nil
 	case TypeHTTP, TypeHTTPS:

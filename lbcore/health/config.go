@@ -10,7 +10,7 @@
 //
 //	monitors:
 //	  web:
-//	    type: https            # tcp | http | https | ssl (TLS handshake only)
+//	    type: https            # tcp | tcp_half_open | http | https | ssl (TLS handshake only)
 //	    interval: 1s           # default 5s
 //	    timeout: 400ms         # default 2s (interval/2 when interval <= 2s); < interval
 //	    rise: 2                # default 2
@@ -55,10 +55,14 @@ import (
 
 // Monitor types.
 const (
-	TypeTCP   = "tcp"   // TCP connect
-	TypeHTTP  = "http"  // HTTP request over TCP
-	TypeHTTPS = "https" // HTTP request over TLS
-	TypeSSL   = "ssl"   // TLS handshake only
+	TypeTCP = "tcp" // TCP connect
+	// TypeTCPHalfOpen sends a SYN and waits for the SYN-ACK (the kernel
+	// resets it): proves a listener, not an accepting application, at
+	// under half the tcp check's CPU.
+	TypeTCPHalfOpen = "tcp_half_open"
+	TypeHTTP        = "http"  // HTTP request over TCP
+	TypeHTTPS       = "https" // HTTP request over TLS
+	TypeSSL         = "ssl"   // TLS handshake only
 )
 
 // Initial states a member can start in (Monitor.InitialState).
@@ -85,7 +89,8 @@ type Monitors map[string]Monitor
 
 // Monitor is one health monitor definition.
 type Monitor struct {
-	// Type is tcp, http, https or ssl (TLS handshake only).
+	// Type is tcp, tcp_half_open (SYN, SYN-ACK, reset: a listener, not
+	// an accepting application), http, https or ssl (TLS handshake only).
 	Type string `yaml:"type"`
 	// Interval between the starts of two checks of one member (default 5s).
 	Interval Duration `yaml:"interval"`
@@ -238,11 +243,11 @@ func (m Monitors) Validate() error {
 func (m *Monitor) Validate() error {
 	var errs cfgerr.List
 	switch m.Type {
-	case TypeTCP, TypeHTTP, TypeHTTPS, TypeSSL:
+	case TypeTCP, TypeTCPHalfOpen, TypeHTTP, TypeHTTPS, TypeSSL:
 	case "":
-		errs.Add("type", "missing; one of tcp, http, https, ssl")
+		errs.Add("type", "missing; one of tcp, tcp_half_open, http, https, ssl")
 	default:
-		errs.Add("type", "%q is not a monitor type; one of tcp, http, https, ssl", m.Type)
+		errs.Add("type", "%q is not a monitor type; one of tcp, tcp_half_open, http, https, ssl", m.Type)
 	}
 	if m.Interval <= 0 {
 		errs.Add("interval", "must be positive, got %s", m.Interval)

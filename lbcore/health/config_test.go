@@ -78,6 +78,8 @@ func TestMonitorValidation(t *testing.T) {
 		{"unspecified source", "m: {type: tcp, source: 0.0.0.0}", "m.source: 0.0.0.0 cannot be a source address"},
 		{"bad port", "m: {type: tcp, port: 70000}", "m.port: 70000 is not a port"},
 		{"http field on tcp", "m: {type: tcp, path: /x}", "m.path: only http and https monitors use path"},
+		{"http field on tcp_half_open", "m: {type: tcp_half_open, expect_status: '200'}", "m.expect_status: only http and https monitors use expect_status"},
+		{"half-open timeout", "m: {type: tcp_half_open, interval: 100ms, timeout: 200ms}", "m.timeout: 200ms must be shorter than the interval (100ms)"},
 		{"tls field on http", "m: {type: http, sni: a.example}", "m.sni: only https and ssl monitors use sni"},
 		{"bad path", "m: {type: http, path: 'health'}", `m.path: "health" must start with '/'`},
 		{"bad method", "m: {type: http, method: 'G T'}", `m.method: "G T" is not an HTTP method`},

@@ -36,7 +36,7 @@ const (
 // test can change at any time.
 type scriptServer struct {
 	mode    atomic.Int32
-	pattern []behaviour // if set, answers in turn instead of mode
+	pattern []behaviour // if set, answers in turn instead of mode (under mu)
 	n       atomic.Int64
 	mu      sync.Mutex
 	remotes []string
@@ -82,12 +82,20 @@ func (s *scriptServer) stop() {
 	s.mu.Unlock()
 }
 
+func (s *scriptServer) setPattern(p ...behaviour) {
+	s.mu.Lock()
+	s.pattern = p
+	s.mu.Unlock()
+}
+
 func (s *scriptServer) answer(c net.Conn) {
 	i := s.n.Add(1) - 1
 	b := behaviour(s.mode.Load())
+	s.mu.Lock()
 	if len(s.pattern) > 0 {
 		b = s.pattern[int(i)%len(s.pattern)]
 	}
+	s.mu.Unlock()
 	if b == answerHang {
 		return // held open until stop()
 	}
@@ -415,9 +423,9 @@ func TestSourceAddress(t *testing.T) {
 func TestFlappingServer(t *testing.T) {
 	lab := nslab.New(t, nil, "198.51.100.11", "198.51.100.12")
 	alt := startServer(t, lab, "198.51.100.11:80", answerOK)
-	alt.pattern = []behaviour{answerOK, answer500}
+	alt.setPattern(answerOK, answer500)
 	runs := startServer(t, lab, "198.51.100.12:80", answerOK)
-	runs.pattern = []behaviour{answerOK, answer500, answer500} // never 3 failures in a row
+	runs.setPattern(answerOK, answer500, answer500) // never 3 failures in a row
 	mon := health.Monitor{Type: health.TypeHTTP, Interval: health.Duration(60 * time.Millisecond),
 		Timeout: health.Duration(50 * time.Millisecond), Rise: 2, Fall: 3, ExpectStatus: "200"}
 	mon.ApplyDefaults()

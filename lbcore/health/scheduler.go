@@ -1,7 +1,6 @@
 package health
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -96,6 +95,9 @@ type Scheduler struct {
 	checkers map[string]Checker
 	wake     chan struct{}
 	running  bool
+	// prober owns the raw sockets of every tcp_half_open monitor; they
+	// close when Run returns.
+	prober *synProber
 }
 
 type memberState struct {
@@ -104,8 +106,7 @@ type memberState struct {
 	interval time.Duration
 	mon      Monitor
 	next     int64 // next slot, Unix nanoseconds
-	index    int   // in the heap, -1 when not queued
-	removed  bool
+	removed  bool  // dropped: left in the queue until its slot comes up
 	inFlight bool
 	seq      uint64 // checks started
 	tracker  Tracker
@@ -128,6 +129,7 @@ func NewScheduler(opts Options) *Scheduler {
 		members:  map[string]*memberState{},
 		checkers: map[string]Checker{},
 		wake:     make(chan struct{}, 1),
+		prober:   newSYNProber(opts.SocketEnv),
 	}
 }
 
@@ -144,7 +146,7 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 	mons := make(Monitors, len(monitors))
 	for name, m := range monitors {
 		m.ApplyDefaults()
-		c, err := NewChecker(m, s.opts.SocketEnv)
+		c, err := newChecker(m, s.opts.SocketEnv, s.prober)
 		if err != nil {
 			return fmt.Errorf("monitor %s: %w", name, err)
 		}
@@ -188,7 +190,6 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 			checker:  checkers[m.Monitor],
 			interval: mon.Interval.D(),
 			mon:      mon,
-			index:    -1,
 			tracker:  Tracker{Rise: mon.Rise, Fall: mon.Fall, State: initialState(mon.InitialState)},
 		}
 		ms.status = MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: ms.tracker.State, Since: now}
@@ -204,7 +205,7 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 		}
 		ms.next = firstSlot(now, ms.interval, phase(m.ID, ms.interval)).UnixNano()
 		s.members[m.ID] = ms
-		heap.Push(&s.queue, ms)
+		s.queue.push(ms)
 	}
 	s.monitors, s.checkers = mons, checkers
 	select {
@@ -215,10 +216,7 @@ func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
 }
 
 func (s *Scheduler) drop(m *memberState) {
-	m.removed = true
-	if m.index >= 0 {
-		heap.Remove(&s.queue, m.index)
-	}
+	m.removed = true // the dispatcher discards it at its next slot
 	delete(s.members, m.ID)
 }
 
@@ -262,10 +260,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
+		s.prober.Close()
 		s.mu.Lock()
 		s.running = false
 		s.mu.Unlock()
 	}()
+	work := make(chan checkJob) // unbuffered: only an idle worker receives
+	var due []checkJob
+	flush := map[*synSocket]bool{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -273,30 +275,57 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		nowNS := now.UnixNano()
 		s.mu.Lock()
 		for len(s.queue) > 0 && s.queue[0].next <= nowNS {
-			m := s.queue[0]
+			m := s.queue[0].m
+			if m.removed {
+				s.queue.pop()
+				continue
+			}
 			scheduled := time.Unix(0, m.next)
 			if m.inFlight {
 				m.status.Skipped++
 			} else {
 				m.inFlight = true
 				m.seq++
-				wg.Add(1)
-				go func(m *memberState, c Checker, seq uint64) {
-					defer wg.Done()
-					s.check(ctx, m, c, seq, scheduled)
-				}(m, m.checker, m.seq)
+				due = append(due, checkJob{m: m, c: m.checker, seq: m.seq, scheduled: scheduled})
 			}
 			m.next += int64(m.interval)
 			if m.next <= nowNS { // fell behind (pause, overload): skip to the next slot
 				m.next = firstSlot(now, m.interval, phase(m.ID, m.interval)).UnixNano()
 			}
-			heap.Fix(&s.queue, 0)
+			s.queue[0].next = m.next
+			s.queue.fixTop()
 		}
 		wait := time.Hour
 		if len(s.queue) > 0 {
 			wait = max(time.Duration(s.queue[0].next-time.Now().UnixNano()), s.opts.Quantum)
 		}
 		s.mu.Unlock()
+		for i, j := range due {
+			due[i] = checkJob{}
+			if hc, ok := j.c.(*halfOpenChecker); ok {
+				// No goroutine: the SYNs of this round go out together
+				// and the socket's receive loop completes them.
+				started := time.Now()
+				if sock := hc.begin(j.m.Target, func(r Result) { s.complete(ctx, j.m, j.seq, j.scheduled, started, r) }); sock != nil {
+					flush[sock] = true
+				}
+				continue
+			}
+			select {
+			case work <- j: // an idle worker takes it
+			default:
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s.worker(ctx, work, j)
+				}()
+			}
+		}
+		due = due[:0]
+		for sock := range flush {
+			sock.flush()
+			delete(flush, sock)
+		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -307,11 +336,53 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
+// checkJob is one check handed to a worker.
+type checkJob struct {
+	m         *memberState
+	c         Checker
+	seq       uint64
+	scheduled time.Time
+}
+
+// workerIdle is how long a check worker waits for more work before it
+// exits.
+const workerIdle = 5 * time.Second
+
+// worker runs j, then whatever check the dispatcher hands it, until it has
+// been idle for workerIdle. A check that hangs holds only its own worker
+// (the dispatcher starts another when none is idle), and reusing workers
+// spares a goroutine start and its stack growth per check.
+func (s *Scheduler) worker(ctx context.Context, work <-chan checkJob, j checkJob) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	last := time.Now()
+	for {
+		s.check(ctx, j.m, j.c, j.seq, j.scheduled)
+		last = time.Now()
+	wait:
+		select {
+		case j = <-work:
+		case <-ctx.Done():
+			return
+		case <-idle.C:
+			if rest := workerIdle - time.Since(last); rest > 0 {
+				idle.Reset(rest) // worked since the timer was set
+				goto wait
+			}
+			return
+		}
+	}
+}
+
 func (s *Scheduler) check(ctx context.Context, m *memberState, c Checker, seq uint64, scheduled time.Time) {
 	started := time.Now()
 	res := c.Check(ctx, m.Target)
-	done := time.Now()
+	s.complete(ctx, m, seq, scheduled, started, res)
+}
 
+// complete records a check's result: state, status, events and callbacks.
+func (s *Scheduler) complete(ctx context.Context, m *memberState, seq uint64, scheduled, started time.Time, res Result) {
+	done := time.Now()
 	s.mu.Lock()
 	m.inFlight = false
 	if m.removed || ctx.Err() != nil {
@@ -375,26 +446,55 @@ func (s *Scheduler) Snapshot() []MemberStatus {
 	return out
 }
 
-// memberHeap orders members by their next slot.
-type memberHeap []*memberState
+// memberHeap is a binary min-heap of members by their next slot. The slot
+// is copied into the entries so ordering touches only the array, not the
+// members (at 10 000 members the pointer chasing was the dispatcher's
+// largest cost).
+type memberHeap []heapEntry
 
-func (h memberHeap) Len() int           { return len(h) }
-func (h memberHeap) Less(i, j int) bool { return h[i].next < h[j].next }
-func (h memberHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+type heapEntry struct {
+	next int64
+	m    *memberState
 }
-func (h *memberHeap) Push(x any) {
-	m := x.(*memberState)
-	m.index = len(*h)
-	*h = append(*h, m)
+
+func (h *memberHeap) push(m *memberState) {
+	*h = append(*h, heapEntry{m.next, m})
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if q[parent].next <= q[i].next {
+			break
+		}
+		q[parent], q[i] = q[i], q[parent]
+		i = parent
+	}
 }
-func (h *memberHeap) Pop() any {
-	old := *h
-	m := old[len(old)-1]
-	old[len(old)-1] = nil
-	m.index = -1
-	*h = old[:len(old)-1]
-	return m
+
+// fixTop restores the order after the first entry's slot grew.
+func (h memberHeap) fixTop() {
+	n := len(h)
+	for i := 0; ; {
+		small := i
+		if l := 2*i + 1; l < n && h[l].next < h[small].next {
+			small = l
+		}
+		if r := 2*i + 2; r < n && h[r].next < h[small].next {
+			small = r
+		}
+		if small == i {
+			return
+		}
+		h[i], h[small] = h[small], h[i]
+		i = small
+	}
+}
+
+// pop removes the first entry.
+func (h *memberHeap) pop() {
+	q := *h
+	last := len(q) - 1
+	q[0] = q[last]
+	q[last] = heapEntry{}
+	*h = q[:last]
+	h.fixTop()
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -170,7 +171,40 @@ func TestConfigureReconcile(t *testing.T) {
 	if err := s.Configure(Monitors{"m": mon}, []Member{b}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.State("a"); ok || len(s.queue) != 1 {
-		t.Errorf("removed member still present (queue %d)", len(s.queue))
+	live := 0
+	for _, e := range s.queue {
+		if !e.m.removed {
+			live++
+		}
+	}
+	if _, ok := s.State("a"); ok || live != 1 {
+		t.Errorf("removed member still present (%d live in the queue)", live)
+	}
+}
+
+// The dispatcher's heap hands out members in slot order through pushes,
+// slot advances and removals.
+func TestMemberHeapOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var h memberHeap
+	for i := range 1000 {
+		h.push(&memberState{Member: Member{ID: fmt.Sprint(i)}, next: rng.Int64N(1e6)})
+	}
+	// advance the first entry's slot many times, as the dispatcher does
+	for range 5000 {
+		h[0].m.next += rng.Int64N(1e6)
+		h[0].next = h[0].m.next
+		h.fixTop()
+	}
+	prev := int64(-1)
+	for n := 0; len(h) > 0; n++ {
+		if h[0].next < prev {
+			t.Fatalf("entry %d: slot %d after %d", n, h[0].next, prev)
+		}
+		if h[0].next != h[0].m.next {
+			t.Fatalf("entry %d: heap slot %d, member slot %d", n, h[0].next, h[0].m.next)
+		}
+		prev = h[0].next
+		h.pop()
 	}
 }

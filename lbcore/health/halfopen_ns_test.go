@@ -1,0 +1,202 @@
+package health_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/health"
+	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// IPv6 addresses for the half-open tests, on the lab's veth pair
+// (documentation prefix; the lab plan's Internal segment is IPv4 only).
+const (
+	checkerIPv6 = "2001:db8:51::2"
+	serverIPv6  = "2001:db8:51::11"
+)
+
+func halfOpenMon(interval, timeout time.Duration, rise, fall int, source string) health.Monitor {
+	m := health.Monitor{Type: health.TypeTCPHalfOpen, Interval: health.Duration(interval),
+		Timeout: health.Duration(timeout), Rise: rise, Fall: fall, Source: source}
+	m.ApplyDefaults()
+	return m
+}
+
+// addIPv6 puts an IPv6 address (no duplicate address detection) on the
+// lab's veth end in ns.
+func addIPv6(t *testing.T, lab *nslab.Lab, ns string, addr string) {
+	t.Helper()
+	target, link := lab.Checker, "hcc"+lab.Suffix
+	if ns == "server" {
+		target, link = lab.Server, "hcs"+lab.Suffix
+	}
+	h, err := netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := netlink.ParseAddr(addr + "/64")
+	a.Flags = unix.IFA_F_NODAD
+	if err := h.AddrAdd(l, a); err != nil {
+		t.Fatalf("add %s: %v", addr, err)
+	}
+}
+
+// synSniffer records the sources of TCP SYNs arriving in the server
+// namespace, through a raw socket there.
+type synSniffer struct {
+	mu      sync.Mutex
+	sources []netip.Addr
+}
+
+func sniffSYNs(t *testing.T, lab *nslab.Lab, port uint16) *synSniffer {
+	t.Helper()
+	var c net.PacketConn
+	if err := lab.Do(lab.Server, func() (err error) { c, err = net.ListenPacket("ip4:tcp", "0.0.0.0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := &synSniffer{}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if n < 20 || binary.BigEndian.Uint16(buf[2:4]) != port || buf[13]&0x12 != 0x02 { // SYN without ACK
+				continue
+			}
+			a, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
+			s.mu.Lock()
+			s.sources = append(s.sources, a.Unmap())
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *synSniffer) waitFrom(t *testing.T, src string) {
+	t.Helper()
+	want := netip.MustParseAddr(src)
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s.mu.Lock()
+		for _, a := range s.sources {
+			if a == want {
+				s.mu.Unlock()
+				return
+			}
+		}
+		s.mu.Unlock()
+	}
+	t.Errorf("server saw no SYN from %s (saw %v)", src, s.sources)
+}
+
+// TestHalfOpenAnswers: a listener answers the SYN (and no connection is
+// ever accepted), a closed port resets it, an absent host times out, over
+// IPv4 and IPv6.
+func TestHalfOpenAnswers(t *testing.T) {
+	lab := nslab.New(t, nil, "198.51.100.11")
+	addIPv6(t, lab, "checker", checkerIPv6)
+	addIPv6(t, lab, "server", serverIPv6)
+	srv := startServer(t, lab, "198.51.100.11:80", answerAccept)
+	srv6 := startServer(t, lab, "["+serverIPv6+"]:80", answerAccept)
+	c, err := health.NewChecker(halfOpenMon(time.Second, 100*time.Millisecond, 1, 1, ""), lab.InChecker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.(interface{ Close() error }).Close()
+	for _, tc := range []struct {
+		target string
+		ok     bool
+		reason string
+	}{
+		{"198.51.100.11:80", true, "SYN-ACK"},
+		{"198.51.100.11:81", false, "connection refused (syn)"},
+		{"198.51.100.40:80", false, "timeout after 100ms (syn)"}, // no such host: ARP never answers
+		{"[" + serverIPv6 + "]:80", true, "SYN-ACK"},
+		{"[" + serverIPv6 + "]:81", false, "connection refused (syn)"},
+		{"198.51.100.11:80", true, "SYN-ACK"}, // again: the same 4-tuple is reusable
+	} {
+		ap := netip.MustParseAddrPort(tc.target)
+		start := time.Now()
+		r := c.Check(context.Background(), health.Target{Addr: ap.Addr(), Port: ap.Port()})
+		if r.OK != tc.ok || r.Reason != tc.reason {
+			t.Errorf("%s: got ok=%v %q, want ok=%v %q", tc.target, r.OK, r.Reason, tc.ok, tc.reason)
+		}
+		if el := time.Since(start); el > 300*time.Millisecond {
+			t.Errorf("%s: check took %s with a 100ms timeout", tc.target, el)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // an accept, had there been one, would be in by now
+	for _, s := range []*scriptServer{srv, srv6} {
+		s.mu.Lock()
+		if len(s.remotes) != 0 {
+			t.Errorf("%s accepted connections %v: half-open checks must not complete a handshake", s.addr, s.remotes)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// TestHalfOpenSource: SYNs leave from the configured source address, and a
+// source the appliance does not have fails the check saying so.
+func TestHalfOpenSource(t *testing.T) {
+	lab := nslab.New(t, []string{"198.51.100.3"}, "198.51.100.11")
+	startServer(t, lab, "198.51.100.11:80", answerAccept)
+	sniff := sniffSYNs(t, lab, 80)
+	target := health.Target{Addr: netip.MustParseAddr("198.51.100.11"), Port: 80}
+	for _, src := range []string{"198.51.100.3", "198.51.100.2"} {
+		c, err := health.NewChecker(halfOpenMon(time.Second, 200*time.Millisecond, 1, 1, src), lab.InChecker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := c.Check(context.Background(), target); !r.OK {
+			t.Errorf("source %s: %+v", src, r)
+		}
+		sniff.waitFrom(t, src)
+		c.(interface{ Close() error }).Close()
+	}
+	c, _ := health.NewChecker(halfOpenMon(time.Second, 200*time.Millisecond, 1, 1, "198.51.100.4"), lab.InChecker)
+	defer c.(interface{ Close() error }).Close()
+	if r := c.Check(context.Background(), target); r.OK || r.Reason != "source address not available (syn)" {
+		t.Errorf("absent source address: %+v", r)
+	}
+}
+
+// TestHalfOpenFallAndRise: through the scheduler, a stopped server's member
+// goes down after fall refused SYNs and comes back after rise answered ones.
+func TestHalfOpenFallAndRise(t *testing.T) {
+	lab := nslab.New(t, nil, "198.51.100.11")
+	srv := startServer(t, lab, "198.51.100.11:8080", answerAccept)
+	const rise, fall = 2, 3
+	mons := health.Monitors{"half": halfOpenMon(100*time.Millisecond, 50*time.Millisecond, rise, fall, "")}
+	_, rec, _ := runScheduler(t, lab, mons, []health.Member{member("web/11", "198.51.100.11:8080", "half")})
+
+	up := rec.waitEvent(t, "web/11", 1, 2*time.Second)
+	if up.To != health.StateUp || up.Reason != "SYN-ACK" {
+		t.Fatalf("first event %+v, want up on SYN-ACK", up)
+	}
+	srv.stop()
+	down := rec.waitEvent(t, "web/11", 2, 2*time.Second)
+	if down.To != health.StateDown || down.Reason != "connection refused (syn)" {
+		t.Fatalf("second event %+v", down)
+	}
+	checkRunBefore(t, rec.observations("web/11"), down, fall, false)
+	srv.listen(t)
+	back := rec.waitEvent(t, "web/11", 3, 2*time.Second)
+	if back.To != health.StateUp {
+		t.Fatalf("third event %+v", back)
+	}
+	checkRunBefore(t, rec.observations("web/11"), back, rise, true)
+}
