@@ -37,6 +37,22 @@ type Lab struct {
 // test when not root and cleans everything up when the test ends.
 func New(t testing.TB, checkerExtra []string, serverAddrs ...string) *Lab {
 	t.Helper()
+	return build(t, -1, -1, checkerExtra, serverAddrs)
+}
+
+// NewSplitCPU is New with receive packet steering on the veth pair: what
+// the server receives is processed on serverCPU and what the checker
+// receives on checkerCPU. With the checker pinned to checkerCPU, the
+// servers' kernel work (SYN handling, accept) then stays off the checker's
+// CPU, as it does on a real network, instead of running inside the
+// checker's send calls as veth and loopback do by default.
+func NewSplitCPU(t testing.TB, checkerCPU, serverCPU int, serverAddrs ...string) *Lab {
+	t.Helper()
+	return build(t, checkerCPU, serverCPU, nil, serverAddrs)
+}
+
+func build(t testing.TB, checkerCPU, serverCPU int, checkerExtra, serverAddrs []string) *Lab {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
 	}
@@ -77,9 +93,37 @@ func New(t testing.TB, checkerExtra []string, serverAddrs ...string) *Lab {
 	defer hs.Close()
 
 	cName, sName := "hcc"+l.Suffix, "hcs"+l.Suffix
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cName}, PeerName: sName, PeerNamespace: netlink.NsFd(l.Server)}
-	if err := hc.LinkAdd(veth); err != nil { // created inside the checker ns
-		t.Fatalf("nslab: veth: %v", err)
+	if checkerCPU >= 0 {
+		// Steering is set through sysfs, which shows this namespace's
+		// devices: make the pair here, steer it, then move each end.
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cName}, PeerName: sName}
+		if err := netlink.LinkAdd(veth); err != nil {
+			t.Fatalf("nslab: veth: %v", err)
+		}
+		for _, end := range []struct {
+			name string
+			cpu  int
+			ns   netns.NsHandle
+		}{{cName, checkerCPU, l.Checker}, {sName, serverCPU, l.Server}} {
+			rps := fmt.Sprintf("/sys/class/net/%s/queues/rx-0/rps_cpus", end.name)
+			if err := os.WriteFile(rps, []byte(fmt.Sprintf("%x\n", uint64(1)<<end.cpu)), 0o644); err != nil {
+				netlink.LinkDel(veth)
+				t.Fatalf("nslab: steer %s to CPU %d: %v", end.name, end.cpu, err)
+			}
+			link, err := netlink.LinkByName(end.name)
+			if err == nil {
+				err = netlink.LinkSetNsFd(link, int(end.ns))
+			}
+			if err != nil {
+				netlink.LinkDel(veth)
+				t.Fatalf("nslab: move %s: %v", end.name, err)
+			}
+		}
+	} else {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: cName}, PeerName: sName, PeerNamespace: netlink.NsFd(l.Server)}
+		if err := hc.LinkAdd(veth); err != nil { // created inside the checker ns
+			t.Fatalf("nslab: veth: %v", err)
+		}
 	}
 	setup := func(h *netlink.Handle, name string, addrs []string) {
 		for _, n := range []string{"lo", name} {
