@@ -107,6 +107,19 @@ func TestHAPairScenarios(t *testing.T) {
 	rep.Note("Fault scenarios: a client starts a request on a new connection every %v; a request unanswered after %v is lost.", loopEvery, loopTimeout)
 	rep.Note("Planned handovers (switchover, preemption) may reset a connection in flight at the moment the VIP moves (no IPVS connection sync yet); the tests allow %d such.", handoverAllowance)
 
+	t.Run("VRRPStartsOnlyAfterTheLBDaemonHasAppliedItsConfig", func(t *testing.T) {
+		applied := regexp.MustCompile(`lbd\|.*msg="applied `)
+		gate := regexp.MustCompile(`vrrpd\|.*lbd has applied its config: starting VRRP`)
+		state := regexp.MustCompile(`vrrpd\|.*vrrp: state change`)
+		for _, n := range []int{1, 2} {
+			out := ha.Node(n).Console.Output()
+			a, g, s := applied.FindStringIndex(out), gate.FindStringIndex(out), state.FindStringIndex(out)
+			if a == nil || g == nil || s == nil || a[0] > g[0] || g[0] > s[0] {
+				t.Errorf("lb%d console: lbd apply at %v, vrrpd gate at %v, first VRRP state change at %v; want them in that order", n, a, g, s)
+			}
+		}
+	})
+
 	t.Run("NATRoundRobinSpreadsNewConnectionsEvenlyAndMembersSeeTheClient", func(t *testing.T) {
 		c := ha.Client("client1")
 		counts := map[string]int{}
