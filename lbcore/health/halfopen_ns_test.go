@@ -173,30 +173,3 @@ func TestHalfOpenSource(t *testing.T) {
 		t.Errorf("absent source address: %+v", r)
 	}
 }
-
-// TestHalfOpenFallAndRise: through the scheduler, a stopped server's member
-// goes down after fall refused SYNs and comes back after rise answered ones.
-func TestHalfOpenFallAndRise(t *testing.T) {
-	lab := nslab.New(t, nil, "198.51.100.11")
-	srv := startServer(t, lab, "198.51.100.11:8080", answerAccept)
-	const rise, fall = 2, 3
-	mons := health.Monitors{"half": halfOpenMon(100*time.Millisecond, 50*time.Millisecond, rise, fall, "")}
-	_, rec, _ := runScheduler(t, lab, mons, []health.Member{member("web/11", "198.51.100.11:8080", "half")})
-
-	up := rec.waitEvent(t, "web/11", 1, 2*time.Second)
-	if up.To != health.StateUp || up.Reason != "SYN-ACK" {
-		t.Fatalf("first event %+v, want up on SYN-ACK", up)
-	}
-	srv.stop()
-	down := rec.waitEvent(t, "web/11", 2, 2*time.Second)
-	if down.To != health.StateDown || down.Reason != "connection refused (syn)" {
-		t.Fatalf("second event %+v", down)
-	}
-	checkRunBefore(t, rec.observations("web/11"), down, fall, false)
-	srv.listen(t)
-	back := rec.waitEvent(t, "web/11", 3, 2*time.Second)
-	if back.To != health.StateUp {
-		t.Fatalf("third event %+v", back)
-	}
-	checkRunBefore(t, rec.observations("web/11"), back, rise, true)
-}

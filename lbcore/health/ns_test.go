@@ -214,35 +214,44 @@ func member(id, addrport string, mon string) health.Member {
 }
 
 // TestTCPFallAndRise: a server that stops is down after exactly fall failed
-// checks, and up again after exactly rise successful ones.
+// checks, and up again after exactly rise successful ones, for the connect
+// and the half-open TCP checks.
 func TestTCPFallAndRise(t *testing.T) {
-	lab := nslab.New(t, nil, "198.51.100.11")
-	srv := startServer(t, lab, "198.51.100.11:8080", answerAccept)
-	const rise, fall = 2, 3
-	mons := health.Monitors{"tcp": tcpMon(100*time.Millisecond, 50*time.Millisecond, rise, fall)}
-	s, rec, _ := runScheduler(t, lab, mons, []health.Member{member("web/11", "198.51.100.11:8080", "tcp")})
+	for _, tc := range []struct{ typ, upReason, downReason string }{
+		{health.TypeTCP, "connected", "connection refused (connect)"},
+		{health.TypeTCPHalfOpen, "SYN-ACK", "connection refused (syn)"},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			lab := nslab.New(t, nil, "198.51.100.11")
+			srv := startServer(t, lab, "198.51.100.11:8080", answerAccept)
+			const rise, fall = 2, 3
+			mon := tcpMon(100*time.Millisecond, 50*time.Millisecond, rise, fall)
+			mon.Type = tc.typ
+			s, rec, _ := runScheduler(t, lab, health.Monitors{"tcp": mon}, []health.Member{member("web/11", "198.51.100.11:8080", "tcp")})
 
-	up := rec.waitEvent(t, "web/11", 1, 2*time.Second)
-	if up.From != health.StateUnknown || up.To != health.StateUp || up.Reason != "connected" || up.Check != 1 {
-		t.Fatalf("first event %+v, want unknown→up on check 1", up)
-	}
-	srv.stop()
-	down := rec.waitEvent(t, "web/11", 2, 2*time.Second)
-	if down.To != health.StateDown || !strings.Contains(down.Reason, "connection refused") {
-		t.Fatalf("second event %+v", down)
-	}
-	checkRunBefore(t, rec.observations("web/11"), down, fall, false)
+			up := rec.waitEvent(t, "web/11", 1, 2*time.Second)
+			if up.From != health.StateUnknown || up.To != health.StateUp || up.Reason != tc.upReason || up.Check != 1 {
+				t.Fatalf("first event %+v, want unknown→up on check 1 (%s)", up, tc.upReason)
+			}
+			srv.stop()
+			down := rec.waitEvent(t, "web/11", 2, 2*time.Second)
+			if down.To != health.StateDown || down.Reason != tc.downReason {
+				t.Fatalf("second event %+v, want down (%s)", down, tc.downReason)
+			}
+			checkRunBefore(t, rec.observations("web/11"), down, fall, false)
 
-	srv.listen(t)
-	back := rec.waitEvent(t, "web/11", 3, 2*time.Second)
-	if back.To != health.StateUp {
-		t.Fatalf("third event %+v", back)
-	}
-	checkRunBefore(t, rec.observations("web/11"), back, rise, true)
+			srv.listen(t)
+			back := rec.waitEvent(t, "web/11", 3, 2*time.Second)
+			if back.To != health.StateUp {
+				t.Fatalf("third event %+v", back)
+			}
+			checkRunBefore(t, rec.observations("web/11"), back, rise, true)
 
-	snap := s.Snapshot()
-	if len(snap) != 1 || snap[0].Transitions != 3 || snap[0].State != health.StateUp || !snap[0].LastOK {
-		t.Errorf("snapshot %+v", snap)
+			snap := s.Snapshot()
+			if len(snap) != 1 || snap[0].Transitions != 3 || snap[0].State != health.StateUp || !snap[0].LastOK {
+				t.Errorf("snapshot %+v", snap)
+			}
+		})
 	}
 }
 
