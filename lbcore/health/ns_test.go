@@ -353,25 +353,17 @@ func TestHTTPAnswers(t *testing.T) {
 	}
 }
 
-// TestTCPAnswers runs the TCP connect checker against a listener, a closed
-// port and an address nobody answers.
-func TestTCPAnswers(t *testing.T) {
-	lab := nslab.New(t, nil, "198.51.100.11")
-	startServer(t, lab, "198.51.100.11:80", answerAccept)
-	m := tcpMon(time.Second, 100*time.Millisecond, 1, 1)
-	c, err := health.NewChecker(m, lab.InChecker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		target string
-		ok     bool
-		reason string
-	}{
-		{"198.51.100.11:80", true, "connected"},
-		{"198.51.100.11:81", false, "connection refused (connect)"},
-		{"198.51.100.40:80", false, "timeout after 100ms (connect)"}, // no such host: ARP never answers
-	} {
+type answerCase struct {
+	target string
+	ok     bool
+	reason string
+}
+
+// checkAnswers runs c (timeout 100ms) against each target and checks the
+// result and that the check ended within its timeout.
+func checkAnswers(t *testing.T, c health.Checker, cases []answerCase) {
+	t.Helper()
+	for _, tc := range cases {
 		ap := netip.MustParseAddrPort(tc.target)
 		start := time.Now()
 		r := c.Check(context.Background(), health.Target{Addr: ap.Addr(), Port: ap.Port()})
@@ -382,6 +374,23 @@ func TestTCPAnswers(t *testing.T) {
 			t.Errorf("%s: check took %s with a 100ms timeout", tc.target, el)
 		}
 	}
+}
+
+// TestTCPAnswers runs the TCP connect checker against a listener, a closed
+// port and an address nobody answers.
+func TestTCPAnswers(t *testing.T) {
+	lab := nslab.New(t, nil, "198.51.100.11")
+	startServer(t, lab, "198.51.100.11:80", answerAccept)
+	m := tcpMon(time.Second, 100*time.Millisecond, 1, 1)
+	c, err := health.NewChecker(m, lab.InChecker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswers(t, c, []answerCase{
+		{"198.51.100.11:80", true, "connected"},
+		{"198.51.100.11:81", false, "connection refused (connect)"},
+		{"198.51.100.40:80", false, "timeout after 100ms (connect)"}, // no such host: ARP never answers
+	})
 }
 
 // TestSourceAddress: checks leave from the configured source address.
