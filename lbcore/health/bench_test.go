@@ -196,7 +196,12 @@ func benchScheduler(b *testing.B, addrs []netip.AddrPort, where, reportName stri
 		row("checker CPU (user+sys, getrusage), % of one core; goal ≤ 25", func(r benchResult) string { return fmt.Sprintf("%.1f", r.cpuPct) }) +
 		row("of which user / system", func(r benchResult) string { return fmt.Sprintf("%.1f / %.1f", r.userPct, r.sysPct) }) +
 		cpuRow +
-		row("checker CPU above the connect floor below", func(r benchResult) string { return fmt.Sprintf("%.1f", r.cpuPct-floorPct) }) +
+		row("checker CPU above the connect floor below", func(r benchResult) string {
+			if r.typ != health.TypeTCP {
+				return "n/a (no connect)"
+			}
+			return fmt.Sprintf("%.1f", r.cpuPct-floorPct)
+		}) +
 		row(fmt.Sprintf("checks completed (expected ≈ %d)", members*seconds), func(r benchResult) string { return fmt.Sprint(r.checks) }) +
 		row("failed checks (goal 0)", func(r benchResult) string { return fmt.Sprint(r.fails) }) +
 		row("start lateness mean", func(r benchResult) string { return r.mean.String() }) +
@@ -233,6 +238,7 @@ to the moment its check began.
 }
 
 type benchResult struct {
+	typ                     string
 	cpuPct, userPct, sysPct float64
 	cpuBusyPct              float64 // the pinned CPU's busy time, when watched
 	checks, fails           int64
@@ -297,7 +303,7 @@ func measureScheduler(b *testing.B, typ string, addrs []netip.AddrPort, members 
 	}
 
 	wall := float64(wall1.Sub(wall0))
-	r := benchResult{userPct: 100 * float64(u1-u0) / wall, sysPct: 100 * float64(s1-s0) / wall,
+	r := benchResult{typ: typ, userPct: 100 * float64(u1-u0) / wall, sysPct: 100 * float64(s1-s0) / wall,
 		checks: checks.Load(), fails: fails.Load()}
 	r.cpuPct = r.userPct + r.sysPct
 	if total1 > total0 {
