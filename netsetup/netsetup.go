@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -93,7 +94,7 @@ func (s *Setup) Apply(ctx context.Context, n *config.Network) (*Result, error) {
 
 // nics lists the physical-ish links that can be bond members.
 func (s *Setup) nics() ([]NIC, error) {
-	links, err := s.h().LinkList()
+	links, err := nldump.Retry(s.h().LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("listing links: %w", err)
 	}
@@ -296,7 +297,7 @@ func (s *Setup) applyRoutes(n *config.Network) error {
 }
 
 func (s *Setup) applyRules(rules []config.Rule) error {
-	existing, err := s.h().RuleList(unix.AF_INET)
+	existing, err := nldump.Retry(func() ([]netlink.Rule, error) { return s.h().RuleList(unix.AF_INET) })
 	if err != nil {
 		return fmt.Errorf("listing policy rules: %w", err)
 	}

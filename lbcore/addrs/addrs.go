@@ -29,6 +29,7 @@ import (
 	"sync"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -200,7 +201,7 @@ func (o *Owner) Apply(p Plan) (Change, func() error, error) {
 			}
 			continue // a link we once used is gone, and its addresses with it
 		}
-		list, err := o.nl.AddrList(link, netlink.FAMILY_ALL)
+		list, err := nldump.Retry(func() ([]netlink.Addr, error) { return o.nl.AddrList(link, netlink.FAMILY_ALL) })
 		if err != nil {
 			return Change{}, nil, fmt.Errorf("addresses: list %s: %w", name, err)
 		}

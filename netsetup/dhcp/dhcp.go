@@ -22,6 +22,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
+	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/sirupsen/logrus"
@@ -450,7 +451,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func FindInterface(ctx context.Context, h *netlink.Handle, selector string, wait time.Duration) (string, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		links, err := h.LinkList()
+		links, err := nldump.Retry(h.LinkList)
 		if err != nil {
 			return "", fmt.Errorf("listing links: %w", err)
 		}

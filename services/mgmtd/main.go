@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
@@ -170,7 +171,7 @@ func mgmtDevice(nameOrMAC string) (string, error) {
 		return "", fmt.Errorf("api: netlink: %w", err)
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, err := nldump.Retry(h.LinkList)
 	if err != nil {
 		return "", fmt.Errorf("api: listing links: %w", err)
 	}

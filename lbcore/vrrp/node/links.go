@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -40,7 +41,7 @@ func primaryAddr(h *netlink.Handle, ifi *net.Interface, v6 bool, virtual map[net
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	addrs, err := h.AddrList(l, fam)
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return h.AddrList(l, fam) })
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
 	}
