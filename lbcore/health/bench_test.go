@@ -265,7 +265,8 @@ func measureScheduler(b *testing.B, typ string, addrs []netip.AddrPort, members 
 	var nLate, fails, checks atomic.Int64
 	var buckets [100]atomic.Int64
 	var firstFail atomic.Value
-	s := health.NewScheduler(health.Options{OnResult: func(o health.Observation) {
+	quantum, _ := time.ParseDuration(os.Getenv("HC_BENCH_QUANTUM")) // 0: the scheduler's default
+	s := health.NewScheduler(health.Options{Quantum: quantum, OnResult: func(o health.Observation) {
 		if !measuring.Load() {
 			return
 		}

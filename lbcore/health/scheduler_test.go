@@ -208,3 +208,32 @@ func TestMemberHeapOrder(t *testing.T) {
 		h.pop()
 	}
 }
+
+func TestDefaultQuantum(t *testing.T) {
+	mon := func(d time.Duration) Monitor { return Monitor{Interval: Duration(d)} }
+	for _, tc := range []struct {
+		mons Monitors
+		want time.Duration
+	}{
+		{Monitors{}, 5 * time.Millisecond},
+		{Monitors{"a": mon(time.Second), "b": mon(5 * time.Second)}, 5 * time.Millisecond},
+		{Monitors{"a": mon(time.Second), "b": mon(60 * time.Millisecond)}, 3 * time.Millisecond},
+		{Monitors{"a": mon(10 * time.Millisecond)}, time.Millisecond},
+	} {
+		if got := defaultQuantum(tc.mons); got != tc.want {
+			t.Errorf("%v: quantum %s, want %s", tc.mons, got, tc.want)
+		}
+	}
+	s := NewScheduler(Options{})
+	if err := s.Configure(Monitors{"m": {Type: TypeTCP, Interval: Duration(100 * time.Millisecond)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.quantum != 5*time.Millisecond {
+		t.Errorf("configured quantum %s, want 5ms for a 100ms interval", s.quantum)
+	}
+	s = NewScheduler(Options{Quantum: 2 * time.Millisecond})
+	s.Configure(Monitors{}, nil)
+	if s.quantum != 2*time.Millisecond {
+		t.Errorf("Options.Quantum not honoured: %s", s.quantum)
+	}
+}
