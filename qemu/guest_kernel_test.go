@@ -10,14 +10,14 @@ import (
 	"github.com/fulcrum-lb/fulcrum/qemu/guesttest"
 )
 
-// TestIPVSBehaviourOnTheRealKernel runs lbcore/ipvs's kernel tests (NAT,
+// TestIPVSBehaviourOnTheRealKernel runs lbcore/kernel/ipvs's kernel tests (NAT,
 // FullNAT, DR, persistence, SNAT, reconcile without disruption, drain) inside
 // an appliance guest, where ip_vs exists. On the host they skip.
 func TestIPVSBehaviourOnTheRealKernel(t *testing.T) {
-	guesttest.Run(t, "github.com/fulcrum-lb/fulcrum/lbcore/ipvs", guesttest.Options{Run: "^TestGuest"})
+	guesttest.Run(t, "github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs", guesttest.Options{Run: "^TestGuest"})
 }
 
-// TestIPVSBenchReport runs lbcore/ipvs's benchmark report in a guest (1000
+// TestIPVSBenchReport runs lbcore/kernel/ipvs's benchmark report in a guest (1000
 // VS x 10 members: cold apply, one-member change, no-op; beside Debian's
 // ipvsadm-restore and ipvsadm -R, copied from the host with their
 // libraries) and writes it to the file named by FULCRUM_IPVS_BENCH (e.g.
@@ -37,7 +37,7 @@ func TestIPVSBenchReport(t *testing.T) {
 		t.Logf("ipvsadm, bash or grep missing on the host (apt-get install ipvsadm): no comparison")
 		tools = nil
 	}
-	out := guesttest.Run(t, "github.com/fulcrum-lb/fulcrum/lbcore/ipvs", guesttest.Options{
+	out := guesttest.Run(t, "github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs", guesttest.Options{
 		Run:          "^TestGuestBenchReport$",
 		Args:         []string{"-ipvs-bench-report=/tmp/ipvs-bench.md"},
 		HostBinaries: tools,

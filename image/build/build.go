@@ -213,10 +213,10 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 }
 
 // Commands lists the Go packages that go into the busybox binary: init,
-// every daemon under services/, and the console tools.
+// every program under services/cmd/, and the console tools.
 func Commands(sourceDir string) ([]string, error) {
 	cmds := []string{ModulePath + "/init"}
-	entries, err := os.ReadDir(filepath.Join(sourceDir, "services"))
+	entries, err := os.ReadDir(filepath.Join(sourceDir, "services", "cmd"))
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("listing services: %w", err)
 	}
@@ -224,12 +224,12 @@ func Commands(sourceDir string) ([]string, error) {
 		if !e.IsDir() {
 			continue
 		}
-		main, err := isMainPackage(filepath.Join(sourceDir, "services", e.Name()))
+		main, err := isMainPackage(filepath.Join(sourceDir, "services", "cmd", e.Name()))
 		if err != nil {
 			return nil, err
 		}
 		if main {
-			cmds = append(cmds, ModulePath+"/services/"+e.Name())
+			cmds = append(cmds, ModulePath+"/services/cmd/"+e.Name())
 		}
 	}
 	sort.Strings(cmds[1:])

@@ -58,10 +58,10 @@ func toStrings(a []any) []string {
 
 func TestCommandsIncludeInitDaemonsAndConsoleTools(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "services", "lbd"), 0o755)
-	os.WriteFile(filepath.Join(dir, "services", "lbd", "main.go"), []byte("// Command lbd.\npackage main\n"), 0o644)
-	os.MkdirAll(filepath.Join(dir, "services", "localapi"), 0o755)
-	os.WriteFile(filepath.Join(dir, "services", "localapi", "api.go"), []byte("package localapi\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "services", "cmd", "lbd"), 0o755)
+	os.WriteFile(filepath.Join(dir, "services", "cmd", "lbd", "main.go"), []byte("// Command lbd.\npackage main\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "services", "cmd", "lib"), 0o755)
+	os.WriteFile(filepath.Join(dir, "services", "cmd", "lib", "lib.go"), []byte("package lib\n"), 0o644)
 	cmds, err := Commands(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -70,10 +70,10 @@ func TestCommandsIncludeInitDaemonsAndConsoleTools(t *testing.T) {
 		t.Errorf("first command %s, want init", cmds[0])
 	}
 	joined := strings.Join(cmds, " ")
-	if !strings.Contains(joined, ModulePath+"/services/lbd") {
+	if !strings.Contains(joined, ModulePath+"/services/cmd/lbd") {
 		t.Errorf("daemon lbd missing from %v", cmds)
 	}
-	if strings.Contains(joined, "localapi") {
+	if strings.Contains(joined, "/lib") {
 		t.Errorf("library package services/localapi taken for a command: %v", cmds)
 	}
 	if !strings.Contains(joined, "cmds/core/gosh") {

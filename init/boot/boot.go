@@ -15,11 +15,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
 	"github.com/fulcrum-lb/fulcrum/init/supervisor"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 )
 
 // LB is the load-balancing part of the config: virtual servers, pools, local

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"go.yaml.in/yaml/v3"
 )

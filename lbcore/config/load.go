@@ -8,7 +8,7 @@ import (
 	"os"
 	"regexp"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"go.yaml.in/yaml/v3"
 )
 

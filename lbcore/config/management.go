@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 )
 
 // Access is the `management` section: who may operate the appliance and how
@@ -13,7 +13,7 @@ import (
 //
 //	management:
 //	  console:
-//	    # bcrypt hash; make one with: go run ./services/lbctl -hash-password
+//	    # bcrypt hash; make one with: go run ./services/cmd/lbctl -hash-password
 //	    password_hash: "$2a$10$..."
 //	  api:
 //	    listen: management      # management (the management NIC) or internal; never external
@@ -104,7 +104,7 @@ func (a *Access) Validate(hasMgmtNIC bool) error {
 	var errs cfgerr.List
 	if h := a.Console.PasswordHash; h != "" {
 		if !(strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$")) || len(h) != 60 {
-			errs.Add("console.password_hash", "not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters); make one with `go run ./services/lbctl -hash-password`")
+			errs.Add("console.password_hash", "not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters); make one with `go run ./services/cmd/lbctl -hash-password`")
 		}
 	}
 	switch a.API.Listen {

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 )
 
 // Group names the three NIC groups of the appliance.

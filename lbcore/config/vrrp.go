@@ -3,7 +3,7 @@ package config
 import (
 	"net/netip"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
 )
 

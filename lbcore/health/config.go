@@ -49,7 +49,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"go.yaml.in/yaml/v3"
 )
 

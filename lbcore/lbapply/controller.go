@@ -12,7 +12,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/sirupsen/logrus"
 )
 

@@ -1,5 +1,5 @@
 // Package lbapply applies the load-balancing part of the config to the
-// kernel as one step: the daemon's addresses (lbcore/addrs), the nftables
+// kernel as one step: the daemon's addresses (lbcore/kernel/addrs), the nftables
 // table (marks, FullNAT SNAT, SNAT all-in-one) and the IPVS table. Both desired states are built (and so
 // checked) before anything is touched; if the IPVS apply fails it undoes
 // itself and the nftables table and addresses are put back, so the kernel
@@ -12,10 +12,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/addrs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/sirupsen/logrus"
 )
 

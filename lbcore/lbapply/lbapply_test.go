@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"github.com/sirupsen/logrus"
 )
 

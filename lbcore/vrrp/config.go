@@ -10,7 +10,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 )
 
 // Defaults. The default advert interval is chosen so that a dead master is

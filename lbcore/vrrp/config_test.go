@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"go.yaml.in/yaml/v3"
 )
 

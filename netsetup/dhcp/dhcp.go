@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
-	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/sirupsen/logrus"

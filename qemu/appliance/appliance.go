@@ -23,7 +23,7 @@ var segmentNumber = map[string]int{netlab.Failover: 1, netlab.Internal: 2, netla
 
 // The lab's console account: qemu/configs/lb1.yaml holds the bcrypt hash of
 // LabPassword in management.console.password_hash (made with
-// `echo fulcrum-lab | go run ./services/lbctl -hash-password`).
+// `echo fulcrum-lab | go run ./services/cmd/lbctl -hash-password`).
 const (
 	LabUser     = "admin"
 	LabPassword = "fulcrum-lab"

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 )
 
 // ErrLogout ends the CLI session (exit, logout, Ctrl-D).

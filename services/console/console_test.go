@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 )
 
 func TestEditorKeys(t *testing.T) {

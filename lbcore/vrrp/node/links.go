@@ -6,8 +6,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
-	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )

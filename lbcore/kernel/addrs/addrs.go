@@ -29,7 +29,7 @@ import (
 	"sync"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"

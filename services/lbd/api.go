@@ -1,4 +1,4 @@
-// Package lbdapi is the LB daemon's side of the local API (services/localapi): virtual
+// Package lbd is the LB daemon's side of the local API (services/localapi): virtual
 // servers with kernel counters, member health, SNAT, the running config,
 // config validate/apply/rollback, and member disable/enable.
 //
@@ -7,7 +7,7 @@
 // its existing ones finish (it drains). Config apply writes the new file
 // (keeping the previous one for rollback) and asks for a reload through the
 // same channel as SIGHUP.
-package lbdapi
+package lbd
 
 import (
 	"context"
@@ -23,9 +23,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/cfgerr"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"

@@ -1,4 +1,4 @@
-package lbdapi
+package lbd
 
 import (
 	"bytes"

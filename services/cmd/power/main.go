@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-// Command mgmtd is the management daemon: the HTTP API (services/mgmtapi)
+// Command mgmtd is the management daemon: the HTTP API (package services/mgmtd)
 // with bearer-token auth, optional TLS and /metrics, listening only on the
 // management NIC or the Internal self IPs (never External), and the syslog
 // forwarder (services/logring) for the console log.
@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/netsetup/nldump"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
-	"github.com/fulcrum-lb/fulcrum/services/mgmtapi"
+	"github.com/fulcrum-lb/fulcrum/services/mgmtd"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -59,13 +59,13 @@ func run(ctx context.Context, path string, logger *logrus.Logger, log *logrus.En
 		go logring.Follow(ctx, api, fwd, 500*time.Millisecond)
 		log.WithField("target", t).Info("forwarding the console log to syslog (RFC 5424)")
 	}
-	hash, err := mgmtapi.TokenHash(cfg.Access.API)
+	hash, err := mgmtd.TokenHash(cfg.Access.API)
 	if err != nil {
 		log.Warn(err.Error())
 		<-ctx.Done()
 		return nil
 	}
-	srv := &http.Server{Handler: (&mgmtapi.Server{API: api, TokenHash: hash, Log: log}).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: (&mgmtd.Server{API: api, TokenHash: hash, Log: log}).Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if t := cfg.Access.API.TLS; t != nil {
 		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
 		if err != nil {

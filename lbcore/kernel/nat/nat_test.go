@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/sirupsen/logrus"
@@ -382,7 +382,7 @@ func TestSNATAllInOneRealPackets(t *testing.T) {
 // like IPVS with conntrack=1, leaves the original tuple client->VIP) and
 // checks the FullNAT rule SNATs the balanced connection to the local
 // address, so a member with no route back to the client still answers.
-// The real IPVS path is covered by the guest tests in lbcore/ipvs.
+// The real IPVS path is covered by the guest tests in lbcore/kernel/ipvs.
 func TestFullNATRuleRealPackets(t *testing.T) {
 	nstest.RequireRoot(t)
 	router := nstest.New(t, "lbrouter")

@@ -1,4 +1,4 @@
-package mgmtapi
+package mgmtd
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )

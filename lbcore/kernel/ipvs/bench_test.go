@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,10 +153,10 @@ func TestGuestBenchReport(t *testing.T) {
 	uname, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&b, "# IPVS apply benchmark\n\nKernel %s, %d runs each, median.\n\n", strings.TrimSpace(string(uname)), runs)
 	fmt.Fprintf(&b, "| what | time |\n| --- | --- |\n")
-	fmt.Fprintf(&b, "| lbcore/ipvs cold apply, 1000 VS x 10 members (%d netlink ops) | %s |\n", res[0].ops, med(func(r benchResult) time.Duration { return r.cold }).Round(time.Millisecond))
-	fmt.Fprintf(&b, "| lbcore/ipvs one-member change on top (service-list check + 1 destination read + diff + 1 op) | %s |\n", med(func(r benchResult) time.Duration { return r.change }).Round(time.Microsecond))
+	fmt.Fprintf(&b, "| lbcore/kernel/ipvs cold apply, 1000 VS x 10 members (%d netlink ops) | %s |\n", res[0].ops, med(func(r benchResult) time.Duration { return r.cold }).Round(time.Millisecond))
+	fmt.Fprintf(&b, "| lbcore/kernel/ipvs one-member change on top (service-list check + 1 destination read + diff + 1 op) | %s |\n", med(func(r benchResult) time.Duration { return r.change }).Round(time.Microsecond))
 	fmt.Fprintf(&b, "| same one-member change reading the whole table (before this change; FullReadEvery=1ns) | %s |\n", med(func(r benchResult) time.Duration { return r.changeFull }).Round(time.Microsecond))
-	fmt.Fprintf(&b, "| lbcore/ipvs no-op re-apply (service-list check + diff) | %s |\n", med(func(r benchResult) time.Duration { return r.noop }).Round(time.Microsecond))
+	fmt.Fprintf(&b, "| lbcore/kernel/ipvs no-op re-apply (service-list check + diff) | %s |\n", med(func(r benchResult) time.Duration { return r.noop }).Round(time.Microsecond))
 	if restore := findTool("ipvsadm-restore"); restore != "" {
 		rules := filepath.Join(t.TempDir(), "rules")
 		if err := os.WriteFile(rules, []byte(restoreText(bigState(1000, 10))), 0o644); err != nil {

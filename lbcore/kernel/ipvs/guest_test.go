@@ -11,7 +11,7 @@ package ipvs_test
 //	...                                   ┘
 //
 // The LB namespace plays the appliance: IPVS through moby/ipvs bound to it,
-// the nftables table through lbcore/nat, both applied by lbcore/lbapply.
+// the nftables table through lbcore/kernel/nat, both applied by lbcore/lbapply.
 
 import (
 	"fmt"
@@ -22,10 +22,10 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
 	"github.com/sirupsen/logrus"
 )
 

@@ -25,14 +25,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/addrs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
-	"github.com/fulcrum-lb/fulcrum/lbcore/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
-	"github.com/fulcrum-lb/fulcrum/services/lbdapi"
+	"github.com/fulcrum-lb/fulcrum/services/lbd"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -76,7 +76,7 @@ func main() {
 	}
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
-	api := lbdapi.New(*path, config.Load, reload, reader, log)
+	api := lbd.New(*path, config.Load, reload, reader, log)
 	api.UseController(ctrl)
 	if *statusSock != "" {
 		go serveStatus(ctx, log, *statusSock, api.Handler())

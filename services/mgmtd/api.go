@@ -1,8 +1,8 @@
-// Package mgmtapi is the appliance's HTTP management API: the console
+// Package mgmtd is the appliance's HTTP management API: the console
 // CLI's operations as JSON behind a bearer token, and /metrics in
 // Prometheus text format. It reaches the daemons only through the local
 // API (services/localapi).
-package mgmtapi
+package mgmtd
 
 import (
 	"crypto/sha256"
@@ -15,10 +15,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fulcrum-lb/fulcrum/init/power"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
+	"github.com/fulcrum-lb/fulcrum/services/power"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"

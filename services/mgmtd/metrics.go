@@ -1,4 +1,4 @@
-package mgmtapi
+package mgmtd
 
 import (
 	"context"

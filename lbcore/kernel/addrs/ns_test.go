@@ -3,7 +3,7 @@ package addrs
 import (
 	"testing"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"github.com/vishvananda/netlink"
 )
 

@@ -5,7 +5,7 @@
 //
 // Make a password hash for management.console.password_hash with
 //
-//	go run ./services/lbctl -hash-password     (reads the password from stdin)
+//	go run ./services/cmd/lbctl -hash-password     (reads the password from stdin)
 package main
 
 import (
