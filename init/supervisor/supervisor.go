@@ -1,6 +1,7 @@
 // Package supervisor starts the appliance's daemons and keeps them running:
 // a daemon that exits is restarted after a back-off that doubles up to a
-// ceiling and resets once the daemon has stayed up for a while.
+// ceiling and resets once the daemon has stayed up for a while. A daemon
+// that exits with notify.DoNotRestart (125) is left stopped.
 package supervisor
 
 import (
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/services/daemon/notify"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -140,8 +142,12 @@ func (s *Supervisor) loop(ctx context.Context, svc Service) {
 				s.update(svc.Name, func(st *Status) { st.Running = false; st.LastExit = describe(ws) })
 				return
 			}
-			log.WithField("exit", describe(ws)).Warn("exited")
 			s.update(svc.Name, func(st *Status) { st.Running = false; st.LastExit = describe(ws) })
+			if ws.Exited() && ws.ExitStatus() == notify.DoNotRestart {
+				log.WithField("exit", describe(ws)).Info("nothing to do here; not restarting")
+				return
+			}
+			log.WithField("exit", describe(ws)).Warn("exited")
 		}
 		delay = s.Backoff.Next(delay, time.Since(started))
 		log.WithField("in", delay).Info("restarting")

@@ -138,3 +138,33 @@ func TestOutputLinesArePrefixedWithServiceName(t *testing.T) {
 		t.Fatalf("console got %q, want both lines prefixed with lbd|", got)
 	}
 }
+
+// TestDoNotRestartStatusLeavesTheServiceStopped: exit 125 means "nothing to
+// do here" (notify.DoNotRestart); the supervisor must not restart it.
+func TestDoNotRestartStatusLeavesTheServiceStopped(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "runs")
+	logger, _ := test.NewNullLogger()
+	r := NewReaper()
+	done := make(chan struct{})
+	go r.Run(done)
+	defer close(done)
+	s := New(logger, r)
+	s.Backoff = Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond, Stable: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx, Service{Name: "idle", Path: "/bin/sh", Args: []string{"-c", "echo run >> " + marker + "; exit 125"}})
+	finished := make(chan struct{})
+	go func() { s.Wait(); close(finished) }()
+	select {
+	case <-finished: // the loop ended by itself, without a cancel
+	case <-time.After(5 * time.Second):
+		t.Fatal("supervisor still looping 5s after exit 125")
+	}
+	b, _ := os.ReadFile(marker)
+	if n := strings.Count(string(b), "run"); n != 1 {
+		t.Fatalf("service ran %d times, want exactly once", n)
+	}
+	if st := s.Statuses(); st[0].Running || st[0].LastExit != "exit status 125" || st[0].Restarts != 0 {
+		t.Fatalf("status %+v, want stopped after exit status 125", st[0])
+	}
+}

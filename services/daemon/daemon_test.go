@@ -2,11 +2,23 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/services/daemon/notify"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 const base = `version: 1
@@ -50,5 +62,115 @@ func TestTextByDefaultAndOnABrokenConfig(t *testing.T) {
 	}
 	if _, err := Logger("lbd", "loud", "/nonexistent"); err == nil {
 		t.Fatal("a bad level must be an error")
+	}
+}
+
+func TestReadyAndHeartbeatReachTheSupervisorsPipe(t *testing.T) {
+	r, w, env, err := notify.Open(3 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	vars[notify.EnvFD] = strconv.Itoa(int(w.Fd())) // in a child this is fd 3
+	n, err := notify.FromEnv(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := WithNotifier(context.Background(), n)
+	if WatchdogInterval(ctx) != 3*time.Second {
+		t.Fatalf("watchdog %v, want 3s", WatchdogInterval(ctx))
+	}
+	Ready(ctx)
+	Heartbeat(ctx)
+	w.Close()
+	var got []notify.Message
+	notify.Read(r, func(m notify.Message) { got = append(got, m) })
+	if len(got) != 2 || got[0] != notify.Ready || got[1] != notify.Heartbeat {
+		t.Fatalf("supervisor read %q, want READY then WATCHDOG", got)
+	}
+	// without a supervisor every call is a no-op
+	Ready(context.Background())
+	Heartbeat(context.Background())
+	if WatchdogInterval(context.Background()) != 0 {
+		t.Fatal("no supervisor: no watchdog")
+	}
+}
+
+func TestHeartbeatNeverBlocksOnAFullPipe(t *testing.T) {
+	r, w, _, err := notify.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	n, err := notify.FromEnv(func(k string) string {
+		if k == notify.EnvFD {
+			return strconv.Itoa(int(w.Fd()))
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := WithNotifier(context.Background(), n)
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 100000; i++ { // 1.1 MB: far beyond a pipe's buffer
+			Heartbeat(ctx)
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Heartbeat blocked on a pipe nobody reads")
+	}
+}
+
+func TestNothingToDoExitsWithTheDoNotRestartStatus(t *testing.T) {
+	log := logrus.NewEntry(logrus.New())
+	log.Logger.SetOutput(io.Discard)
+	for err, want := range map[error]int{nil: 0, ErrNothingToDo: notify.DoNotRestart, fmt.Errorf("no DHCP: %w", ErrNothingToDo): notify.DoNotRestart, errors.New("boom"): 1} {
+		if got := exitCode(err, "d", log); got != want {
+			t.Errorf("exit for %v = %d, want %d", err, got, want)
+		}
+	}
+	if notify.DoNotRestart != 125 {
+		t.Fatal("the documented do-not-restart status is 125")
+	}
+}
+
+func TestServeSocketIsOwnerOnly(t *testing.T) {
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	path := filepath.Join(t.TempDir(), "d.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- ServeSocket(ctx, path, http.NotFoundHandler(), nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("socket not served: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v (%v), want 0600 even with umask 0", fi.Mode().Perm(), err)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }

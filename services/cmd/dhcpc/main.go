@@ -2,7 +2,7 @@
 // network.management section asks for DHCP (dhcp: true, or no static
 // address): address, default route (metric 1024, below static routes) and
 // DNS servers. On SIGTERM it releases the lease. Without DHCP to do it
-// idles, so the supervisor does not restart it. The logic is in
+// exits with the do-not-restart status (daemon.ErrNothingToDo). The logic is in
 // netsetup/dhcp.
 package main
 
@@ -28,9 +28,7 @@ func run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	m := cfg.Network.Management
 	if !dhcp.Enabled(m) {
-		log.Info("no DHCP on a management NIC configured: nothing to do")
-		<-ctx.Done()
-		return nil
+		return fmt.Errorf("no DHCP on a management NIC configured: %w", daemon.ErrNothingToDo)
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {

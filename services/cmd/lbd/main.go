@@ -17,11 +17,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -100,18 +98,9 @@ func main() {
 	log.Info("stopping; IPVS and nftables state left in place")
 }
 
+// serveStatus serves lbd's local API on its unix socket (mode 0600).
 func serveStatus(ctx context.Context, log logrus.FieldLogger, path string, h http.Handler) {
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	os.Remove(path) // a stale socket of an earlier run
-	l, err := net.Listen("unix", path)
-	if err != nil {
+	if err := daemon.ServeSocket(ctx, path, h, log); err != nil {
 		log.WithError(err).Warn("status socket not served")
-		return
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	srv.Serve(l)
 }
