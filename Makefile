@@ -9,7 +9,7 @@ CACHE    ?= .cache
 GOFLAGS  ?=
 export GOFLAGS
 
-.PHONY: all deps image lab lab-down test unit qemu-test bench vet fmt clean
+.PHONY: all deps image lab lab-down test unit qemu-test bench vet fmt clean check-config
 
 all: image
 
@@ -24,6 +24,11 @@ deps:
 
 image: deps
 	$(GO) run ./image/cmd/fulcrum-image -config $(CONFIG) -out $(OUT) -cache $(CACHE)
+
+# Validate CONFIG with the appliance's own loader: every problem as
+# `field.path (line N): reason`, non-zero exit when invalid. Downloads nothing.
+check-config:
+	$(GO) run ./image/cmd/fulcrum-image check-config $(CONFIG)
 
 lab: image
 	$(GO) run ./qemu/cmd/fulcrum-lab up -out $(OUT)

@@ -79,6 +79,7 @@ func (c *CLI) Init() {
 		{words: []string{"ha", "switchover"}, help: "hand VRRP mastership to the peer", run: c.switchover},
 		{words: []string{"ha", "resume"}, help: "let this node preempt again after a switchover", run: c.resume},
 		{words: []string{"config", "validate"}, args: []argSpec{src}, help: "check a config pasted here (end with a line '.') or fetched from URL", run: c.configOp(localapi.PathConfigCheck)},
+		{words: []string{"config", "check"}, args: []argSpec{{name: "FILE"}}, help: "validate a config file exactly as the appliance loads it; nothing changes", run: c.configCheck},
 		{words: []string{"config", "apply"}, args: []argSpec{src}, help: "validate and apply a config (pasted or from URL); rejected → nothing changes", run: c.configOp(localapi.PathConfigApply)},
 		{words: []string{"config", "rollback"}, help: "go back to the config before the last apply", run: c.configOp(localapi.PathConfigRevert)},
 		{words: []string{"reboot"}, help: "stop the daemons cleanly and reboot", run: c.powerCmd(power.Reboot)},
@@ -424,6 +425,12 @@ func (c *CLI) configOp(path string) func(context.Context, []string) error {
 		fmt.Fprintln(c.Out, res.Message)
 		return nil
 	}
+}
+
+// configCheck validates a config file with the loader every daemon uses and
+// lists every problem as `field.path (line N): reason`.
+func (c *CLI) configCheck(_ context.Context, args []string) error {
+	return config.Check(c.Out, args[0])
 }
 
 func (c *CLI) paste() ([]byte, error) {

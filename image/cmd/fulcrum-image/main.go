@@ -1,6 +1,10 @@
 // Command fulcrum-image builds the appliance's boot artefacts from a config:
 //
 //	fulcrum-image -config qemu/configs/lb1.yaml -out out
+//
+// and, without building anything (no kernel, no network):
+//
+//	fulcrum-image check-config FILE        validate a config as the appliance does
 package main
 
 import (
@@ -21,6 +25,11 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 func main() {
+	if len(os.Args) > 1 {
+		if sub := subcommand(os.Args[1]); sub != nil {
+			os.Exit(sub(os.Args[2:]))
+		}
+	}
 	var o build.Options
 	var extra listFlag
 	flag.StringVar(&o.ConfigPath, "config", "qemu/configs/lb1.yaml", "appliance config (YAML)")
