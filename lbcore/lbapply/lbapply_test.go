@@ -8,13 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/sirupsen/logrus"
 )
 
@@ -35,16 +36,25 @@ local_address_pools:
 var cfgB = strings.Replace(cfgA, "203.0.113.101", "203.0.113.105", 1)
 
 type fakeIPVS struct {
+	mu      sync.Mutex // Run applies on its own goroutine
 	fail    bool
 	applied []*ipvs.State
 }
 
 func (f *fakeIPVS) Apply(st *ipvs.State) (*ipvs.Applied, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fail {
 		return nil, errors.New("injected ipvs failure (rolled back 3 steps)")
 	}
 	f.applied = append(f.applied, st)
 	return &ipvs.Applied{Plan: &ipvs.Plan{}}, nil
+}
+
+func (f *fakeIPVS) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.applied)
 }
 
 func quiet() logrus.FieldLogger {
@@ -84,8 +94,7 @@ func tableText(t *testing.T, m *nat.Manager) string {
 // TestIPVSFailureRollsBackNftables uses the real nftables manager in a
 // fresh namespace and an IPVS side that fails.
 func TestIPVSFailureRollsBackNftables(t *testing.T) {
-	nstest.RequireRoot(t)
-	ns := nstest.New(t, "lbapply")
+	ns := testkit.NewNS(t, "lbapply")
 	m := nat.NewManager(ns.Fd(), quiet())
 	fi := &fakeIPVS{}
 	a := &Applier{IPVS: fi, NAT: m, Log: quiet()}
@@ -132,9 +141,12 @@ func TestRunReloadRejectsBadConfig(t *testing.T) {
 	go func() { done <- Run(ctx, path, config.Load, a, reload) }()
 	waitFor := func(n int) {
 		t.Helper()
-		for i := 0; i < 200 && len(fi.applied) < n; i++ {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testkit.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if got := fi.count(); got < n {
+				return fmt.Errorf("ipvs applied %d times, waiting for %d", got, n)
+			}
+			return nil
+		})
 	}
 	waitFor(1)
 	// A config with an error: nothing applied.

@@ -16,12 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/u-root/mkuimage/cpio"
 )
 
 // EnvInGuest is set to 1 for test binaries running inside a guest.
 const EnvInGuest = "FULCRUM_GUEST"
+
+// BuildTag is the build tag Compile sets: tests that only make sense on
+// the guest's kernel (ip_vs, bonding) carry "//go:build guest", so a host
+// run of their package does not even compile them (no skips to count).
+const BuildTag = "guest"
 
 // Options for one guest run.
 type Options struct {
@@ -40,10 +46,10 @@ type Options struct {
 	HostBinaries []string
 }
 
-// Compile builds pkg's test binary (static, no cgo) into dir.
+// Compile builds pkg's test binary (static, no cgo, with BuildTag) into dir.
 func Compile(pkg, dir string) (string, error) {
 	out := filepath.Join(dir, strings.ReplaceAll(filepath.Base(pkg), "-", "_")+".test")
-	cmd := exec.Command("go", "test", "-c", "-trimpath", "-o", out, pkg)
+	cmd := exec.Command("go", "test", "-c", "-trimpath", "-tags", BuildTag, "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = moduleRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -116,7 +122,13 @@ func Run(t *testing.T, pkg string, o Options) string {
 		args = append(args, "-test.bench='"+o.Bench+"'", "-test.benchtime=1x")
 	}
 	args = append(args, o.Args...)
-	cmd := fmt.Sprintf("cd /tmp && %s=1 /%s %s 2>&1", EnvInGuest, guestPath, strings.Join(args, " "))
+	// The guest's tests inherit CI from the host run: in CI a missing
+	// capability in the guest (testkit.Require) fails instead of skipping.
+	ci := ""
+	if testkit.InCI() {
+		ci = testkit.EnvCI + "=true "
+	}
+	cmd := fmt.Sprintf("cd /tmp && %s%s=1 /%s %s 2>&1", ci, EnvInGuest, guestPath, strings.Join(args, " "))
 	out, status, err := v.Console.Run(cmd, o.Timeout+time.Minute)
 	t.Logf("guest output of %s:\n%s", pkg, out)
 	if err != nil {

@@ -3,7 +3,7 @@ package addrs
 import (
 	"testing"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/vishvananda/netlink"
 )
 
@@ -12,8 +12,7 @@ import (
 // IP equal to nothing wanted is left alone, and going VRRP removes exactly
 // the floating addresses.
 func TestOwnerOnRealLinks(t *testing.T) {
-	nstest.RequireRoot(t)
-	ns := nstest.New(t, "hwaddrs")
+	ns := testkit.NewNS(t, "hwaddrs")
 	nl := ns.Netlink()
 	for _, l := range []struct{ name, self string }{{"internal", "198.51.100.2/24"}, {"external", "203.0.113.2/24"}} {
 		// veth, not dummy: the host kernel has no dummy module.

@@ -1,3 +1,5 @@
+//go:build guest
+
 package ipvs_test
 
 import (
@@ -13,7 +15,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,7 +55,7 @@ type benchResult struct {
 	ops                int
 }
 
-func runBench(t testing.TB, ns *nstest.NS, nVS, nDest int) benchResult {
+func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 	h, err := ipvs.Open(ns.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +111,7 @@ func runBench(t testing.TB, ns *nstest.NS, nVS, nDest int) benchResult {
 // one-member change (reported as extra metrics). Needs IPVS (guest).
 func BenchmarkApply1000x10(b *testing.B) {
 	requireIPVS(b)
-	ns := nstest.New(b, "lbbench")
+	ns := testkit.NewNS(b, "lbbench")
 	var cold, change time.Duration
 	for i := 0; i < b.N; i++ {
 		r := runBench(b, ns, 1000, 10)
@@ -135,7 +137,7 @@ func TestGuestBenchReport(t *testing.T) {
 		t.Skip("set -ipvs-bench-report=FILE or FULCRUM_IPVS_BENCH=FILE to write the IPVS benchmark report")
 	}
 	requireIPVS(t)
-	ns := nstest.New(t, "lbbench")
+	ns := testkit.NewNS(t, "lbbench")
 	const runs = 3
 	var res []benchResult
 	for i := 0; i < runs; i++ {
@@ -220,7 +222,7 @@ func findTool(name string) string {
 
 // timeWithStdin runs argv inside ns with the file as its standard input and
 // returns how long it took, process start included.
-func timeWithStdin(ns *nstest.NS, file string, argv ...string) (time.Duration, error) {
+func timeWithStdin(ns *testkit.NS, file string, argv ...string) (time.Duration, error) {
 	var d time.Duration
 	err := ns.Do(func() error {
 		in, err := os.Open(file)
@@ -243,7 +245,7 @@ func timeWithStdin(ns *nstest.NS, file string, argv ...string) (time.Duration, e
 }
 
 // countDests counts the destinations in the namespace's IPVS table.
-func countDests(t testing.TB, ns *nstest.NS) int {
+func countDests(t testing.TB, ns *testkit.NS) int {
 	h, err := ipvs.Open(ns.Path())
 	if err != nil {
 		t.Fatal(err)

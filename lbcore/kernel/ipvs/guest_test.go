@@ -1,8 +1,12 @@
+//go:build guest
+
 package ipvs_test
 
 // Kernel-level IPVS tests. They need a kernel with ip_vs (the host's has
-// none), so they skip unless /proc/net/ip_vs exists; the lead runs them in a
-// QEMU guest booted with ip_vs, nf_tables, veth and bridge available. Each
+// none), so they are built only with the "guest" tag, which qemu/guesttest
+// sets when it compiles them for a QEMU guest booted with ip_vs, nf_tables,
+// veth and bridge available (qemu TestIPVSBehaviourOnTheRealKernel); a host
+// run does not see them at all. Each
 // test builds its own topology of anonymous namespaces:
 //
 //	client ns  lbc0 203.0.113.10 (+.11)  ─┐
@@ -16,7 +20,6 @@ package ipvs_test
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,25 +27,22 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/sirupsen/logrus"
 )
 
 func requireIPVS(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
-		t.Skip("no /proc/net/ip_vs: this kernel has no IPVS (run in the QEMU guest)")
-	}
-	nstest.RequireRoot(t)
+	testkit.Require(t, testkit.Root, testkit.Path("/proc/net/ip_vs", "a kernel with IPVS (run in the QEMU guest)"))
 }
 
 type guestLab struct {
 	t       testing.TB
-	lb      *nstest.NS
-	client  *nstest.NS
-	inet    *nstest.NS
-	members map[string]*nstest.NS // by address
+	lb      *testkit.NS
+	client  *testkit.NS
+	inet    *testkit.NS
+	members map[string]*testkit.NS // by address
 	rec     *ipvs.Reconciler
 	nat     *nat.Manager
 	applier *lbapply.Applier
@@ -76,10 +76,10 @@ func discard() logrus.FieldLogger {
 // work without).
 func newGuestLab(t testing.TB, members []string, routeBack bool, opt ipvs.Options) *guestLab {
 	requireIPVS(t)
-	l := &guestLab{t: t, members: map[string]*nstest.NS{}}
-	l.lb = nstest.New(t, "lb")
-	l.client = nstest.New(t, "lbclient")
-	l.inet = nstest.New(t, "lbinet")
+	l := &guestLab{t: t, members: map[string]*testkit.NS{}}
+	l.lb = testkit.NewNS(t, "lb")
+	l.client = testkit.NewNS(t, "lbclient")
+	l.inet = testkit.NewNS(t, "lbinet")
 	l.lb.Bridge(t, "lbext", "203.0.113.2/24")
 	l.lb.Bridge(t, "lbint", "198.51.100.2/24")
 	for i := 100; i <= 105; i++ { // VIPs (VRRP's job on the appliance)
@@ -95,17 +95,17 @@ func newGuestLab(t testing.TB, members []string, routeBack bool, opt ipvs.Option
 	l.lb.Sysctl(t, "net.ipv4.vs.conntrack", "1")
 	l.lb.Sysctl(t, "net.ipv4.vs.expire_nodest_conn", "1")
 	l.lb.Sysctl(t, "net.ipv4.conf.all.rp_filter", "0")
-	nstest.Veth(t, l.client, "lbc0", "203.0.113.10/24", l.lb, "lbpc", "")
+	testkit.Veth(t, l.client, "lbc0", "203.0.113.10/24", l.lb, "lbpc", "")
 	l.client.AddAddr(t, "lbc0", "203.0.113.11/24")
 	l.client.Route(t, "default", "203.0.113.2")
 	l.lb.Enslave(t, "lbpc", "lbext")
-	nstest.Veth(t, l.inet, "lbi0", "203.0.113.50/24", l.lb, "lbpi", "")
+	testkit.Veth(t, l.inet, "lbi0", "203.0.113.50/24", l.lb, "lbpi", "")
 	l.lb.Enslave(t, "lbpi", "lbext")
 	l.inet.Serve(t, "internet", "203.0.113.50:8080")
 	for i, a := range members {
-		ns := nstest.New(t, "lbm"+a)
+		ns := testkit.NewNS(t, "lbm"+a)
 		peer := fmt.Sprintf("lbpm%d", i)
-		nstest.Veth(t, ns, "lbm0", a+"/24", l.lb, peer, "")
+		testkit.Veth(t, ns, "lbm0", a+"/24", l.lb, peer, "")
 		l.lb.Enslave(t, peer, "lbint")
 		if routeBack {
 			ns.Route(t, "default", "198.51.100.2")
@@ -406,7 +406,7 @@ func TestGuestTunnel(t *testing.T) {
 	// ipip), the VIP on lo, no ARP for it, rp_filter off on tunl0.
 	tunl, err := m.Netlink().LinkByName("tunl0")
 	if err != nil {
-		t.Skipf("no tunl0 in the member namespace (ipip module not loaded?): %v", err)
+		testkit.Missing(t, "no tunl0 in the member namespace (ipip module not loaded?): %v", err)
 	}
 	if err := m.Netlink().LinkSetUp(tunl); err != nil {
 		t.Fatal(err)

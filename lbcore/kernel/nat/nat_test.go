@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/sirupsen/logrus"
@@ -167,9 +167,8 @@ func value(ctx string, b []byte) string {
 	return fmt.Sprintf("%x", b)
 }
 
-func newRouterNS(t *testing.T) *nstest.NS {
-	nstest.RequireRoot(t)
-	return nstest.New(t, "lbr"+nstest.Suffix())
+func newRouterNS(t *testing.T) *testkit.NS {
+	return testkit.NewNS(t, "lbr"+testkit.Suffix())
 }
 
 // TestRulesInKernel applies the ruleset in a fresh namespace and reads the
@@ -316,19 +315,18 @@ func TestRollbackOfUnknownTable(t *testing.T) {
 }
 
 type lab struct {
-	router, member, inet *nstest.NS
+	router, member, inet *testkit.NS
 }
 
 func TestSNATAllInOneRealPackets(t *testing.T) {
-	nstest.RequireRoot(t)
 	l := &lab{
-		router: nstest.New(t, "lbrouter"),
-		member: nstest.New(t, "lbmember"),
-		inet:   nstest.New(t, "lbinet"),
+		router: testkit.NewNS(t, "lbrouter"),
+		member: testkit.NewNS(t, "lbmember"),
+		inet:   testkit.NewNS(t, "lbinet"),
 	}
-	nstest.Veth(t, l.member, "lbm0", "198.51.100.11/24", l.router, "lbint", "198.51.100.2/24")
+	testkit.Veth(t, l.member, "lbm0", "198.51.100.11/24", l.router, "lbint", "198.51.100.2/24")
 	l.member.AddAddr(t, "lbm0", "198.51.100.12/24")
-	nstest.Veth(t, l.inet, "lbi0", "203.0.113.50/24", l.router, "lbext", "203.0.113.2/24")
+	testkit.Veth(t, l.inet, "lbi0", "203.0.113.50/24", l.router, "lbext", "203.0.113.2/24")
 	l.router.Sysctl(t, "net.ipv4.ip_forward", "1")
 	l.member.Route(t, "default", "198.51.100.2")
 	// The internet host has no route to 198.51.100.0/24: only SNATed
@@ -384,17 +382,16 @@ func TestSNATAllInOneRealPackets(t *testing.T) {
 // address, so a member with no route back to the client still answers.
 // The real IPVS path is covered by the guest tests in lbcore/kernel/ipvs.
 func TestFullNATRuleRealPackets(t *testing.T) {
-	nstest.RequireRoot(t)
-	router := nstest.New(t, "lbrouter")
-	member := nstest.New(t, "lbmember")
-	client := nstest.New(t, "lbclient")
-	nstest.Veth(t, member, "lbm0", "198.51.100.21/24", router, "lbint", "198.51.100.2/24")
+	router := testkit.NewNS(t, "lbrouter")
+	member := testkit.NewNS(t, "lbmember")
+	client := testkit.NewNS(t, "lbclient")
+	testkit.Veth(t, member, "lbm0", "198.51.100.21/24", router, "lbint", "198.51.100.2/24")
 	local := map[string]bool{}
 	for i := 201; i <= 209; i++ { // the local address pool: netsetup's job on the appliance
 		router.AddAddr(t, "lbint", fmt.Sprintf("198.51.100.%d/32", i))
 		local[fmt.Sprintf("m21 198.51.100.%d", i)] = true
 	}
-	nstest.Veth(t, client, "lbc0", "203.0.113.10/24", router, "lbext", "203.0.113.2/24")
+	testkit.Veth(t, client, "lbc0", "203.0.113.10/24", router, "lbext", "203.0.113.2/24")
 	router.AddAddr(t, "lbext", "203.0.113.101/32") // the VIPs (VRRP's job on the appliance)
 	router.AddAddr(t, "lbext", "203.0.113.102/32")
 	router.Sysctl(t, "net.ipv4.ip_forward", "1")
@@ -458,7 +455,7 @@ func TestFullNATRuleRealPackets(t *testing.T) {
 }
 
 // dumpCounters logs every rule of every table in ns with its counters.
-func dumpCounters(t *testing.T, ns *nstest.NS) {
+func dumpCounters(t *testing.T, ns *testkit.NS) {
 	c, err := nftables.New(nftables.WithNetNSFd(ns.Fd()))
 	if err != nil {
 		t.Log(err)

@@ -1,9 +1,10 @@
-// Package nstest builds small network topologies out of anonymous network
-// namespaces and veth pairs for tests that send real packets (the nat
-// package's host tests, the ipvs package's guest tests). Namespaces are
-// anonymous (never in /var/run/netns), interface names carry the caller's
-// prefix, and everything is released through t.Cleanup, even on failure.
-package nstest
+package testkit
+
+// The namespace lab: small network topologies out of anonymous network
+// namespaces and veth pairs for tests that send real packets. Namespaces are
+// anonymous (never in /var/run/netns, so nothing leaks when a test dies),
+// interface names carry the caller's suffix, and everything is released
+// through t.Cleanup, even on failure.
 
 import (
 	"bufio"
@@ -24,14 +25,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RequireRoot skips the test unless it runs as root (namespaces need it).
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
-
 // NS is one anonymous network namespace.
 type NS struct {
 	Name string // for messages only
@@ -39,9 +32,11 @@ type NS struct {
 	nl   *netlink.Handle
 }
 
-// New creates a namespace with lo up; it is closed at cleanup.
-func New(t testing.TB, name string) *NS {
+// NewNS creates a namespace with lo up; it is closed at cleanup. It
+// requires root (see Require).
+func NewNS(t testing.TB, name string) *NS {
 	t.Helper()
+	Require(t, Root)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -79,6 +74,10 @@ func (n *NS) Fd() int { return int(n.h) }
 // Path is a path that opens the namespace (for APIs that take one).
 func (n *NS) Path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.Fd()) }
 
+// Handle is the namespace handle (for APIs that enter the namespace
+// themselves); it stays owned by the NS.
+func (n *NS) Handle() netns.NsHandle { return n.h }
+
 // Netlink is a netlink handle inside the namespace.
 func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
@@ -105,6 +104,21 @@ func (n *NS) Do(f func() error) error {
 		errc <- err
 	}()
 	return <-errc
+}
+
+// Start starts cmd inside the namespace (the child inherits the namespace
+// of the thread that forks it) and kills it by PID when the test ends.
+func (n *NS) Start(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := n.Do(cmd.Start); err != nil {
+		t.Fatalf("%s: start %s: %v", n.Name, cmd.Path, err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 }
 
 // Sysctl writes a /proc/sys value inside the namespace ("net.ipv4.ip_forward").
@@ -139,6 +153,24 @@ func Veth(t testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
 			t.Fatalf("%s: %s up: %v", side.ns.Name, side.ifn, err)
 		}
 	}
+	a.WaitOperUp(t, aIf)
+	b.WaitOperUp(t, bIf)
+}
+
+// WaitOperUp waits until link ifn is operationally up: until the kernel's
+// link watcher has run, a new veth has the noop qdisc and drops what is sent.
+func (n *NS) WaitOperUp(t testing.TB, ifn string) {
+	t.Helper()
+	Eventually(t, 3*time.Second, 5*time.Millisecond, func() error {
+		l, err := n.nl.LinkByName(ifn)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", n.Name, ifn, err)
+		}
+		if s := l.Attrs().OperState; s != netlink.OperUp {
+			return fmt.Errorf("%s: %s is operationally %s", n.Name, ifn, s)
+		}
+		return nil
+	})
 }
 
 // Bridge creates a bridge named name in n, up, with an optional CIDR
