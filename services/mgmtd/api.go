@@ -14,9 +14,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
+	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +36,17 @@ type Server struct {
 	BondDir string
 	// Power carries out reboot/poweroff (default power.Request).
 	Power func(power.Action) error
+
+	authLog *guard.Every // rate limit of the unauthenticated-request log lines
 }
+
+// Logging client-controlled text: at most this many bytes of a request
+// path or address, and at most authLogBurst lines about unauthenticated
+// requests per second (the rest are counted in the next line).
+const (
+	maxLoggedText = 128
+	authLogBurst  = 5
+)
 
 // TokenHash returns the SHA-256 the server compares tokens with, from the
 // config's token or token_sha256.
@@ -66,6 +78,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Power == nil {
 		s.Power = power.Request
 	}
+	s.authLog = &guard.Every{Burst: authLogBurst, Per: time.Second}
 	mux := http.NewServeMux()
 	get := func(path string, h http.HandlerFunc) { localapi.Route(mux, http.MethodGet, Prefix+path, h) }
 	post := func(path string, h http.HandlerFunc) { localapi.Route(mux, http.MethodPost, Prefix+path, h) }
@@ -132,7 +145,13 @@ func (s *Server) auth(next http.Handler) http.Handler {
 				msg = "wrong bearer token"
 			}
 			if s.Log != nil {
-				s.Log.WithFields(logrus.Fields{"remote": r.RemoteAddr, "path": r.URL.Path}).Warn("api: " + msg)
+				if ok, suppressed := s.authLog.Allow(time.Now()); ok {
+					f := logrus.Fields{"remote": guard.Clip(r.RemoteAddr, maxLoggedText), "path": guard.Clip(r.URL.Path, maxLoggedText)}
+					if suppressed > 0 {
+						f["suppressed"] = suppressed
+					}
+					s.Log.WithFields(f).Warn("api: " + msg)
+				}
 			}
 			localapi.WriteError(w, http.StatusUnauthorized, errors.New(msg+"; nothing done"))
 			return
