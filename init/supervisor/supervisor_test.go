@@ -12,7 +12,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 )
 
-func TestBackoffDoublesToCeilingAndResetsWhenStable(t *testing.T) {
+func TestBackoffDoublesToCeilingAndIsZeroAfterAStableRun(t *testing.T) {
 	b := Backoff{Initial: time.Second, Max: 8 * time.Second, Stable: 10 * time.Second}
 	var got []time.Duration
 	d := time.Duration(0)
@@ -26,8 +26,11 @@ func TestBackoffDoublesToCeilingAndResetsWhenStable(t *testing.T) {
 			t.Fatalf("delays %v, want %v s", got, want)
 		}
 	}
-	if d = b.Next(d, 11*time.Second); d != time.Second {
-		t.Fatalf("after a stable run delay = %v, want reset to 1s", d)
+	if d = b.Next(d, 11*time.Second); d != 0 {
+		t.Fatalf("after a stable run delay = %v, want 0 (restart at once)", d)
+	}
+	if d = b.Next(d, time.Second); d != time.Second {
+		t.Fatalf("a quick crash after a stable run: delay = %v, want the initial 1s", d)
 	}
 }
 
