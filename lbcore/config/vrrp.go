@@ -19,6 +19,7 @@ func (c *Config) validateVRRP(errs *cfgerr.List) {
 	if v.Interface != "" && v.Interface != c.Network.Failover.Bond {
 		errs.Add("vrrp.interface", "the heartbeat must run on the failover bond %q, not %q", c.Network.Failover.Bond, v.Interface)
 	}
+	c.validateVRRPPeers(errs)
 	failNets := prefixes(c.Network.Failover.Addresses)
 	for i, s := range v.UnicastPeers {
 		a, err := netip.ParseAddr(s)

@@ -84,6 +84,8 @@ type Config struct {
 	Track []Track `yaml:"track"`
 	// Instances are the virtual routers.
 	Instances []Instance `yaml:"instances"`
+	// Hardening: peers (see peers.go).
+	Hardening `yaml:",inline"`
 }
 
 // GARP settings for announcing virtual addresses after takeover.
@@ -161,6 +163,7 @@ func (c *Config) ApplyDefaults() {
 			c.AdvertInterval = 100
 		}
 	}
+	c.applyHardeningDefaults()
 	if c.GARP.Repeat == 0 {
 		c.GARP.Repeat = DefaultGARPRepeat
 	}
@@ -290,6 +293,7 @@ func (c *Config) Validate() error {
 		}
 		seenPeer[a] = true
 	}
+	c.validatePeers(&errs)
 	if c.GARP.Repeat < 0 || c.GARP.Repeat > 100 {
 		errs.Add("garp.repeat", "%d is out of range (1..100)", c.GARP.Repeat)
 	}

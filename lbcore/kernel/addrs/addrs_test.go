@@ -38,6 +38,7 @@ pools:
 
 const vrrpSection = `
 vrrp:
+  peers: [192.0.2.2]
   instances:
     - vrid: 1
       internal: [198.51.100.1/24, 198.51.100.100]

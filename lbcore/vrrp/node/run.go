@@ -24,7 +24,9 @@ type session struct {
 	conns     map[bool]*conn // by v6
 	primary   map[bool]netip.Addr
 	announce  map[string]*announcer // by group
-	peers     map[bool][]netip.Addr
+	peers     map[bool][]netip.Addr // unicast destinations
+	accept    []netip.Addr          // advert sources accepted (empty: any)
+	strangers strangerLog
 	trackUp   map[string]bool // by group
 	vipLinkUp map[string]bool // links carrying virtual addresses, by name
 	faultWhy  string
@@ -166,6 +168,10 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 	ifs := n.opts.Interfaces
 	if rt.hb, err = linkInterface(rt.h, ifs.Heartbeat); err != nil {
 		return fail(fmt.Errorf("vrrp heartbeat: %w", err))
+	}
+	rt.accept = n.opts.Config.AcceptFrom()
+	if len(rt.accept) == 0 {
+		n.log.Warn("vrrp: no peers configured: adverts are accepted from any host on the failover segment")
 	}
 	for _, s := range n.opts.Config.UnicastPeers {
 		a := netip.MustParseAddr(s)
@@ -384,6 +390,10 @@ func (rt *session) receive(now time.Time, p rawPacket) {
 		n.drop(DropTTL, p, fmt.Errorf("TTL/hop limit %d, not 255", p.ttl))
 		return
 	}
+	if len(rt.accept) > 0 && !contains(rt.accept, p.src) {
+		rt.strangerDropped(now, p)
+		return
+	}
 	adv, err := packet.Parse(p.data, p.src, p.dst)
 	if err != nil {
 		n.drop(string(packet.ReasonOf(err)), p, err)
@@ -401,10 +411,6 @@ func (rt *session) receive(now time.Time, p rawPacket) {
 	}
 	if in == nil {
 		n.drop(DropVRID, p, fmt.Errorf("VRID %d is not configured", adv.VRID))
-		return
-	}
-	if peers := rt.peers[v6]; len(peers) > 0 && !contains(peers, p.src) {
-		n.drop(DropPeer, p, fmt.Errorf("%s is not a configured peer", p.src))
 		return
 	}
 	if len(adv.Addrs) != len(in.hbAddrs) && adv.Priority != fsm.OwnerPriority {

@@ -1,11 +1,13 @@
 package node
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
 	"golang.org/x/net/ipv4"
@@ -119,4 +121,50 @@ func TestMalformedAdvertsIgnored(t *testing.T) {
 	// control: the same advert, well formed, wins the election
 	j.send(255, j.advert(good))
 	waitFor(t, time.Second, "lb1 steps down for a valid higher-priority advert", func() bool { return n1.state() == fsm.Backup })
+}
+
+// A third speaker on the failover segment with the pair's VRID, the right
+// addresses and any priority, even 255 (the address owner), changes nothing
+// when the nodes name their peers: every advert is dropped and counted as
+// drop.peer. Before peers existed, one such advert made the master step down
+// and the backup stay silent (issue 12.7).
+func TestThirdSpeakerIgnored(t *testing.T) {
+	l := newLab(t)
+	peer := func(a string) func(*vrrp.Config) { return func(c *vrrp.Config) { c.Peers = []string{a} } }
+	n1 := l.start(0, labConfig(150, peer("192.0.2.2")))
+	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
+	n2 := l.start(1, labConfig(100, peer("192.0.2.1")))
+	waitFor(t, 3*time.Second, "lb2 backup hearing lb1", func() bool {
+		return n2.state() == fsm.Backup && n2.Status()[0].Master == netip.MustParseAddr("192.0.2.1")
+	})
+	j := l.injector()
+	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.1"), vip}
+	sent, changed := 0, ""
+	for _, prio := range []uint8{255, 254, 151, 1, 0} {
+		a := j.advert(packet.Advert{Version: 3, VRID: 51, Priority: prio, Interval: 20, Addrs: addrs})
+		for range 10 {
+			j.send(255, a)
+			sent++
+			time.Sleep(20 * time.Millisecond)
+			if s1, s2 := n1.state(), n2.state(); (s1 != fsm.Master || s2 != fsm.Backup) && changed == "" {
+				changed = fmt.Sprintf("after %d adverts (priority %d) from 192.0.2.9: lb1 %s, lb2 %s", sent, prio, s1, s2)
+			}
+		}
+	}
+	if changed != "" {
+		t.Errorf("a stranger changed the pair's state: %s", changed)
+	}
+	time.Sleep(800 * time.Millisecond) // more than lb2's master-down interval
+	if s1, s2 := n1.state(), n2.state(); s1 != fsm.Master || s2 != fsm.Backup {
+		t.Fatalf("after %d adverts from 192.0.2.9: lb1 %s, lb2 %s (want MASTER, BACKUP)", sent, s1, s2)
+	}
+	if m := n2.Status()[0].Master; m != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("lb2 hears %s as master, want lb1 192.0.2.1", m)
+	}
+	if !l.nodes[0].hasVIP() || l.nodes[1].hasVIP() {
+		t.Errorf("VIP: lb1 %v, lb2 %v (want lb1 only)", l.nodes[0].hasVIP(), l.nodes[1].hasVIP())
+	}
+	waitFor(t, 2*time.Second, "every stranger's advert counted on lb1", func() bool { return n1.Counters()["drop."+DropPeer] >= uint64(sent) })
+	waitFor(t, 2*time.Second, "every stranger's advert counted on lb2", func() bool { return n2.Counters()["drop."+DropPeer] >= uint64(sent) })
+	t.Logf("lb1 counters: %v", n1.Counters())
 }

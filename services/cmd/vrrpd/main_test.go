@@ -40,11 +40,12 @@ network:
 vrrp:
   priority: %d
   advert_interval: 100
+  peers: [192.0.2.%d]
   instances:
     - vrid: 51
       internal: [198.51.100.1/24]
       external: [203.0.113.100/24]
-`, host, n, n+1, n+1, prio)
+`, host, n, n+1, n+1, prio, 3-n)
 }
 
 type nsT struct {
