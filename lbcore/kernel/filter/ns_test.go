@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/sirupsen/logrus"
@@ -40,26 +40,25 @@ func quiet() logrus.FieldLogger {
 }
 
 type lab struct {
-	app, client, member, peer, other *nstest.NS
+	app, client, member, peer, other *testkit.NS
 }
 
 func newLab(t *testing.T) *lab {
-	nstest.RequireRoot(t)
 	l := &lab{
-		app:    nstest.New(t, "appliance"),
-		client: nstest.New(t, "client"),
-		member: nstest.New(t, "member"),
-		peer:   nstest.New(t, "peer"),
-		other:  nstest.New(t, "other"),
+		app:    testkit.NewNS(t, "appliance"),
+		client: testkit.NewNS(t, "client"),
+		member: testkit.NewNS(t, "member"),
+		peer:   testkit.NewNS(t, "peer"),
+		other:  testkit.NewNS(t, "other"),
 	}
-	nstest.Veth(t, l.client, "c0", "203.0.113.10/24", l.app, "lbext", "203.0.113.2/24")
+	testkit.Veth(t, l.client, "c0", "203.0.113.10/24", l.app, "lbext", "203.0.113.2/24")
 	l.app.AddAddr(t, "lbext", "203.0.113.100/32")
-	nstest.Veth(t, l.member, "m0", "198.51.100.11/24", l.app, "lbint", "198.51.100.2/24")
-	sw := nstest.New(t, "switch")
+	testkit.Veth(t, l.member, "m0", "198.51.100.11/24", l.app, "lbint", "198.51.100.2/24")
+	sw := testkit.NewNS(t, "switch")
 	sw.Bridge(t, "br0", "")
-	nstest.Veth(t, l.app, "lbfo", "192.0.2.1/25", sw, "s0", "")
-	nstest.Veth(t, l.peer, "p0", "192.0.2.2/25", sw, "s1", "")
-	nstest.Veth(t, l.other, "o0", "192.0.2.3/25", sw, "s2", "")
+	testkit.Veth(t, l.app, "lbfo", "192.0.2.1/25", sw, "s0", "")
+	testkit.Veth(t, l.peer, "p0", "192.0.2.2/25", sw, "s1", "")
+	testkit.Veth(t, l.other, "o0", "192.0.2.3/25", sw, "s2", "")
 	for _, p := range []string{"s0", "s1", "s2"} {
 		sw.Enslave(t, p, "br0")
 	}
@@ -85,7 +84,7 @@ func labPolicy() *Policy {
 	}}
 }
 
-func open(ns *nstest.NS, addr string) bool {
+func open(ns *testkit.NS, addr string) bool {
 	c, _, err := ns.Dial("", addr, 700*time.Millisecond)
 	if err != nil {
 		return false
@@ -101,7 +100,7 @@ type vrrpListener struct {
 	seen map[string]int
 }
 
-func listenVRRP(t *testing.T, ns *nstest.NS) *vrrpListener {
+func listenVRRP(t *testing.T, ns *testkit.NS) *vrrpListener {
 	var pc net.PacketConn
 	if err := ns.Do(func() error {
 		var err error
@@ -137,7 +136,7 @@ func (v *vrrpListener) count(src string) int {
 
 // sendVRRP sends n protocol-112 packets from ns to dst (content does not
 // matter to the filter).
-func sendVRRP(t *testing.T, ns *nstest.NS, dst string, n int) {
+func sendVRRP(t *testing.T, ns *testkit.NS, dst string, n int) {
 	t.Helper()
 	if err := ns.Do(func() error {
 		c, err := net.Dial("ip4:112", dst)
@@ -158,7 +157,7 @@ func sendVRRP(t *testing.T, ns *nstest.NS, dst string, n int) {
 
 // pingFlood sends n echo requests (one id) from ns to dst as fast as it can
 // and returns how many replies came back within wait after the last one.
-func pingFlood(t *testing.T, ns *nstest.NS, dst string, n int, wait time.Duration) int {
+func pingFlood(t *testing.T, ns *testkit.NS, dst string, n int, wait time.Duration) int {
 	t.Helper()
 	replies := 0
 	if err := ns.Do(func() error {
@@ -229,7 +228,7 @@ func TestInputFilterRealPackets(t *testing.T) {
 
 	checks := []struct {
 		what string
-		from *nstest.NS
+		from *testkit.NS
 		addr string
 		want bool
 	}{
@@ -326,8 +325,7 @@ func dump(t *testing.T, m *Manager) string {
 }
 
 func TestRollbackRestoresExactly(t *testing.T) {
-	nstest.RequireRoot(t)
-	ns := nstest.New(t, "appliance")
+	ns := testkit.NewNS(t, "appliance")
 	m := NewManager(ns.Fd(), quiet())
 
 	// Nothing → A → rollback: no table again.
