@@ -11,15 +11,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/pin/tftp/v3"
+	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 )
 
@@ -93,24 +96,187 @@ func TestReplyCarriesPXEOptions(t *testing.T) {
 func TestPoolRejectsAddressesOutsideTheSubnet(t *testing.T) {
 	mask := net.CIDRMask(25, 32)
 	srv := net.IPv4(192, 0, 2, 129)
-	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 200), net.IPv4(192, 0, 2, 10)); err == nil {
+	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 200), net.IPv4(192, 0, 2, 10), 10); err == nil {
 		t.Error("accepted a pool leaving the subnet")
 	}
-	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 210), net.IPv4(192, 0, 2, 200)); err == nil {
+	if _, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 210), net.IPv4(192, 0, 2, 200), 10); err == nil {
 		t.Error("accepted a pool with start after end")
 	}
-	l, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 128), net.IPv4(192, 0, 2, 130))
+	l, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 128), net.IPv4(192, 0, 2, 130), 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6})
-	b, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 7})
-	again, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6})
+	now := time.Now()
+	a, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6}, now, time.Minute)
+	b, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 7}, now, time.Minute)
+	again, _ := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 6}, now, time.Minute)
 	if !a.Equal(net.IPv4(192, 0, 2, 128)) || !b.Equal(net.IPv4(192, 0, 2, 130)) || !again.Equal(a) {
 		t.Errorf("leases %v %v %v: want .128, .130 (server's .129 skipped), .128 again", a, b, again)
 	}
-	if _, err := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 8}); err == nil {
+	if _, err := l.addressFor(net.HardwareAddr{1, 2, 3, 4, 5, 8}, now, time.Minute); err == nil {
 		t.Error("pool not exhausted")
+	}
+}
+
+// A flood of DISCOVERs from made-up MACs reserved every address forever.
+// Offers expire: once they have, a real client gets an address; an ACKed
+// lease is kept for the lease time; the table never outgrows its bound.
+func TestOffersExpireAndTheTableIsBounded(t *testing.T) {
+	mask := net.CIDRMask(24, 32)
+	srv := net.IPv4(192, 0, 2, 1)
+	l, err := newLeases(srv, mask, net.IPv4(192, 0, 2, 10), net.IPv4(192, 0, 2, 13), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	acked := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	if _, err := l.addressFor(acked, now, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.hold(acked, now, time.Hour)
+	for i := 0; i < 1000; i++ {
+		l.addressFor(net.HardwareAddr{6, 0, 0, 0, byte(i >> 8), byte(i)}, now, 30*time.Second)
+	}
+	real := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
+	if _, err := l.addressFor(real, now.Add(10*time.Second), 30*time.Second); err == nil {
+		t.Fatal("pool not exhausted by the flood while its offers stand")
+	}
+	a, err := l.addressFor(real, now.Add(31*time.Second), 30*time.Second)
+	if err != nil {
+		t.Fatalf("after the flood's offers expired: %v", err)
+	}
+	if b, _ := l.addressFor(acked, now.Add(31*time.Second), 30*time.Second); b == nil || b.Equal(a) {
+		t.Errorf("the ACKed lease was given away: %v and %v", a, b)
+	}
+
+	small, _ := newLeases(srv, mask, net.IPv4(192, 0, 2, 10), net.IPv4(192, 0, 2, 250), 8)
+	for i := 0; i < 1000; i++ {
+		small.addressFor(net.HardwareAddr{6, 0, 0, 0, byte(i >> 8), byte(i)}, now, 30*time.Second)
+	}
+	if n := len(small.byMAC); n != 8 {
+		t.Errorf("lease table bounded at 8 holds %d entries", n)
+	}
+	if _, err := small.addressFor(real, now.Add(31*time.Second), 30*time.Second); err != nil {
+		t.Errorf("full table with expired entries: %v", err)
+	}
+}
+
+// replies records what the DHCP handler sends.
+type replies struct {
+	net.PacketConn
+	got []*dhcpv4.DHCPv4
+}
+
+func (r *replies) WriteTo(b []byte, _ net.Addr) (int, error) {
+	m, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		return 0, err
+	}
+	r.got = append(r.got, m)
+	return len(b), nil
+}
+
+func TestAllowListRestrictsWhoBoots(t *testing.T) {
+	allowed := net.HardwareAddr{0x52, 0x54, 0, 1, 4, 1}
+	pool, _ := newLeases(net.IPv4(192, 0, 2, 129), net.CIDRMask(25, 32), net.IPv4(192, 0, 2, 200), net.IPv4(192, 0, 2, 210), 10)
+	s := &Server{cfg: Config{AllowMACs: []net.HardwareAddr{allowed}, OfferTime: time.Minute, LeaseTime: time.Hour},
+		ip: net.IPv4(192, 0, 2, 129).To4(), mask: net.CIDRMask(25, 32), leases: pool,
+		allow: map[string]bool{allowed.String(): true}, quiet: &guard.Every{Burst: 1, Per: time.Second}, log: logrus.New()}
+	var out replies
+	other, _ := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 9, 9, 9})
+	s.handleDHCP(&out, nil, other)
+	if len(out.got) != 0 {
+		t.Fatalf("a MAC not on the allow-list got %d replies", len(out.got))
+	}
+	s.handleDHCP(&out, nil, request(t))
+	if len(out.got) != 1 || out.got[0].MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("the allowed MAC got %d replies", len(out.got))
+	}
+}
+
+// freePort returns a port nothing listens on (for network, "tcp" or "udp").
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "tcp" {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestErrorsRevealNoPathsAndNoListing serves a tree on the loopback
+// interface and asks for what it must not give: a directory listing,
+// missing files (the error must not name the server's directory), a file
+// outside the tree.
+func TestErrorsRevealNoPathsAndNoListing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (DHCP binds to the device)")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, IPXEScript), []byte("#!ipxe\nboot\n"), 0o644)
+	os.Mkdir(filepath.Join(dir, "pxelinux.cfg"), 0o755)
+	os.WriteFile(filepath.Join(dir, "pxelinux.cfg", "default"), []byte("x"), 0o644)
+	s, err := Listen(Config{Interface: "lo", Dir: dir, HTTPPort: freePort(t, "tcp"), TFTPPort: freePort(t, "udp"), DHCPPort: freePort(t, "udp"),
+		PoolStart: net.IPv4(127, 0, 0, 200), PoolEnd: net.IPv4(127, 0, 0, 201)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", s.cfg.HTTPPort)
+	get := func(p string) (int, string) {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/" + IPXEScript); code != 200 || body != "#!ipxe\nboot\n" {
+		t.Fatalf("the script: %d %q", code, body)
+	}
+	for _, p := range []string{"/", "/pxelinux.cfg/", "/pxelinux.cfg", "/nothing-here", "/../../etc/passwd"} {
+		code, body := get(p)
+		if code != http.StatusNotFound || strings.Contains(body, "default") || strings.Contains(body, dir) || strings.Contains(body, "<a href") {
+			t.Errorf("GET %s: %d %q, want a bare 404", p, code, body)
+		}
+	}
+	resp, err := http.Post(base+"/"+IPXEScript, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", resp.StatusCode)
+	}
+
+	c, err := tftp.NewClient(fmt.Sprintf("127.0.0.1:%d", s.cfg.TFTPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(2 * time.Second)
+	for _, name := range []string{"nothing-here", "pxelinux.cfg", "../secret"} {
+		_, err := c.Receive(name, "octet")
+		if err == nil {
+			t.Errorf("tftp %s: served", name)
+			continue
+		}
+		if strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "/tmp") {
+			t.Errorf("tftp %s: the error names a server path: %v", name, err)
+		}
 	}
 }
 
@@ -230,5 +396,66 @@ func TestServerInNamespaces(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Idle and slow (slowloris) HTTP clients kept their connections forever;
+// at the connection cap the longest-idle ones are now closed, and a booting
+// client is still served.
+func TestIdleAndSlowHTTPClientsAreCut(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (DHCP binds to the device)")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, IPXEScript), []byte("#!ipxe\n"), 0o644)
+	s, err := Listen(Config{Interface: "lo", Dir: dir, HTTPPort: freePort(t, "tcp"), TFTPPort: freePort(t, "udp"), DHCPPort: freePort(t, "udp"),
+		PoolStart: net.IPv4(127, 0, 0, 200), PoolEnd: net.IPv4(127, 0, 0, 201)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	addr := fmt.Sprintf("127.0.0.1:%d", s.cfg.HTTPPort)
+
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 300; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		if i%2 == 1 {
+			io.WriteString(c, "GET / HTTP/1.1\r\nX-Slow: ") // never finished
+		}
+		conns = append(conns, c)
+	}
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + addr + "/" + IPXEScript)
+	if err != nil {
+		t.Fatalf("with 300 idle and slow clients: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("with 300 idle and slow clients: %s", resp.Status)
+	}
+	for i, c := range conns[:10] {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("idle/slow connection %d of the first 10 still open past the cap: %v", i, err)
+		}
+	}
+}
+
+func TestTFTPSessionCap(t *testing.T) {
+	s := &Server{cfg: Config{Dir: t.TempDir()}, tftpS: guard.NewSlots(1), quiet: &guard.Every{Burst: 1, Per: time.Second}, log: logrus.New()}
+	os.WriteFile(filepath.Join(s.cfg.Dir, "f"), []byte("x"), 0o644)
+	s.tftpS.Take() // one transfer running
+	if err := s.readTFTP("f", nil); err != errBusy {
+		t.Fatalf("transfer beyond the cap: %v, want %v", err, errBusy)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
@@ -32,8 +33,35 @@ type Config struct {
 	TFTPPort           int           // default 69
 	DHCPPort           int           // default 67
 	LeaseTime          time.Duration // default 1h
-	Router             net.IP        // optional option 3
-	Log                logrus.FieldLogger
+	// OfferTime is how long an address offered (DISCOVER) stays reserved
+	// for a client that does not REQUEST it; default 30 s.
+	OfferTime time.Duration
+	// MaxLeases bounds the lease table (offers and leases); default 1024
+	// (the pool's size is a bound too).
+	MaxLeases int
+	// AllowMACs, when not empty, is the only clients answered: every
+	// other MAC gets no DHCP reply at all.
+	AllowMACs []net.HardwareAddr
+	Router    net.IP // optional option 3
+	Log       logrus.FieldLogger
+}
+
+// Limits of the TFTP and HTTP servers: an idle or slow client is cut off,
+// at most maxTFTPSessions transfers run at once, and at the HTTP
+// connection cap the longest-idle connection makes room. The write timeout
+// allows a 100 MB initramfs over a slow link.
+const maxTFTPSessions = 32
+
+func httpLimits() guard.HTTP {
+	return guard.HTTP{
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Minute,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		MaxBodyBytes:      1 << 10,
+		MaxConns:          64,
+	}
 }
 
 // Server is a listening netboot server.
@@ -45,8 +73,11 @@ type Server struct {
 	tftp   *tftp.Server
 	tftpC  net.PacketConn
 	httpL  net.Listener
-	http   *http.Server
+	http   *guard.Server
 	leases *leases
+	tftpS  *guard.Slots
+	allow  map[string]bool
+	quiet  *guard.Every // rate limit of log lines clients can cause
 	log    logrus.FieldLogger
 }
 
@@ -68,6 +99,12 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.LeaseTime == 0 {
 		cfg.LeaseTime = time.Hour
 	}
+	if cfg.OfferTime == 0 {
+		cfg.OfferTime = 30 * time.Second
+	}
+	if cfg.MaxLeases == 0 {
+		cfg.MaxLeases = 1024
+	}
 	if cfg.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -80,11 +117,18 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := newLeases(ip, mask, cfg.PoolStart, cfg.PoolEnd)
+	pool, err := newLeases(ip, mask, cfg.PoolStart, cfg.PoolEnd, cfg.MaxLeases)
 	if err != nil {
 		return nil, fmt.Errorf("netboot: %w", err)
 	}
-	s := &Server{cfg: cfg, ip: ip, mask: mask, leases: pool, log: cfg.Log}
+	s := &Server{cfg: cfg, ip: ip, mask: mask, leases: pool, log: cfg.Log,
+		tftpS: guard.NewSlots(maxTFTPSessions), quiet: &guard.Every{Burst: 20, Per: time.Second}}
+	if len(cfg.AllowMACs) > 0 {
+		s.allow = map[string]bool{}
+		for _, m := range cfg.AllowMACs {
+			s.allow[m.String()] = true
+		}
+	}
 
 	s.dhcp, err = server4.NewServer(cfg.Interface, &net.UDPAddr{Port: cfg.DHCPPort}, s.handleDHCP)
 	if err != nil {
@@ -107,7 +151,7 @@ func Listen(cfg Config) (*Server, error) {
 		s.tftpC.Close()
 		return nil, fmt.Errorf("netboot: http on %s: %w", ip, err)
 	}
-	s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http = httpLimits().Server(s.httpHandler())
 	return s, nil
 }
 
@@ -154,6 +198,10 @@ func (s *Server) handleDHCP(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 	if m.OpCode != dhcpv4.OpcodeBootRequest {
 		return
 	}
+	if s.allow != nil && !s.allow[m.ClientHWAddr.String()] {
+		s.logQuiet(log, "dhcp: MAC not on the allow-list, no answer")
+		return
+	}
 	var reply dhcpv4.MessageType
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
@@ -166,9 +214,10 @@ func (s *Server) handleDHCP(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 	default:
 		return
 	}
-	addr, err := s.leases.addressFor(m.ClientHWAddr)
+	now := time.Now()
+	addr, err := s.leases.addressFor(m.ClientHWAddr, now, s.cfg.OfferTime)
 	if err != nil {
-		log.WithError(err).Warn("no address to offer")
+		s.logQuiet(log.WithError(err), "dhcp: no address to offer")
 		return
 	}
 	if reply == dhcpv4.MessageTypeAck {
@@ -178,6 +227,8 @@ func (s *Server) handleDHCP(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 		}
 		if !want.Equal(addr) {
 			reply = dhcpv4.MessageTypeNak
+		} else {
+			s.leases.hold(m.ClientHWAddr, now, s.cfg.LeaseTime)
 		}
 	}
 	client := Classify(m)
@@ -241,17 +292,34 @@ func Reply(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, addr, server net.IP, mask n
 	return resp, nil
 }
 
-// readTFTP serves files of the tree over TFTP.
-func (s *Server) readTFTP(name string, rf io.ReaderFrom) error {
-	p, err := s.treePath(name)
-	if err != nil {
-		s.log.WithField("file", name).Warn("tftp: refused")
-		return err
+// logQuiet logs a line a client can cause, at most s.quiet's rate.
+func (s *Server) logQuiet(log logrus.FieldLogger, msg string) {
+	if ok, suppressed := s.quiet.Allow(time.Now()); ok {
+		if suppressed > 0 {
+			log = log.WithField("suppressed", suppressed)
+		}
+		log.Warn(msg)
 	}
-	f, err := os.Open(p)
+}
+
+// Errors a client sees: they never name a server path.
+var (
+	errNotFound = errors.New("file not found")
+	errBusy     = errors.New("server busy, try again later")
+)
+
+// readTFTP serves files of the tree over TFTP, at most maxTFTPSessions at
+// once.
+func (s *Server) readTFTP(name string, rf io.ReaderFrom) error {
+	if s.tftpS.Take() != nil {
+		s.logQuiet(s.log.WithField("file", guard.Clip(name, 128)), "tftp: too many transfers, refused")
+		return errBusy
+	}
+	defer s.tftpS.Release()
+	f, _, err := s.openFile(name)
 	if err != nil {
-		s.log.WithField("file", name).WithError(err).Warn("tftp: not found")
-		return err
+		s.logQuiet(s.log.WithField("file", guard.Clip(name, 128)).WithError(err), "tftp: refused")
+		return errNotFound
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil {
@@ -260,8 +328,27 @@ func (s *Server) readTFTP(name string, rf io.ReaderFrom) error {
 		}
 	}
 	n, err := rf.ReadFrom(f)
-	s.log.WithFields(logrus.Fields{"file": name, "bytes": n}).Info("tftp")
+	s.log.WithFields(logrus.Fields{"file": guard.Clip(name, 128), "bytes": n}).Info("tftp")
 	return err
+}
+
+// openFile opens a regular file of the tree; directories and anything
+// outside the tree are refused.
+func (s *Server) openFile(name string) (*os.File, os.FileInfo, error) {
+	p, err := s.treePath(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: not a regular file", p)
+	}
+	return f, fi, nil
 }
 
 // treePath maps a request path to a file inside the tree, refusing
@@ -274,11 +361,25 @@ func (s *Server) treePath(name string) (string, error) {
 	return filepath.Join(s.cfg.Dir, filepath.FromSlash(clean)), nil
 }
 
+// httpHandler serves the tree's regular files to GET and HEAD: no
+// directory listings, and errors that never name a server path.
 func (s *Server) httpHandler() http.Handler {
-	files := http.FileServer(http.Dir(s.cfg.Dir))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.log.WithFields(logrus.Fields{"path": r.URL.Path, "from": r.RemoteAddr}).Info("http")
-		files.ServeHTTP(w, r)
+		log := s.log.WithFields(logrus.Fields{"path": guard.Clip(r.URL.Path, 128), "from": r.RemoteAddr})
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		f, fi, err := s.openFile(r.URL.Path)
+		if err != nil {
+			s.logQuiet(log.WithError(err), "http: not served")
+			http.Error(w, errNotFound.Error(), http.StatusNotFound)
+			return
+		}
+		defer f.Close()
+		log.Info("http")
+		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 	})
 }
 
@@ -299,15 +400,25 @@ func interfaceIPv4(name string) (net.IP, net.IPMask, error) {
 	return nil, nil, fmt.Errorf("netboot: interface %s has no IPv4 address", name)
 }
 
-// leases hands each MAC a stable address from the pool.
+// leases hands each MAC a stable address from the pool. An entry lasts
+// until its expiry (an offer's OfferTime, an ACKed lease's LeaseTime);
+// expired entries are reclaimed when an address is needed, and the table
+// never holds more than max entries.
 type leases struct {
 	mu         sync.Mutex
 	start, end uint32
-	byMAC      map[string]uint32
-	used       map[uint32]bool
+	server     uint32
+	max        int
+	byMAC      map[string]*lease
+	byAddr     map[uint32]string
 }
 
-func newLeases(server net.IP, mask net.IPMask, start, end net.IP) (*leases, error) {
+type lease struct {
+	addr    uint32
+	expires time.Time
+}
+
+func newLeases(server net.IP, mask net.IPMask, start, end net.IP, max int) (*leases, error) {
 	if start.To4() == nil || end.To4() == nil {
 		return nil, fmt.Errorf("address pool %v-%v: want two IPv4 addresses", start, end)
 	}
@@ -317,27 +428,67 @@ func newLeases(server net.IP, mask net.IPMask, start, end net.IP) (*leases, erro
 			return nil, fmt.Errorf("address pool %v-%v: %v is not in the interface's subnet %v", start, end, a, subnet)
 		}
 	}
-	l := &leases{start: ip4(start), end: ip4(end), byMAC: map[string]uint32{}, used: map[uint32]bool{ip4(server): true}}
+	if max < 1 {
+		return nil, fmt.Errorf("lease table size %d: want at least 1", max)
+	}
+	l := &leases{start: ip4(start), end: ip4(end), server: ip4(server), max: max, byMAC: map[string]*lease{}, byAddr: map[uint32]string{}}
 	if l.start > l.end {
 		return nil, fmt.Errorf("address pool %v-%v: start after end", start, end)
 	}
 	return l, nil
 }
 
-func (l *leases) addressFor(mac net.HardwareAddr) (net.IP, error) {
+// addressFor returns mac's address, reserving it until at least now+hold.
+func (l *leases) addressFor(mac net.HardwareAddr, now time.Time, hold time.Duration) (net.IP, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if a, ok := l.byMAC[mac.String()]; ok {
-		return ipFrom(a), nil
+	key := mac.String()
+	if e, ok := l.byMAC[key]; ok {
+		if e.expires.Before(now.Add(hold)) {
+			e.expires = now.Add(hold)
+		}
+		return ipFrom(e.addr), nil
 	}
-	for a := l.start; a <= l.end && a >= l.start; a++ {
-		if !l.used[a] {
-			l.used[a] = true
-			l.byMAC[mac.String()] = a
-			return ipFrom(a), nil
+	if len(l.byMAC) >= l.max {
+		l.sweep(now)
+		if len(l.byMAC) >= l.max {
+			return nil, fmt.Errorf("lease table full (%d entries)", l.max)
 		}
 	}
+	for a := l.start; a <= l.end && a >= l.start; a++ {
+		if a == l.server {
+			continue
+		}
+		if owner, taken := l.byAddr[a]; taken {
+			if !l.byMAC[owner].expires.Before(now) {
+				continue
+			}
+			delete(l.byMAC, owner)
+		}
+		l.byAddr[a] = key
+		l.byMAC[key] = &lease{addr: a, expires: now.Add(hold)}
+		return ipFrom(a), nil
+	}
 	return nil, errors.New("address pool exhausted")
+}
+
+// hold extends mac's entry to now+d (an ACKed lease).
+func (l *leases) hold(mac net.HardwareAddr, now time.Time, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.byMAC[mac.String()]; ok {
+		e.expires = now.Add(d)
+	}
+}
+
+// sweep drops expired entries.
+func (l *leases) sweep(now time.Time) {
+	for mac, e := range l.byMAC {
+		if e.expires.Before(now) {
+			delete(l.byMAC, mac)
+			delete(l.byAddr, e.addr)
+		}
+	}
 }
 
 func ip4(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
