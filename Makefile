@@ -9,7 +9,7 @@ CACHE    ?= .cache
 GOFLAGS  ?=
 export GOFLAGS
 
-.PHONY: all deps image lab lab-down test unit qemu-test bench vet fmt clean check-config
+.PHONY: all deps image lab lab-down test unit qemu-test bench vet fmt clean check-config import-keepalived
 
 all: image
 
@@ -29,6 +29,13 @@ image: deps
 # `field.path (line N): reason`, non-zero exit when invalid. Downloads nothing.
 check-config:
 	$(GO) run ./image/cmd/fulcrum-image check-config $(CONFIG)
+
+# Convert a keepalived.conf: make import-keepalived IN=keepalived.conf
+# [BASE=config.yaml] [OUT=fulcrum.yaml] [ID=config-id]. Lists every directive
+# it cannot convert; with BASE (our network section) the result is validated.
+import-keepalived:
+	@test -n "$(IN)" || { echo "usage: make import-keepalived IN=keepalived.conf [BASE=config.yaml] [OUT=fulcrum.yaml]"; exit 2; }
+	$(GO) run ./image/cmd/fulcrum-image import-keepalived -in $(IN) $(if $(BASE),-base $(BASE)) $(if $(filter command line,$(origin OUT)),-out $(OUT)) $(if $(ID),-config-id $(ID))
 
 lab: image
 	$(GO) run ./qemu/cmd/fulcrum-lab up -out $(OUT)

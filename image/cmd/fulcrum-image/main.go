@@ -5,6 +5,7 @@
 // and, without building anything (no kernel, no network):
 //
 //	fulcrum-image check-config FILE        validate a config as the appliance does
+//	fulcrum-image import-keepalived -in keepalived.conf [-base config.yaml] [-out fulcrum.yaml]
 package main
 
 import (
