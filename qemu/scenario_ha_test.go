@@ -109,13 +109,14 @@ func TestHAPairScenarios(t *testing.T) {
 
 	t.Run("VRRPStartsOnlyAfterTheLBDaemonHasAppliedItsConfig", func(t *testing.T) {
 		applied := regexp.MustCompile(`lbd\|.*msg="applied `)
-		gate := regexp.MustCompile(`vrrpd\|.*lbd has applied its config: starting VRRP`)
+		// init's supervisor starts vrrpd (After: lbd) once lbd reports ready
+		gate := regexp.MustCompile(`msg="ready; starting" after=lbd service=vrrpd`)
 		state := regexp.MustCompile(`vrrpd\|.*vrrp: state change`)
 		for _, n := range []int{1, 2} {
 			out := ha.Node(n).Console.Output()
 			a, g, s := applied.FindStringIndex(out), gate.FindStringIndex(out), state.FindStringIndex(out)
 			if a == nil || g == nil || s == nil || a[0] > g[0] || g[0] > s[0] {
-				t.Errorf("lb%d console: lbd apply at %v, vrrpd gate at %v, first VRRP state change at %v; want them in that order", n, a, g, s)
+				t.Errorf("lb%d console: lbd apply at %v, vrrpd started after lbd's ready at %v, first VRRP state change at %v; want them in that order", n, a, g, s)
 			}
 		}
 	})

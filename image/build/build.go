@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/image/ramfs"
 	"github.com/fulcrum-lb/fulcrum/image/usbimg"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/services/manifest"
 	"github.com/u-root/mkuimage/cpio"
 )
 
@@ -148,10 +148,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	step(4, "building initramfs with u-root (Go compile of init, daemons and console tools)")
-	cmds, err := Commands(o.SourceDir)
-	if err != nil {
-		return nil, err
-	}
+	cmds := Commands()
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("out dir: %w", err)
 	}
@@ -213,49 +210,13 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 }
 
 // Commands lists the Go packages that go into the busybox binary: init,
-// every program under services/cmd/, and the console tools.
-func Commands(sourceDir string) ([]string, error) {
+// the programs of services/manifest, and the console tools.
+func Commands() []string {
 	cmds := []string{ModulePath + "/init"}
-	entries, err := os.ReadDir(filepath.Join(sourceDir, "services", "cmd"))
-	if err != nil && !os.IsNotExist(err) {
-		return nil, fmt.Errorf("listing services: %w", err)
+	for _, p := range manifest.Programs() {
+		cmds = append(cmds, ModulePath+"/"+manifest.CmdDir+"/"+p)
 	}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		main, err := isMainPackage(filepath.Join(sourceDir, "services", "cmd", e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		if main {
-			cmds = append(cmds, ModulePath+"/services/cmd/"+e.Name())
-		}
-	}
-	sort.Strings(cmds[1:])
-	return append(cmds, ConsoleCommands...), nil
-}
-
-func isMainPackage(dir string) (bool, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		return false, err
-	}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return false, err
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "package ") {
-				return strings.TrimSpace(strings.TrimPrefix(line, "package ")) == "main", nil
-			}
-		}
-	}
-	return false, nil
+	return append(cmds, ConsoleCommands...)
 }
 
 // moduleRecords puts the selected modules, a generated modules.dep and the

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fulcrum-lb/fulcrum/services/manifest"
 )
 
 // TestInvalidConfigBuildsNothing checks that validation comes first: a bad
@@ -56,25 +58,16 @@ func toStrings(a []any) []string {
 	return s
 }
 
-func TestCommandsIncludeInitDaemonsAndConsoleTools(t *testing.T) {
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "services", "cmd", "lbd"), 0o755)
-	os.WriteFile(filepath.Join(dir, "services", "cmd", "lbd", "main.go"), []byte("// Command lbd.\npackage main\n"), 0o644)
-	os.MkdirAll(filepath.Join(dir, "services", "cmd", "lib"), 0o755)
-	os.WriteFile(filepath.Join(dir, "services", "cmd", "lib", "lib.go"), []byte("package lib\n"), 0o644)
-	cmds, err := Commands(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestCommandsAreInitTheManifestAndConsoleTools(t *testing.T) {
+	cmds := Commands()
 	if cmds[0] != ModulePath+"/init" {
 		t.Errorf("first command %s, want init", cmds[0])
 	}
 	joined := strings.Join(cmds, " ")
-	if !strings.Contains(joined, ModulePath+"/services/cmd/lbd") {
-		t.Errorf("daemon lbd missing from %v", cmds)
-	}
-	if strings.Contains(joined, "/lib") {
-		t.Errorf("library package services/localapi taken for a command: %v", cmds)
+	for _, p := range manifest.Programs() {
+		if !strings.Contains(joined, ModulePath+"/services/cmd/"+p+" ") {
+			t.Errorf("manifest program %s missing from %v", p, cmds)
+		}
 	}
 	if !strings.Contains(joined, "cmds/core/gosh") {
 		t.Errorf("console shell missing from %v", cmds)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
+	"github.com/fulcrum-lb/fulcrum/services/manifest"
 	"github.com/fulcrum-lb/fulcrum/services/power"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -38,10 +40,6 @@ const ReadyLine = "fulcrum: ready"
 
 // MaintenanceLine starts the console announcement of maintenance state.
 const MaintenanceLine = "fulcrum: MAINTENANCE"
-
-// daemons are the appliance services, started in this order when present in
-// the image. Each takes the config path.
-var daemons = []string{"lbd", "vrrpd", "mgmtd", "dhcpc"}
 
 // ConsoleCLI is the program on the serial console: login, then the lbctl
 // CLI (its `shell` command gives the maintenance shell, ConsoleShell).
@@ -190,23 +188,30 @@ func (in *Init) announceMaintenance(reason string) string {
 	return msg
 }
 
+// startDaemons starts the daemons of services/manifest that are in the
+// image (and, with fulcrum.services=, asked for) under the supervisor.
 func (in *Init) startDaemons(ctx context.Context, cfgPath string) {
-	want := map[string]bool{}
-	if v, ok := in.Cmdline[ParamServices]; ok {
-		for _, s := range strings.Split(v, ",") {
-			want[s] = true
-		}
-	}
-	for _, d := range daemons {
-		if len(want) > 0 && !want[d] {
-			continue
-		}
-		p := filepath.Join(BinDir, d)
+	var svcs []supervisor.Service
+	for _, d := range in.daemons() {
+		p := filepath.Join(BinDir, d.Name)
 		if _, err := os.Stat(p); err != nil {
 			continue
 		}
-		in.sup.Start(ctx, supervisor.Service{Name: d, Path: p, Args: []string{"-config", cfgPath}})
+		svcs = append(svcs, supervisor.Service{Name: d.Name, Path: p, Args: append([]string{"-config", cfgPath}, d.Args...), After: d.After, Watchdog: d.Watchdog})
 	}
+	in.sup.StartAll(ctx, svcs...)
+}
+
+// daemons are the manifest's daemons the kernel command line asks for
+// (fulcrum.services=a,b; all when absent).
+func (in *Init) daemons() []manifest.Daemon {
+	all := manifest.Daemons()
+	v, ok := in.Cmdline[ParamServices]
+	if !ok {
+		return all
+	}
+	want := strings.Split(v, ",")
+	return slices.DeleteFunc(all, func(d manifest.Daemon) bool { return !slices.Contains(want, d.Name) })
 }
 
 // waitForPower blocks until a power signal arrives, then stops services and

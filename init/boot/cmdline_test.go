@@ -13,3 +13,21 @@ func TestParseCmdline(t *testing.T) {
 		t.Errorf("got %d params %v, want 4", len(c), c)
 	}
 }
+
+func TestServicesParamPicksManifestDaemons(t *testing.T) {
+	names := func(c string) (out []string) {
+		for _, d := range (&Init{Cmdline: ParseCmdline(c)}).daemons() {
+			out = append(out, d.Name)
+		}
+		return out
+	}
+	if got := names("quiet"); len(got) != 4 || got[0] != "lbd" || got[1] != "vrrpd" {
+		t.Errorf("without fulcrum.services: %v, want all manifest daemons, lbd first", got)
+	}
+	if got := names("fulcrum.services=vrrpd,lbd"); len(got) != 2 || got[0] != "lbd" || got[1] != "vrrpd" {
+		t.Errorf("fulcrum.services=vrrpd,lbd: %v, want lbd then vrrpd (manifest order)", got)
+	}
+	if got := names("fulcrum.services=none"); len(got) != 0 {
+		t.Errorf("fulcrum.services=none: %v, want none", got)
+	}
+}

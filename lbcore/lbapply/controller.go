@@ -42,6 +42,9 @@ type Controller struct {
 	Debounce time.Duration
 	// RetryAfter is when a failed health apply is tried again (default 2s).
 	RetryAfter time.Duration
+	// Ready, if set, is called once Run has applied the first config (lbd
+	// tells init's supervisor it is ready: vrrpd starts After it).
+	Ready func()
 
 	kick chan struct{}
 
@@ -250,6 +253,9 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 	if err := apply(); err != nil {
 		c.recordErr(err)
 		return err
+	}
+	if c.Ready != nil {
+		c.Ready()
 	}
 	var retry <-chan time.Time
 	for {

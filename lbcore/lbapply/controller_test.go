@@ -292,3 +292,35 @@ func TestStatusHandlerServesJSON(t *testing.T) {
 		t.Fatalf("status JSON: %s", rec.Body)
 	}
 }
+
+// TestControllerReadyAfterTheFirstApplyOnly: Ready (lbd's readiness for
+// init's supervisor) comes once the first config is in the kernel, and not
+// at all when it cannot be applied.
+func TestControllerReadyAfterTheFirstApplyOnly(t *testing.T) {
+	for _, tc := range []struct {
+		doc   string
+		ready int
+	}{{cfgHealth, 1}, {"version: 99\n", 0}} {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(tc.doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ip := &countingIPVS{}
+		c := NewController(&Applier{IPVS: ip, NAT: &fakeNAT{}, Log: quiet()}, &fakeHealth{states: map[string]health.State{}}, quiet())
+		var readies, appliesAtReady int
+		c.Ready = func() { readies++; appliesAtReady = ip.n() }
+		ctx, cancel := context.WithCancel(context.Background())
+		reload := make(chan struct{})
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx, path, config.Load, reload) }()
+		if tc.ready == 1 {
+			waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+			reload <- struct{}{} // a reload is not a second Ready
+		}
+		cancel()
+		err := <-done
+		if readies != tc.ready || (tc.ready == 1 && (err != nil || appliesAtReady != 1)) {
+			t.Fatalf("config %q: Ready called %d times (after %d applies, run error %v), want %d after the first apply", tc.doc, readies, appliesAtReady, err, tc.ready)
+		}
+	}
+}

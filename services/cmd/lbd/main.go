@@ -37,47 +37,41 @@ import (
 )
 
 func main() {
-	path := flag.String("config", "/etc/fulcrum/config.yaml", "appliance config file")
 	drain := flag.Duration("drain-timeout", 5*time.Minute, "how long a removed member may finish its connections (0: delete at once)")
-	level := flag.String("log-level", "info", "log level (debug, info, warn, error)")
 	statusSock := flag.String("status-socket", "/run/fulcrum/lbd.sock", "unix socket serving GET /status as JSON (\"\" for none)")
-	flag.Parse()
+	daemon.Main("lbd", func(ctx context.Context, path string, log *logrus.Entry) error {
+		return run(ctx, path, log, *drain, *statusSock)
+	})
+}
 
-	log, err := daemon.Logger("lbd", *level, *path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
+func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duration, statusSock string) error {
 	h, err := ipvs.Open("")
 	if err != nil {
-		log.WithError(err).Fatal("cannot reach IPVS")
+		return fmt.Errorf("cannot reach IPVS: %w", err)
 	}
 	defer h.Close()
-	rec := ipvs.NewReconciler(h, log, ipvs.Options{DrainTimeout: *drain})
+	rec := ipvs.NewReconciler(h, log, ipvs.Options{DrainTimeout: drain})
 	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		log.WithError(err).Fatal("cannot open rtnetlink")
+		return fmt.Errorf("cannot open rtnetlink: %w", err)
 	}
 	defer nl.Close()
 	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Addrs: addrs.NewOwner(nl, log), Log: log}
 	ctrl := lbapply.NewController(a, nil, log)
+	ctrl.Ready = func() { daemon.Ready(ctx) }
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
 	ctrl.SetHealth(sched)
 	go sched.Run(ctx)
 	reader, err := ipvs.Open("") // the local API's own handle, for reads
 	if err != nil {
-		log.WithError(err).Fatal("cannot reach IPVS")
+		return fmt.Errorf("cannot reach IPVS: %w", err)
 	}
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
-	api := lbd.New(*path, config.Load, reload, reader, log)
+	api := lbd.New(path, config.Load, reload, reader, log)
 	api.UseController(ctrl)
-	if *statusSock != "" {
-		go serveStatus(ctx, log, *statusSock, api.Handler())
+	if statusSock != "" {
+		go serveStatus(ctx, log, statusSock, api.Handler())
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -92,10 +86,11 @@ func main() {
 	}()
 	go rec.RunDrainer(ctx, 2*time.Second)
 
-	if err := ctrl.Run(ctx, *path, api.Loader, reload); err != nil {
-		log.WithError(err).Fatal("initial config not applied")
+	if err := ctrl.Run(ctx, path, api.Loader, reload); err != nil {
+		return fmt.Errorf("initial config not applied: %w", err)
 	}
 	log.Info("stopping; IPVS and nftables state left in place")
+	return nil
 }
 
 // serveStatus serves lbd's local API on its unix socket (mode 0600).

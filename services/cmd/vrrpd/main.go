@@ -1,6 +1,7 @@
 // Command vrrpd is the appliance's VRRP daemon: it loads the appliance
-// config, waits until the LB daemon has applied its config (when init runs
-// one; see waitForLB), runs the vrrp section's instances on the Failover bond, and on
+// config, runs the vrrp section's instances on the Failover bond (init
+// starts it only once lbd has applied its config: After lbd in
+// services/manifest), and on
 // SIGTERM/SIGINT resigns (priority-0 advert, virtual addresses removed) and
 // exits. The logic lives in lbcore/vrrp/node; api.go serves state,
 // switchover and resume on the local API for lbctl and mgmtd.
@@ -34,9 +35,6 @@ func run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	a := newAPI(n)
 	go serveAPI(ctx, a, log)
-	if err := waitForLB(ctx, newLocalProbe(""), defaultGate(), log); err != nil {
-		return nil // stopped while waiting
-	}
 	events, unsubscribe := n.Subscribe(16)
 	defer unsubscribe()
 	go func() {
