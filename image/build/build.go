@@ -277,6 +277,6 @@ func (r *Result) Summary() string {
 	}
 	fmt.Fprintf(&b, "  %-28s %7.2f MiB in %d modules (uncompressed)\n", "  of which kernel modules", mib(r.ModulesBytes), r.Modules)
 	fmt.Fprintf(&b, "  %-28s %s/{boot.ipxe,pxelinux.cfg/default}\n", "PXE tree", r.PXEDir)
-	fmt.Fprintf(&b, "  commands: %d (init, %d daemons, %d console tools)\n", len(r.Commands), len(r.Commands)-1-len(ConsoleCommands), len(ConsoleCommands))
+	fmt.Fprintf(&b, "  commands: %d (init, %d appliance programs, %d console tools)\n", len(r.Commands), len(r.Commands)-1-len(ConsoleCommands), len(ConsoleCommands))
 	return b.String()
 }
