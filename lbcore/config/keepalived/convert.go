@@ -40,21 +40,7 @@ func Import(fsys fs.FS, name string, base []byte, baseName string, opt Options) 
 	if err != nil {
 		return nil, err
 	}
-	res, err := Convert(nodes, base, baseName)
-	if err != nil {
-		return nil, err
-	}
-	res.Issues = append(issues, res.Issues...)
-	main := opt.Root + path.Clean(name)
-	sort.SliceStable(res.Issues, func(i, j int) bool {
-		a, b := res.Issues[i], res.Issues[j]
-		if a.File != b.File {
-			// the main file first, then includes by name
-			return a.File == main || a.File < b.File && b.File != main
-		}
-		return a.Line < b.Line
-	})
-	return res, nil
+	return Convert(nodes, issues, opt.Root+path.Clean(name), base, baseName)
 }
 
 // Keepalived's defaults where they differ from Fulcrum's.
@@ -87,6 +73,8 @@ type converter struct {
 	ifGroup  map[string]string   // learned interface → group
 	names    map[string]int
 	vsgroups map[string]*Node
+	// vsgroupUsed: virtual_server_group names a virtual_server refers to
+	vsgroupUsed map[string]bool
 
 	hostname     string
 	vrrpVersion  int
@@ -102,6 +90,7 @@ type converter struct {
 }
 
 func (c *converter) note(n *Node, format string, args ...any) {
+	n.noted = true
 	c.issues = append(c.issues, Issue{File: n.File, Line: n.Line, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -138,7 +127,6 @@ var unsupported = map[string]string{
 	"net_namespace":             "Fulcrum runs in the appliance's own network namespace",
 	"mcast_src_ip":              "the heartbeat's source is the Failover bond's self IP",
 	"unicast_src_ip":            "the heartbeat's source is the Failover bond's self IP",
-	"dont_track_primary":        "Fulcrum tracks bonds explicitly (vrrp.track)",
 	"vrrp_strict":               "Fulcrum follows RFC 5798 without keepalived's strict-mode switches",
 	"vrrp_skip_check_adv_addr":  "Fulcrum always checks the advert's addresses",
 	"vrrp_garp_master_delay":    "Fulcrum announces at takeover (vrrp.garp.repeat) and refreshes periodically (vrrp.garp.refresh)",
@@ -174,16 +162,19 @@ func (c *converter) unsupportedNote(n *Node, ctx string) {
 	c.note(n, "%s%s: not converted: %s", ctx, key, why)
 }
 
-// Convert turns parsed keepalived statements into Fulcrum YAML. base is an
+// Convert turns parsed keepalived statements into Fulcrum YAML. issues are
+// the parser's, mainFile the name the main file has in them; base is an
 // optional Fulcrum config (YAML) providing the network section.
-func Convert(nodes []*Node, base []byte, baseName string) (*Result, error) {
+func Convert(nodes []*Node, issues []Issue, mainFile string, base []byte, baseName string) (*Result, error) {
 	c := &converter{
-		vips:     map[netip.Addr]bool{},
-		ifGroup:  map[string]string{},
-		names:    map[string]int{},
-		vsgroups: map[string]*Node{},
-		pools:    ymap(),
-		monitors: ymap(),
+		issues:      append([]Issue(nil), issues...),
+		vips:        map[netip.Addr]bool{},
+		ifGroup:     map[string]string{},
+		names:       map[string]int{},
+		vsgroups:    map[string]*Node{},
+		vsgroupUsed: map[string]bool{},
+		pools:       ymap(),
+		monitors:    ymap(),
 	}
 	if len(base) > 0 {
 		b, err := parseBase(base)
@@ -208,8 +199,13 @@ func Convert(nodes []*Node, base []byte, baseName string) (*Result, error) {
 		}
 	}
 	for _, n := range nodes {
+		n.read = true
 		switch n.Key {
-		case "virtual_server", "virtual_server_group":
+		case "virtual_server":
+		case "virtual_server_group":
+			if len(n.Args) == 0 || !c.vsgroupUsed[n.Args[0]] {
+				c.note(n, "virtual_server_group %s: no virtual_server uses it; not converted", strings.Join(n.Args, " "))
+			}
 		case "global_defs":
 			c.globalDefs(n)
 		case "vrrp_instance":
@@ -223,7 +219,34 @@ func Convert(nodes []*Node, base []byte, baseName string) (*Result, error) {
 		}
 	}
 	vrrpNode := c.vrrpSection()
+	c.unread(nodes)
+	sort.SliceStable(c.issues, func(i, j int) bool {
+		a, b := c.issues[i], c.issues[j]
+		if a.File != b.File {
+			// the main file first, then includes and the base by name
+			return a.File == mainFile || a.File < b.File && b.File != mainFile
+		}
+		return a.Line < b.Line
+	})
 	return c.assemble(vrrpNode, baseName)
+}
+
+// unread reports every statement the converter never looked at, so nothing
+// is dropped without a word even where the converter has a gap.
+func (c *converter) unread(nodes []*Node) {
+	for _, n := range nodes {
+		switch {
+		case n.noted:
+		case !n.read:
+			what := n.Key
+			if n.IsBlock {
+				what += " " + strings.Join(n.Args, " ") + " { ... }"
+			}
+			c.note(n, "%s: not converted: the importer does not read it in this place", strings.TrimSpace(what))
+		default:
+			c.unread(n.Children)
+		}
+	}
 }
 
 func parseBase(data []byte) (*baseInfo, error) {
@@ -279,6 +302,7 @@ func parseBase(data []byte) (*baseInfo, error) {
 
 func (c *converter) globalDefs(n *Node) {
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "router_id":
 			if len(d.Args) == 1 && hostnameRE.MatchString(d.Args[0]) {
@@ -342,6 +366,7 @@ func (c *converter) lvsTimeouts(d *Node) {
 
 func (c *converter) staticAddresses(n *Node) {
 	for _, a := range n.Children {
+		a.read = true
 		where := ""
 		if c.base != nil {
 			if p, err := netip.ParsePrefix(a.Key); err == nil {

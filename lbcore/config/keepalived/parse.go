@@ -27,6 +27,10 @@ type Node struct {
 	Args     []string
 	IsBlock  bool
 	Children []*Node
+
+	// read: the converter looked at it; noted: it reported about it (and
+	// so about everything inside it).
+	read, noted bool
 }
 
 // Pos is "file:line" for reports.

@@ -30,6 +30,7 @@ type kInstance struct {
 	addrs        []kAddr
 	peers        []*Node
 	tracks       []*Node
+	noPrimary    bool // dont_track_primary
 	used         bool
 }
 
@@ -40,6 +41,7 @@ func (c *converter) vrrpInstance(n *Node) {
 	}
 	ctx := "vrrp_instance " + in.name + ": "
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "virtual_router_id":
 			if v, err := intArg(d); err == nil && v >= 1 && v <= 255 {
@@ -83,12 +85,15 @@ func (c *converter) vrrpInstance(n *Node) {
 			}
 		case "virtual_ipaddress", "virtual_ipaddress_excluded":
 			for _, a := range d.Children {
+				a.read = true
 				c.vrrpAddress(in, a, ctx)
 			}
 		case "unicast_peer":
 			in.peers = append(in.peers, d.Children...)
 		case "track_interface":
 			in.tracks = append(in.tracks, d.Children...)
+		case "dont_track_primary":
+			in.noPrimary = true
 		default:
 			c.unsupportedNote(d, ctx)
 		}
@@ -173,9 +178,11 @@ func (c *converter) vrrpSection() *yaml.Node {
 		name := strings.Join(g.Args, " ")
 		var members []*kInstance
 		for _, d := range g.Children {
+			d.read = true
 			switch d.Key {
 			case "group":
 				for _, m := range d.Children {
+					m.read = true
 					in, ok := byName[m.Key]
 					switch {
 					case !ok:
@@ -276,8 +283,14 @@ func (c *converter) vrrpSection() *yaml.Node {
 	if delay > 0 {
 		yset(sec, "preempt_delay", ystr(delay.String()))
 	}
-	if peers := c.unicastPeers(); peers != nil {
+	peers := c.unicastPeers()
+	if peers != nil {
 		yset(sec, "unicast_peers", peers)
+	}
+	if bp := c.basePeers(); bp != nil {
+		yset(sec, "peers", bp)
+	} else if peers == nil {
+		c.note(first.node, "keepalived accepted adverts from any host (multicast, no unicast_peer); Fulcrum requires the other node's failover address in vrrp.peers: add it (or put vrrp.peers in the base config)")
 	}
 	if c.garp != nil {
 		yset(sec, "garp", yflow(c.garp))
@@ -361,6 +374,7 @@ func (c *converter) unicastPeers() *yaml.Node {
 	out := ystrs(nil)
 	for _, in := range c.instances {
 		for _, p := range in.peers {
+			p.read = true
 			a, err := netip.ParseAddr(p.Key)
 			if err != nil {
 				c.note(p, "vrrp_instance %s: unicast_peer %s is not an address; not converted", in.name, p.Key)
@@ -394,14 +408,32 @@ func (c *converter) unicastPeers() *yaml.Node {
 func (c *converter) tracks() *yaml.Node {
 	seen := map[string]bool{}
 	out := yseq()
+	// keepalived faults an instance when its own interface goes down
+	// (unless dont_track_primary): the group of that interface is tracked
+	// with action fault.
+	for _, in := range c.instances {
+		g, ok := c.ifGroup[strings.ToLower(in.iface)]
+		if in.noPrimary || !ok || g == "failover" || seen[g] {
+			continue
+		}
+		seen[g] = true
+		e := yflow(ymap())
+		yset(e, "group", ystr(g))
+		yset(e, "action", ystr("fault"))
+		out.Content = append(out.Content, e)
+	}
 	for _, in := range c.instances {
 		for _, t := range in.tracks {
+			t.read = true
 			g, ok := c.ifGroup[strings.ToLower(t.Key)]
 			if !ok || g == "failover" {
 				c.note(t, "vrrp_instance %s: track_interface %s: not an interface of the internal or external group; not converted", in.name, t.Key)
 				continue
 			}
 			if seen[g] {
+				if len(t.Args) > 0 {
+					c.note(t, "vrrp_instance %s: track_interface %s %s: the %s group is already tracked (an instance's own interface faults it, as in keepalived); not converted", in.name, t.Key, strings.Join(t.Args, " "), g)
+				}
 				continue
 			}
 			seen[g] = true
@@ -436,4 +468,17 @@ func (c *converter) tracks() *yaml.Node {
 		return nil
 	}
 	return out
+}
+
+// basePeers returns the base config's vrrp.peers (the other node's failover
+// address), which the imported vrrp section keeps.
+func (c *converter) basePeers() *yaml.Node {
+	if c.base == nil {
+		return nil
+	}
+	p := yget(yget(c.base.doc, "vrrp"), "peers")
+	if p == nil || p.Kind != yaml.SequenceNode || len(p.Content) == 0 {
+		return nil
+	}
+	return p
 }

@@ -49,6 +49,7 @@ func (c *converter) virtualServer(n *Node) {
 	ctx := "virtual_server " + strings.Join(n.Args, " ") + ": "
 	targets := c.vsTargets(n, ctx)
 	if len(targets) == 0 {
+		n.noted = true // the reason is reported; nothing inside is used
 		return
 	}
 	mode, sched, proto := "nat", "wlc", "tcp" // keepalived's defaults
@@ -65,6 +66,7 @@ func (c *converter) virtualServer(n *Node) {
 	retry := -1
 	var members []*member
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "delay_loop":
 			if v, err := secondsArg(d); err == nil && v >= 10*time.Millisecond {
@@ -97,6 +99,7 @@ func (c *converter) virtualServer(n *Node) {
 				proto = "udp"
 			default:
 				c.note(d, "%sprotocol %s: Fulcrum balances TCP and UDP only; virtual server not converted", ctx, strings.Join(d.Args, " "))
+				n.noted = true
 				return
 			}
 		case "persistence_timeout":
@@ -310,12 +313,14 @@ func (c *converter) vsTargets(n *Node, ctx string) []vsTarget {
 		return nil
 	case len(n.Args) == 2 && n.Args[0] == "group":
 		g, ok := c.vsgroups[n.Args[1]]
+		c.vsgroupUsed[n.Args[1]] = true
 		if !ok {
 			c.note(n, "%sno virtual_server_group %s; not converted", ctx, n.Args[1])
 			return nil
 		}
 		var out []vsTarget
 		for _, e := range g.Children {
+			e.read = true
 			out = append(out, c.groupEntry(e, "virtual_server_group "+n.Args[1]+": ")...)
 		}
 		return out
@@ -415,6 +420,7 @@ func (c *converter) realServer(n *Node, vsCtx string) *member {
 	}
 	ctx := fmt.Sprintf("%sreal_server %s: ", vsCtx, strings.Join(n.Args, " "))
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "weight":
 			if v, err := intArg(d); err == nil && v >= 0 && v <= 65535 {
@@ -457,6 +463,7 @@ func (c *converter) check(n *Node, ctx string) *monitor {
 	ctx += n.Key + ": "
 	urls := 0
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "connect_port":
 			if v, err := intArg(d); err == nil && v > 0 && v < 65536 {
@@ -518,6 +525,7 @@ func (c *converter) check(n *Node, ctx string) *monitor {
 
 func (c *converter) url(n *Node, mon *monitor, ctx string) {
 	for _, d := range n.Children {
+		d.read = true
 		switch d.Key {
 		case "path":
 			if len(d.Args) == 1 && strings.HasPrefix(d.Args[0], "/") {
