@@ -192,6 +192,20 @@ func (m *Machine) Start(now time.Time) []Action {
 	return m.becomeBackup(now, "startup", nil)
 }
 
+// Resume leaves INIT straight for MASTER, advertising at once: the daemon
+// was restarted on the master and still holds the virtual addresses, so it
+// carries on instead of starting as backup and letting the peer take over
+// (and then preempting back: a double failover). If the peer has taken
+// over meanwhile, the normal election sorts the two masters out.
+func (m *Machine) Resume(now time.Time) []Action {
+	if m.state != Init {
+		return nil
+	}
+	m.preemptFrom = now.Add(m.p.PreemptDelay)
+	m.masterAdverInterval = m.p.Interval
+	return m.becomeMaster(now, "resumed: this node still holds the virtual addresses", nil)
+}
+
 // Tick fires the timers that are due at now.
 func (m *Machine) Tick(now time.Time) []Action {
 	switch m.state {

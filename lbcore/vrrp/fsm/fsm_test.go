@@ -407,3 +407,17 @@ func TestSimEqualPriority(t *testing.T) {
 		t.Fatalf("equal priority: %s\n%s", s.states(), strings.Join(s.log, "\n"))
 	}
 }
+
+// A restarted master that still holds the addresses resumes as master and
+// advertises at once; a higher-priority master heard afterwards still wins.
+func TestResume(t *testing.T) {
+	m := New(params(100))
+	expect(t, "resume", m.Resume(t0), "send-advert(prio=100)", "INIT->MASTER")
+	if m.Deadline() != t0.Add(200*ms) {
+		t.Errorf("next advert at %s, want one interval later", m.Deadline())
+	}
+	expect(t, "resume twice", m.Resume(t0))
+	expect(t, "start after resume", m.Start(t0))
+	expect(t, "higher master", m.Receive(t0.Add(50*ms), Advert{Priority: 150, Interval: 200 * ms, Src: addr2}),
+		"send-advert(prio=100)", "MASTER->BACKUP")
+}

@@ -89,3 +89,27 @@ func setAddress(h *netlink.Handle, ifs vrrp.Interfaces, a vrrp.Address, add bool
 	}
 	return nil
 }
+
+// holdsAddress reports whether the virtual address is on its group's bond
+// now (left there by a previous run that did not resign).
+func holdsAddress(h *netlink.Handle, ifs vrrp.Interfaces, a vrrp.Address) (bool, error) {
+	name := ifs.ForGroup(a.Group)
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", name, err)
+	}
+	fam := netlink.FAMILY_V4
+	if a.Addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return h.AddrList(l, fam) })
+	if err != nil {
+		return false, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, x := range addrs {
+		if ip, ok := netip.AddrFromSlice(x.IP); ok && ip.Unmap() == a.Addr {
+			return true, nil
+		}
+	}
+	return false, nil
+}

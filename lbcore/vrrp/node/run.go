@@ -98,17 +98,19 @@ func (n *Node) Run(ctx context.Context) error {
 			PreemptDelay: c.PreemptDelay,
 			Primary:      rt.primary[in.v6],
 		})
-		// Never start holding addresses a previous run left behind.
-		for _, a := range in.addrs {
-			if err := setAddress(rt.h, n.opts.Interfaces, a, false); err != nil {
-				n.log.WithError(err).Warn("vrrp: clean up stale address")
-			}
-		}
 	}
+	resume := rt.heldByPreviousRun()
 	rt.applyTracking(now) // may put instances in FAULT before they start
 	for _, in := range n.insts {
-		if in.m.State() == fsm.Init {
+		switch {
+		case in.m.State() == fsm.Init && resume[in]:
+			n.log.WithField("instance", in.cfg.Name).Warn("vrrp: the virtual addresses are still here (vrrpd restarted on the master): resuming as master")
+			rt.handle(in, now, in.m.Resume(now))
+		case in.m.State() == fsm.Init:
 			rt.handle(in, now, in.m.Start(now))
+		}
+		if in.m.State() != fsm.Master {
+			rt.removeAddresses(in, "clean up addresses a previous run left behind")
 		}
 	}
 	n.log.WithField("instances", n.String()).Info("vrrp: node running")
@@ -236,6 +238,34 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 		rt.trackUp[t.Group] = err == nil && linkUp(l)
 	}
 	return rt, nil
+}
+
+// heldByPreviousRun finds the instances whose virtual addresses a previous
+// run of this node left in place (it was master and did not resign: killed,
+// crashed). Any one address present counts: the node was master.
+func (rt *session) heldByPreviousRun() map[*instance]bool {
+	held := map[*instance]bool{}
+	for _, in := range rt.n.insts {
+		for _, a := range in.addrs {
+			ok, err := holdsAddress(rt.h, rt.n.opts.Interfaces, a)
+			if err != nil {
+				rt.n.log.WithError(err).Warn("vrrp: look for addresses of a previous run")
+			}
+			if ok {
+				held[in] = true
+				break
+			}
+		}
+	}
+	return held
+}
+
+func (rt *session) removeAddresses(in *instance, why string) {
+	for _, a := range in.addrs {
+		if err := setAddress(rt.h, rt.n.opts.Interfaces, a, false); err != nil {
+			rt.n.log.WithError(err).WithField("instance", in.cfg.Name).Warn("vrrp: " + why)
+		}
+	}
 }
 
 func (rt *session) close() {

@@ -116,10 +116,16 @@ func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
 	t.Fatalf("timed out after %s waiting for %s", d, what)
 }
 
-// vrrpd loads the appliance config, becomes master against a lower-priority
-// peer, and on SIGTERM resigns with priority 0 (the peer takes over long
-// before its 3.6 s master-down interval), removes the VIP and exits 0.
-func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
+// pairLab is two namespaces joined on "failover": vrrpd runs in a (lb1,
+// priority 150), our node library in p as the peer lb2 (priority 100).
+type pairLab struct {
+	t    *testing.T
+	a, p *nsT
+	cfgA string
+	peer *node.Node
+}
+
+func newPairLab(t *testing.T) *pairLab {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and raw sockets")
 	}
@@ -142,12 +148,32 @@ func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
 		n.addr(t, "internal", fmt.Sprintf("198.51.100.%d/24", i+2))
 		n.addr(t, "external", fmt.Sprintf("203.0.113.%d/24", i+2))
 	}
+	l := &pairLab{t: t, a: a, p: p, cfgA: filepath.Join(t.TempDir(), "lb1.yaml")}
+	os.WriteFile(l.cfgA, []byte(applianceConfig("lb1", 1, 150)), 0o644)
 
-	dir := t.TempDir()
-	cfgA := filepath.Join(dir, "lb1.yaml")
-	os.WriteFile(cfgA, []byte(applianceConfig("lb1", 1, 150)), 0o644)
+	cfgB, err := config.Parse([]byte(applianceConfig("lb2", 2, 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	l.peer, err = node.New(node.Options{Config: cfgB.VRRP, Interfaces: cfgB.VRRPInterfaces(), Log: log, NetNS: p.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go l.peer.Run(ctx)
+	return l
+}
+
+func (l *pairLab) peerState() fsm.State { return l.peer.Status()[0].State }
+
+// vrrpd starts vrrpd in namespace a; its output goes to the test log at the end.
+func (l *pairLab) vrrpd() *exec.Cmd {
+	t := l.t
 	var out bytes.Buffer
-	cmd := exec.Command("ip", "netns", "exec", a.name, os.Args[0], "-config", cfgA, "-log-level", "debug")
+	cmd := exec.Command("ip", "netns", "exec", l.a.name, os.Args[0], "-config", l.cfgA, "-log-level", "debug")
 	cmd.Env = append(os.Environ(), "VRRPD_TEST_MAIN=1")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -158,35 +184,32 @@ func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
-		t.Logf("vrrpd output:\n%s", out.String())
+		t.Logf("vrrpd (pid %d) output:\n%s", cmd.Process.Pid, out.String())
 	})
+	return cmd
+}
 
-	// the peer: our node library with the same config at priority 100
-	cfgB, err := config.Parse([]byte(applianceConfig("lb2", 2, 100)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(os.Stderr)
-	peer, err := node.New(node.Options{Config: cfgB.VRRP, Interfaces: cfgB.VRRPInterfaces(), Log: log, NetNS: p.ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go peer.Run(ctx)
-	state := func() fsm.State { return peer.Status()[0].State }
-
-	waitFor(t, 8*time.Second, "vrrpd master", a.hasVIP)
-	waitFor(t, 8*time.Second, "peer backup hearing vrrpd", func() bool {
-		return state() == fsm.Backup && peer.Status()[0].Master.String() == "192.0.2.1"
+// waitMaster waits until vrrpd holds the VIP and the peer hears it.
+func (l *pairLab) waitMaster() {
+	waitFor(l.t, 8*time.Second, "vrrpd master", l.a.hasVIP)
+	waitFor(l.t, 8*time.Second, "peer backup hearing vrrpd", func() bool {
+		return l.peerState() == fsm.Backup && l.peer.Status()[0].Master.String() == "192.0.2.1"
 	})
+}
+
+// vrrpd loads the appliance config, becomes master against a lower-priority
+// peer, and on SIGTERM resigns with priority 0 (the peer takes over long
+// before its 3.6 s master-down interval), removes the VIP and exits 0.
+func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
+	l := newPairLab(t)
+	cmd := l.vrrpd()
+	l.waitMaster()
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*time.Second, "peer master", func() bool { return state() == fsm.Master })
+	waitFor(t, 3*time.Second, "peer master", func() bool { return l.peerState() == fsm.Master })
 	if took := time.Since(start); took > 2500*time.Millisecond {
 		t.Errorf("peer took over %s after SIGTERM: no priority-0 advert (master-down is 3.6 s)", took)
 	}
@@ -200,9 +223,53 @@ func TestVRRPDaemonResignsOnSIGTERM(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("vrrpd did not exit after SIGTERM")
 	}
-	if a.hasVIP() {
+	if l.a.hasVIP() {
 		t.Error("vrrpd left the VIP behind")
 	}
+}
+
+// kill -9 of vrrpd on the master and an immediate restart (what init's
+// supervisor does): the new vrrpd finds the VIP still on its bond and
+// resumes as master at once. The VIP never leaves the master and the peer
+// never takes it (issue 12.5; the old vrrpd removed the VIP and started as
+// backup, then took over again 3.4 s later).
+func TestVRRPDaemonRestartResumesMaster(t *testing.T) {
+	l := newPairLab(t)
+	first := l.vrrpd()
+	l.waitMaster()
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	killed := time.Now()
+	rx := l.peer.Counters()["rx"]
+	second := l.vrrpd()
+	var vipGone, peerMaster time.Duration
+	var resumed time.Duration
+	for time.Since(killed) < 6*time.Second {
+		el := time.Since(killed)
+		if !l.a.hasVIP() && vipGone == 0 {
+			vipGone = el
+		}
+		if l.peerState() == fsm.Master && peerMaster == 0 {
+			peerMaster = el
+		}
+		if resumed == 0 && l.peer.Counters()["rx"] > rx {
+			resumed = el
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("after kill -9: the peer heard the restarted vrrpd's first advert %s later", resumed)
+	if vipGone != 0 {
+		t.Errorf("the VIP left the master %s after kill -9", vipGone)
+	}
+	if peerMaster != 0 {
+		t.Errorf("the peer took over %s after kill -9", peerMaster)
+	}
+	if !l.a.hasVIP() || l.peerState() != fsm.Backup {
+		t.Errorf("at the end: master holds VIP %v, peer %s", l.a.hasVIP(), l.peerState())
+	}
+	_ = second
 }
 
 // A bad config file is reported with its field path and line, and vrrpd
