@@ -147,26 +147,43 @@ func (in *Init) boot() {
 	} else {
 		in.startDaemons(ctx, cfgPath)
 	}
-	in.sup.Start(ctx, in.consoleService(cfgPath, trouble, banner))
+	if svc, ok := in.consoleService(cfgPath, trouble, banner); ok {
+		in.sup.Start(ctx, svc)
+	}
 	if trouble == "" {
 		in.say("%s (host %s, %.1fs after init start)", ReadyLine, cfg.Hostname, time.Since(start).Seconds())
 	}
 	in.waitForPower(signals)
 }
 
-// consoleService is the login + CLI on the serial console (the bare shell
-// when the image has no lbctl). In maintenance the login notice repeats the
-// reason; the CLI's `shell` still gives the shell for inspection.
-func (in *Init) consoleService(cfgPath, trouble, banner string) supervisor.Service {
+// consoleService is the login + CLI on the serial console. In maintenance
+// the login notice repeats the reason; the CLI's `shell` still gives the
+// shell for inspection. The login fails closed (no usable password hash:
+// nobody logs in) except in recovery mode (kernel argument
+// fulcrum.recovery=1), announced here. Without lbctl in the image there is
+// no login at all: the bare shell is started only in recovery mode.
+func (in *Init) consoleService(cfgPath, trouble, banner string) (supervisor.Service, bool) {
 	env := []string{"PATH=/bbin:/bin:/ubin", "HOME=/tmp"}
+	recovery := in.Cmdline[ParamRecovery] == "1"
+	if recovery {
+		in.say("\n*** RECOVERY MODE (%s=1 on the kernel command line): admin logs in at the serial console %s WITHOUT a password. Reboot without it when done. ***\n", ParamRecovery, ConsoleTTY)
+		in.Log.WithField("tty", ConsoleTTY).Warn("recovery mode: passwordless console login")
+	}
 	if _, err := os.Stat(ConsoleCLI); err != nil {
-		return supervisor.Service{Name: "console", Path: ConsoleShell, TTY: ConsoleTTY, Banner: banner, Env: env}
+		if !recovery {
+			in.say("fulcrum: no %s in the image: no console login (boot with %s=1 for a recovery shell)", ConsoleCLI, ParamRecovery)
+			return supervisor.Service{}, false
+		}
+		return supervisor.Service{Name: "console", Path: ConsoleShell, TTY: ConsoleTTY, Banner: banner, Env: env}, true
 	}
 	args := []string{"-console", "-config", cfgPath}
 	if trouble != "" {
 		args = append(args, "-notice", MaintenanceLine+": the appliance is NOT load balancing (see above); 'shell' to inspect")
 	}
-	return supervisor.Service{Name: "console", Path: ConsoleCLI, Args: args, TTY: ConsoleTTY, Banner: banner, Env: env}
+	if recovery {
+		args = append(args, "-recovery")
+	}
+	return supervisor.Service{Name: "console", Path: ConsoleCLI, Args: args, TTY: ConsoleTTY, Banner: banner, Env: env}, true
 }
 
 // announceMaintenance logs the reason loudly and returns the console banner.

@@ -9,6 +9,11 @@ const (
 	// ParamServices limits which daemons start ("none" for none); lab tests
 	// use it to look at a bare appliance.
 	ParamServices = "fulcrum.services"
+	// ParamRecovery=1 lets admin log in at the serial console without a
+	// password (a forgotten password, a config without a usable hash). It
+	// can only be typed at the boot loader, i.e. at the physical console
+	// or its IPMI serial-over-LAN; init announces it loudly.
+	ParamRecovery = "fulcrum.recovery"
 )
 
 // Cmdline is the parsed kernel command line: key=value pairs and bare flags

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Access is the `management` section: who may operate the appliance and how
@@ -34,8 +37,9 @@ type Access struct {
 
 // ConsoleAccess is the serial console login.
 type ConsoleAccess struct {
-	// PasswordHash is a bcrypt hash ($2a$, $2b$ or $2y$). Empty: the console
-	// asks for no password and says so loudly.
+	// PasswordHash is a bcrypt hash ($2a$, $2b$ or $2y$) of cost
+	// MinBcryptCost..MaxBcryptCost. Empty: nobody can log in at the console
+	// (except in recovery mode: kernel argument fulcrum.recovery=1).
 	PasswordHash string `yaml:"password_hash"`
 }
 
@@ -50,6 +54,30 @@ type APIAccess struct {
 	Token       string `yaml:"token"`
 	TokenSHA256 string `yaml:"token_sha256"`
 	TLS         *TLS   `yaml:"tls"`
+}
+
+// The bcrypt costs a console password hash may have: below, the hash is
+// cheap to crack from a leaked config; above, one login takes many seconds
+// of CPU on the appliance (cost 31 is days).
+const (
+	MinBcryptCost = 10
+	MaxBcryptCost = 14
+)
+
+// CheckPasswordHash tells whether h is a bcrypt hash the console can use:
+// $2a$/$2b$/$2y$, 60 characters, a cost within MinBcryptCost..MaxBcryptCost.
+func CheckPasswordHash(h string) error {
+	if !(strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$")) || len(h) != 60 {
+		return errors.New("not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters); make one with `go run ./services/cmd/lbctl -hash-password`")
+	}
+	cost, err := bcrypt.Cost([]byte(h))
+	if err != nil {
+		return fmt.Errorf("not a usable bcrypt hash: %v", err)
+	}
+	if cost < MinBcryptCost || cost > MaxBcryptCost {
+		return fmt.Errorf("bcrypt cost %d is outside %d..%d; make a new hash with `go run ./services/cmd/lbctl -hash-password`", cost, MinBcryptCost, MaxBcryptCost)
+	}
+	return nil
 }
 
 // TLS names a certificate and key file (PEM).
@@ -103,8 +131,8 @@ func (a *Access) ApplyDefaults(hasMgmtNIC bool) {
 func (a *Access) Validate(hasMgmtNIC bool) error {
 	var errs cfgerr.List
 	if h := a.Console.PasswordHash; h != "" {
-		if !(strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$")) || len(h) != 60 {
-			errs.Add("console.password_hash", "not a bcrypt hash ($2a$/$2b$/$2y$, 60 characters); make one with `go run ./services/cmd/lbctl -hash-password`")
+		if err := CheckPasswordHash(h); err != nil {
+			errs.Add("console.password_hash", "%v", err)
 		}
 	}
 	switch a.API.Listen {

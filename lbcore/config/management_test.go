@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestManagementSectionValidation(t *testing.T) {
@@ -28,5 +30,35 @@ func TestManagementSectionValidation(t *testing.T) {
 	}
 	if c.Access.API.Listen != ListenInternal || c.Access.API.Port != 8080 || c.Access.Log.Format != "text" || c.Access.Log.RingLines != 2000 {
 		t.Errorf("defaults: %+v", c.Access)
+	}
+}
+
+// A hash of cost 4 is cheap to crack; one of cost 31 makes each login take
+// days of CPU; a hash with a mangled cost field cannot be checked at all.
+func TestPasswordHashCostRange(t *testing.T) {
+	good := "$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm"
+	if err := CheckPasswordHash(good); err != nil {
+		t.Fatalf("cost 10: %v", err)
+	}
+	cheap, err := bcrypt.GenerateFromPassword([]byte("pw"), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range map[string]string{
+		string(cheap):                            "bcrypt cost 4 is outside 10..14",
+		strings.Replace(good, "$10$", "$31$", 1): "bcrypt cost 31 is outside 10..14",
+		strings.Replace(good, "$10$", "$1x$", 1): "not a usable bcrypt hash",
+		"":                                       "not a bcrypt hash",
+	} {
+		if err := CheckPasswordHash(h); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", h, err, want)
+		}
+		base := "version: 1\nnetwork:\n  failover: {members: [eth0]}\n  internal: {members: [eth1], addresses: [198.51.100.2/24]}\n  external: {members: [eth2]}\n"
+		if h == "" {
+			continue
+		}
+		if _, err := Parse([]byte(base + "management:\n  console: {password_hash: \"" + h + "\"}\n")); err == nil || !strings.Contains(err.Error(), "management.console.password_hash") {
+			t.Errorf("config with hash %q: %v", h, err)
+		}
 	}
 }

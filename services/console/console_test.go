@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestEditorKeys(t *testing.T) {
@@ -172,10 +174,103 @@ func TestSessionLogin(t *testing.T) {
 	if strings.Count(o, "Login incorrect") != 1 || strings.Count(o, LoggedIn) != 1 || strings.Contains(o, "s3cret") || strings.Contains(o, "wrong") {
 		t.Errorf("session output:\n%s", o)
 	}
-	out.Reset()
-	s = &Session{In: strings.NewReader("admin\rexit\r"), Out: &out, Hostname: "lb1", CLI: c}
+}
+
+// Login fails closed: whatever is wrong with the config, nobody logs in
+// (before, an empty or missing hash opened the console, and `shell` is
+// root); only recovery mode lets admin in without a password.
+func TestLoginFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	base := "version: 1\nnetwork:\n  failover: {members: [eth0]}\n  internal: {members: [eth1], addresses: [198.51.100.2/24]}\n  external: {members: [eth2]}\n"
+	good := "$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm"
+	cases := map[string]string{
+		"missing":       "",
+		"yaml error":    base + "management: [\n",
+		"no hash":       base,
+		"empty hash":    base + "management:\n  console: {password_hash: \"\"}\n",
+		"cost 4":        base + "management:\n  console: {password_hash: \"" + strings.Replace(good, "$10$", "$04$", 1) + "\"}\n",
+		"cost 31":       base + "management:\n  console: {password_hash: \"" + strings.Replace(good, "$10$", "$31$", 1) + "\"}\n",
+		"garbled":       base + "management:\n  console: {password_hash: \"" + strings.Replace(good, "$10$", "$1x$", 1) + "\"}\n",
+		"not a hash":    base + "management:\n  console: {password_hash: secret}\n",
+		"invalid + bad": base + "  mtu: 70000\nmanagement:\n  console: {password_hash: \"\"}\n",
+	}
+	c, _ := newCLI(t)
+	for name, cfg := range cases {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".yaml")
+		if cfg != "" {
+			os.WriteFile(path, []byte(cfg), 0o600)
+		}
+		hash, _, err := ConsoleHash(path)
+		if err == nil || hash != "" {
+			t.Errorf("%s: hash %q, error %v; want no hash and the reason", name, hash, err)
+			continue
+		}
+		var out bytes.Buffer
+		s := &Session{In: strings.NewReader("admin\r\radmin\rfulcrum-lab\rshell\r"), Out: &out, Hostname: "lb1", Hash: hash, Locked: err.Error(), CLI: c, FailDelay: time.Millisecond}
+		s.Serve(context.Background())
+		if o := out.String(); strings.Contains(o, LoggedIn) || !strings.Contains(o, LoginDisabled+": "+err.Error()) {
+			t.Errorf("%s: console session:\n%s", name, o)
+		}
+	}
+	// A config that parses but does not validate keeps its (good) hash:
+	// the admin can log in to fix it.
+	path := filepath.Join(dir, "maintenance.yaml")
+	os.WriteFile(path, []byte(base+"  mtu: 70000\nmanagement:\n  console: {password_hash: \""+good+"\"}\n"), 0o600)
+	if hash, notice, err := ConsoleHash(path); err != nil || hash != good || !strings.Contains(notice, "mtu") {
+		t.Errorf("maintenance config: hash %q notice %q error %v", hash, notice, err)
+	}
+
+	var out bytes.Buffer
+	s := &Session{In: strings.NewReader("admin\rexit\r"), Out: &out, Hostname: "lb1", Locked: "no hash", Recovery: true, CLI: c}
 	s.Serve(context.Background())
-	if !strings.Contains(out.String(), NoPasswordWarn) || !strings.Contains(out.String(), LoggedIn) {
-		t.Errorf("no-hash session:\n%s", out.String())
+	if o := out.String(); !strings.Contains(o, RecoveryWarn) || !strings.Contains(o, LoggedIn) || strings.Contains(o, PasswordPrompt) {
+		t.Errorf("recovery session:\n%s", o)
+	}
+}
+
+// Failed logins back off (2, 2, 2, 4, 8 ... up to the maximum), and a
+// restarted console (a new session on the same fail file) keeps waiting.
+func TestFailedLoginsBackOffAcrossRestarts(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCLI(t)
+	file := filepath.Join(t.TempDir(), "run", "console-failures")
+	unit := 50 * time.Millisecond
+	var out bytes.Buffer
+	s := &Session{In: strings.NewReader(strings.Repeat("admin\rwrong\r", 5)), Out: &out, Hostname: "lb1", Hash: string(hash), CLI: c,
+		FailDelay: unit, MaxFailDelay: 8 * unit, FailFile: file}
+	start := time.Now()
+	s.Serve(context.Background())
+	// 1+1+1+2+4 units of back-off.
+	if took := time.Since(start); took < 9*unit {
+		t.Errorf("5 failed logins took %v, want at least %v", took, 9*unit)
+	}
+	if b, err := os.ReadFile(file); err != nil || !strings.HasPrefix(string(b), "5 ") {
+		t.Fatalf("fail file: %q %v", b, err)
+	}
+	// The restarted console: the 5th failure's back-off (4 units) is still
+	// running, then the 6th failure waits 8 (the maximum), as does the 7th.
+	out.Reset()
+	s = &Session{In: strings.NewReader("admin\rwrong\r"), Out: &out, Hostname: "lb1", Hash: string(hash), CLI: c,
+		FailDelay: unit, MaxFailDelay: 8 * unit, FailFile: file}
+	start = time.Now()
+	s.Serve(context.Background())
+	if took := time.Since(start); took < 8*unit {
+		t.Errorf("after a restart, a 6th failure took %v, want at least %v", took, 8*unit)
+	}
+	if s.backoff(7) != 8*unit || s.backoff(2) != unit || s.backoff(4) != 2*unit {
+		t.Errorf("back-off 2nd %v 4th %v 7th %v", s.backoff(2), s.backoff(4), s.backoff(7))
+	}
+	// A good login clears the count.
+	out.Reset()
+	s = &Session{In: strings.NewReader("admin\rs3cret\rexit\r"), Out: &out, Hostname: "lb1", Hash: string(hash), CLI: c, FailFile: file, MaxFailDelay: 8 * unit}
+	s.Serve(context.Background())
+	if !strings.Contains(out.String(), LoggedIn) {
+		t.Fatalf("good login after the back-off:\n%s", out.String())
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("fail file kept after a good login: %v", err)
 	}
 }

@@ -29,6 +29,8 @@ func main() {
 	notice := flag.String("notice", "", "text shown before every login prompt (maintenance reason)")
 	hash := flag.Bool("hash-password", false, "read a password from stdin and print its bcrypt hash")
 	sockets := flag.String("socket-dir", localapi.Dir, "directory of the daemons' local API sockets")
+	recovery := flag.Bool("recovery", false, "recovery mode: admin logs in at this console without a password (init passes it for the kernel argument "+console.RecoveryParam+")")
+	failFile := flag.String("fail-file", "/run/fulcrum/console-failures", "failed-login count, kept across console restarts")
 	flag.Parse()
 
 	if *hash {
@@ -68,11 +70,15 @@ func main() {
 	// Ctrl-C in the shell must not end the console: take SIGINT (handled
 	// signals go back to default in the shell we start).
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTSTP)
-	h, cfgErr := console.ConsoleHash(*path)
+	h, cfgNotice, locked := console.ConsoleHash(*path)
 	host, _ := os.Hostname()
-	s := &console.Session{In: os.Stdin, Out: os.Stdout, Term: console.OpenTerm(int(os.Stdin.Fd())), Hostname: host, Hash: h, Notice: *notice, CLI: cli}
-	if cfgErr != nil && *notice == "" {
-		s.Notice = "config problem: " + cfgErr.Error()
+	s := &console.Session{In: os.Stdin, Out: os.Stdout, Term: console.OpenTerm(int(os.Stdin.Fd())), Hostname: host,
+		Hash: h, Recovery: *recovery, Notice: *notice, CLI: cli, FailFile: *failFile}
+	if locked != nil {
+		s.Locked = locked.Error()
+	}
+	if s.Notice == "" {
+		s.Notice = cfgNotice
 	}
 	cli.Shell = s.RunShell(func() error {
 		cmd := exec.Command("/bin/sh")
