@@ -16,26 +16,22 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat/nstest"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	mobyipvs "github.com/moby/ipvs"
 )
 
 func requireIPVS(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
-		t.Skip("no /proc/net/ip_vs: this kernel has no IPVS (run in the QEMU guest)")
-	}
-	nstest.RequireRoot(t)
+	testkit.Require(t, testkit.Root, testkit.Path("/proc/net/ip_vs", "a kernel with IPVS (run in the QEMU guest)"))
 }
 
-func open(t *testing.T, ns *nstest.NS) *ipvsnl.Conn {
+func open(t *testing.T, ns *testkit.NS) *ipvsnl.Conn {
 	t.Helper()
 	c, err := ipvsnl.Open(ns.Path())
 	if err != nil {
@@ -76,9 +72,9 @@ func list(t *testing.T, c *ipvsnl.Conn) map[ipvsnl.State]ipvsnl.Daemon {
 // DEL removes each, and stopping what is not running is ErrNotRunning.
 func TestGuestStartListStop(t *testing.T) {
 	requireIPVS(t)
-	a := nstest.New(t, "sync-a")
-	b := nstest.New(t, "sync-b")
-	nstest.Veth(t, a, "syf0", "192.0.2.1/25", b, "syf1", "192.0.2.2/25")
+	a := testkit.NewNS(t, "sync-a")
+	b := testkit.NewNS(t, "sync-b")
+	testkit.Veth(t, a, "syf0", "192.0.2.1/25", b, "syf1", "192.0.2.2/25")
 	c := open(t, a)
 
 	if got := list(t, c); len(got) != 0 {
@@ -146,12 +142,11 @@ func TestGuestStartListStop(t *testing.T) {
 // qemu test) reads from the kernel.
 func TestGuestDaemonsAgreeWithIpvsadm(t *testing.T) {
 	requireIPVS(t)
-	if _, err := exec.LookPath("/usr/sbin/ipvsadm"); err != nil {
-		t.Skip("no /usr/sbin/ipvsadm in this guest (qemu's TestIPVSSyncOnTheRealKernel copies it in)")
-	}
-	a := nstest.New(t, "sync-adm")
-	b := nstest.New(t, "sync-adm-b")
-	nstest.Veth(t, a, "syf0", "192.0.2.1/25", b, "syf1", "")
+	// qemu's TestIPVSSyncOnTheRealKernel copies the host's ipvsadm in.
+	testkit.Require(t, testkit.Tool("/usr/sbin/ipvsadm"))
+	a := testkit.NewNS(t, "sync-adm")
+	b := testkit.NewNS(t, "sync-adm-b")
+	testkit.Veth(t, a, "syf0", "192.0.2.1/25", b, "syf1", "")
 	c := open(t, a)
 	if err := c.Start(ipvsnl.Daemon{State: ipvsnl.Master, Interface: "syf0", SyncID: 42, Port: 8850, TTL: 3,
 		Group: netip.MustParseAddr("239.0.0.42"), MaxLen: 1200}); err != nil {
@@ -175,20 +170,20 @@ func TestGuestDaemonsAgreeWithIpvsadm(t *testing.T) {
 // backup with another sync id receives nothing.
 func TestGuestConnectionSyncedToBackup(t *testing.T) {
 	requireIPVS(t)
-	master := nstest.New(t, "master")
-	backup := nstest.New(t, "backup")
-	client := nstest.New(t, "client")
-	member := nstest.New(t, "member")
-	nstest.Veth(t, master, "syf0", "192.0.2.1/25", backup, "syf1", "192.0.2.2/25")
-	nstest.Veth(t, client, "syc0", "203.0.113.10/24", master, "syx", "203.0.113.2/24")
-	nstest.Veth(t, member, "sym0", "198.51.100.11/24", master, "syi", "198.51.100.2/24")
+	master := testkit.NewNS(t, "master")
+	backup := testkit.NewNS(t, "backup")
+	client := testkit.NewNS(t, "client")
+	member := testkit.NewNS(t, "member")
+	testkit.Veth(t, master, "syf0", "192.0.2.1/25", backup, "syf1", "192.0.2.2/25")
+	testkit.Veth(t, client, "syc0", "203.0.113.10/24", master, "syx", "203.0.113.2/24")
+	testkit.Veth(t, member, "sym0", "198.51.100.11/24", master, "syi", "198.51.100.2/24")
 	master.AddAddr(t, "syx", "203.0.113.100/32")
 	master.Sysctl(t, "net.ipv4.ip_forward", "1")
 	member.Route(t, "default", "198.51.100.2")
 	member.Serve(t, "m11", "0.0.0.0:8080")
 
 	// The same service on both nodes, as lbd configures it on each.
-	for _, ns := range []*nstest.NS{master, backup} {
+	for _, ns := range []*testkit.NS{master, backup} {
 		h, err := mobyipvs.New(ns.Path())
 		if err != nil {
 			t.Fatal(err)
@@ -251,7 +246,7 @@ func TestGuestConnectionSyncedToBackup(t *testing.T) {
 	}
 }
 
-func dial(t *testing.T, client *nstest.NS) net.Conn {
+func dial(t *testing.T, client *testkit.NS) net.Conn {
 	t.Helper()
 	c, greeting, err := client.Dial("203.0.113.10", "203.0.113.100:80", 5*time.Second)
 	if err != nil {
@@ -272,7 +267,7 @@ func dial(t *testing.T, client *nstest.NS) net.Conn {
 // findConn looks for c (client address and port to VIP:80, member
 // 198.51.100.11:8080) in ns's IPVS connection table, read through
 // /proc/thread-self so the thread's namespace is the one shown.
-func findConn(t *testing.T, ns *nstest.NS, c net.Conn) (string, bool) {
+func findConn(t *testing.T, ns *testkit.NS, c net.Conn) (string, bool) {
 	t.Helper()
 	la := c.LocalAddr().(*net.TCPAddr)
 	want := []string{"TCP", hexIP(la.IP), fmt.Sprintf("%04X", la.Port), hexIP(net.ParseIP("203.0.113.100")), "0050",
