@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -187,11 +188,7 @@ func (s *Setup) applyBond(g config.Group, b *config.BondGroup, nics []NIC) (Bond
 		return br, fmt.Errorf("bond %s: set up: %w", b.Bond, err)
 	}
 	for _, a := range b.Addresses {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			return br, fmt.Errorf("bond %s: address %s: %w", b.Bond, a, err)
-		}
-		if err := s.h().AddrReplace(bond, addr); err != nil {
+		if err := s.h().AddrReplace(bond, &netlink.Addr{IPNet: hostNet(a.Prefix)}); err != nil {
 			return br, fmt.Errorf("bond %s: adding address %s: %w", b.Bond, a, err)
 		}
 	}
@@ -259,12 +256,8 @@ func (s *Setup) applyManagement(m *config.Management, nics []NIC) error {
 	if err := s.h().LinkSetUp(link); err != nil {
 		return fmt.Errorf("management NIC %s: set up: %w", found[0].Name, err)
 	}
-	if m.Address != "" {
-		addr, err := netlink.ParseAddr(m.Address)
-		if err != nil {
-			return fmt.Errorf("management NIC %s: address %s: %w", found[0].Name, m.Address, err)
-		}
-		if err := s.h().AddrReplace(link, addr); err != nil {
+	if m.Address.IsValid() {
+		if err := s.h().AddrReplace(link, &netlink.Addr{IPNet: hostNet(m.Address.Prefix)}); err != nil {
 			return fmt.Errorf("management NIC %s: adding %s: %w", found[0].Name, m.Address, err)
 		}
 	}
@@ -273,13 +266,9 @@ func (s *Setup) applyManagement(m *config.Management, nics []NIC) error {
 
 func (s *Setup) applyRoutes(n *config.Network) error {
 	for _, r := range n.Routes {
-		_, dst, err := net.ParseCIDR(r.To)
-		if err != nil {
-			return fmt.Errorf("route to %s: %w", r.To, err)
-		}
-		route := &netlink.Route{Dst: dst, Table: r.Table, Priority: r.Metric}
-		if r.Via != "" {
-			route.Gw = net.ParseIP(r.Via)
+		route := &netlink.Route{Dst: hostNet(r.To.Masked()), Table: r.Table, Priority: r.Metric}
+		if r.Via.IsValid() {
+			route.Gw = r.Via.AsSlice()
 		}
 		if r.Group != "" {
 			bond := n.Group(r.Group).Bond
@@ -305,11 +294,11 @@ func (s *Setup) applyRules(rules []config.Rule) error {
 		rule := netlink.NewRule()
 		rule.Table = r.Table
 		rule.Priority = r.Priority
-		if r.From != "" {
-			_, rule.Src, _ = net.ParseCIDR(r.From)
+		if r.From.IsValid() {
+			rule.Src = hostNet(r.From.Masked())
 		}
-		if r.To != "" {
-			_, rule.Dst, _ = net.ParseCIDR(r.To)
+		if r.To.IsValid() {
+			rule.Dst = hostNet(r.To.Masked())
 		}
 		if ruleExists(existing, rule) {
 			continue
@@ -376,4 +365,9 @@ func nicNames(nics []NIC) string {
 		return "none"
 	}
 	return strings.Join(names, " ")
+}
+
+// hostNet converts a prefix (keeping its host bits) for netlink.
+func hostNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

@@ -3,9 +3,12 @@
 // daemons. Parse validates the whole document before anything acts on it, and
 // every error names the field path and line.
 //
-// Components that own a section (VRRP, health checks, virtual servers) keep its
-// schema and validation beside this file or in their own package; Validate
-// here composes them and adds the cross-section checks.
+// The package is a leaf: it parses every value once into a typed value
+// (netip addresses and prefixes, port ranges, modes, durations) and imports
+// no runtime package. Each section's schema and validation has its own file;
+// Validate here composes them and adds the cross-section checks. Validation
+// never reads files: checks of files named in the config (TLS, CA bundles)
+// happen where they are used, reported with FieldError.
 package config
 
 import (
@@ -13,8 +16,6 @@ import (
 	"regexp"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
-	"github.com/fulcrum-lb/fulcrum/lbcore/health"
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
 )
 
 // SchemaVersion is the config schema this build understands.
@@ -27,11 +28,12 @@ type Config struct {
 	Kernel   Kernel  `yaml:"kernel"`
 	Network  Network `yaml:"network"`
 	LB       `yaml:",inline"`
-	VRRP     vrrp.Config     `yaml:"vrrp"`
-	Monitors health.Monitors `yaml:"monitors"`
-	Access   Access          `yaml:"management"`
+	VRRP     VRRP     `yaml:"vrrp"`
+	Monitors Monitors `yaml:"monitors"`
+	Access   Access   `yaml:"management"`
 
 	source []byte
+	lines  map[string]int // field path → line in source
 }
 
 // Kernel holds what the image builder and init need about the kernel.

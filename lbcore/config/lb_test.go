@@ -1,12 +1,12 @@
 package config
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
-	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -52,11 +52,15 @@ snat:
 func lbErrors(t *testing.T, doc string) []*cfgerr.FieldError {
 	t.Helper()
 	var c Config
-	if err := yaml.Unmarshal([]byte(doc), &c); err != nil {
-		t.Fatalf("decode: %v", err)
+	if _, err := decode([]byte(doc), &c); err != nil {
+		var list *cfgerr.List
+		if !errors.As(err, &list) {
+			t.Fatalf("decode: %v", err)
+		}
+		return list.Errors()
 	}
 	c.ApplyDefaults()
-	c.Monitors = health.Monitors{"http": {}}
+	c.Monitors = Monitors{"http": {}}
 	if err := c.Network.Validate(); err != nil {
 		t.Fatalf("test network section is invalid: %v", err)
 	}
@@ -78,7 +82,7 @@ func TestLBGoodConfigAndDefaults(t *testing.T) {
 	if web.Protocol != "tcp" || web.Mode != ModeNAT || web.Scheduler != "wrr" {
 		t.Errorf("web defaults: proto=%s mode=%s sched=%s", web.Protocol, web.Mode, web.Scheduler)
 	}
-	if !web.PersistenceOn() || web.Persistence.Timeout != 600*time.Second {
+	if !web.PersistenceOn() || web.Persistence.Timeout.D() != 600*time.Second {
 		t.Errorf("persistence default: on=%v timeout=%v, want on 600s", web.PersistenceOn(), web.Persistence.Timeout)
 	}
 	if c.VirtualServers[3].PersistenceOn() {
@@ -87,7 +91,7 @@ func TestLBGoodConfigAndDefaults(t *testing.T) {
 	if c.VirtualServers[2].Mode != ModeFullNAT {
 		t.Errorf("internal VS default mode = %s, want fullnat", c.VirtualServers[2].Mode)
 	}
-	if c.IPVSTimeouts.TCP != 90*time.Second || c.IPVSTimeouts.UDP != 0 {
+	if c.IPVSTimeouts.TCP.D() != 90*time.Second || c.IPVSTimeouts.UDP != 0 {
 		t.Errorf("ipvs timeouts = %+v, want tcp 90s", c.IPVSTimeouts)
 	}
 	if w := c.Pools["web"].Members[0].MemberWeight(); w != 1 {
@@ -96,9 +100,9 @@ func TestLBGoodConfigAndDefaults(t *testing.T) {
 	if c.SNAT.Rules[0].Out != "external" || c.OutInterface("external") != "external" {
 		t.Errorf("snat out default = %q", c.SNAT.Rules[0].Out)
 	}
-	f, l, err := c.LocalAddressPools["la"].Range()
-	if err != nil || f.String() != "198.51.100.201" || l.String() != "198.51.100.209" {
-		t.Errorf("local range = %v-%v %v", f, l, err)
+	r, err := c.LocalAddressPools["la"].Range()
+	if err != nil || r.First.String() != "198.51.100.201" || r.Last.String() != "198.51.100.209" {
+		t.Errorf("local range = %v %v", r, err)
 	}
 	if la := c.LocalAddresses(); len(la) != 9 || la[0].String() != "198.51.100.201" || la[8].String() != "198.51.100.209" {
 		t.Errorf("local addresses = %v", la)
@@ -151,7 +155,7 @@ virtual_servers: [{name: a, vip: 203.0.113.100, port: 80, pool: p, mode: fullnat
 pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].local_address_pool", `unknown local address pool "zz"`},
 		{"bad vip", lbNetwork + `
 virtual_servers: [{name: a, vip: 203.0.113.300, port: 80, pool: p}]
-pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].vip", "not a usable IP"},
+pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].vip", "is not an IP address"},
 		{"bad port", lbNetwork + `
 virtual_servers: [{name: a, vip: 203.0.113.100, port: 70000, pool: p}]
 pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].port", "not a port"},
@@ -179,7 +183,7 @@ virtual_servers: [{name: a, vip: 203.0.113.100, port: 80, pool: p, mode: magic}]
 pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].mode", "unknown mode"},
 		{"bad protocol", lbNetwork + `
 virtual_servers: [{name: a, vip: 203.0.113.100, port: 80, pool: p, protocol: sctp}]
-pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].protocol", "tcp or udp"},
+pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].protocol", "one of tcp, udp"},
 		{"bad netmask", lbNetwork + `
 virtual_servers: [{name: a, vip: 203.0.113.100, port: 80, pool: p, persistence: {netmask: 255.0.255.0}}]
 pools: {p: {members: [{address: 198.51.100.11}]}}`, "virtual_servers[0].persistence.netmask", "not a contiguous netmask"},
@@ -203,7 +207,7 @@ pools: {p: {quorum: 3, members: [{address: 198.51.100.11}]}}`, "pools.p.quorum",
 		{"timeout", lbNetwork + `
 ipvs_timeouts: {tcp: 1500ms}`, "ipvs_timeouts.tcp", "whole seconds"},
 		{"snat bad source", lbNetwork + `
-snat: {ipools: {o: {addresses: [203.0.113.200]}}, rules: [{source: 198.51.100.0, ipool: o}]}`, "snat.rules[0].source", "not a CIDR"},
+snat: {ipools: {o: {addresses: [203.0.113.200]}}, rules: [{source: 198.51.100.0, ipool: o}]}`, "snat.rules[0].source", "not an address in CIDR form"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,20 +249,23 @@ pools: {p: {members: [{address: 198.51.100.11}]}}
 }
 
 func TestParseHelpers(t *testing.T) {
-	if n, err := ParseNetmask("255.255.255.0", false); err != nil || n != 24 {
-		t.Errorf("netmask 255.255.255.0 = %d %v", n, err)
+	if m, err := parseNetmask("255.255.255.0"); err != nil || m.Len(false) != 24 {
+		t.Errorf("netmask 255.255.255.0 = %+v %v", m, err)
 	}
-	if n, err := ParseNetmask("/16", false); err != nil || n != 16 {
-		t.Errorf("netmask /16 = %d %v", n, err)
+	if m, err := parseNetmask("/16"); err != nil || m.Len(false) != 16 {
+		t.Errorf("netmask /16 = %+v %v", m, err)
 	}
-	if n, err := ParseNetmask("", true); err != nil || n != 128 {
-		t.Errorf("netmask v6 default = %d %v", n, err)
+	if m, err := parseNetmask(""); err != nil || m.Len(true) != 128 {
+		t.Errorf("netmask v6 default = %+v %v", m, err)
 	}
-	if _, _, err := ParseAddressRange("10.0.0.5-10.0.0.1"); err == nil {
+	if m, _ := parseNetmask("255.255.0.0"); m.check(true) == nil {
+		t.Error("a dotted netmask was accepted for IPv6")
+	}
+	if _, err := ParseAddressRange("10.0.0.5-10.0.0.1"); err == nil {
 		t.Error("backwards address range accepted")
 	}
-	if f, l, err := ParsePortRange("8000-8010"); err != nil || f != 8000 || l != 8010 {
-		t.Errorf("port range = %d-%d %v", f, l, err)
+	if r, err := ParsePortRange("8000-8010"); err != nil || r.From != 8000 || r.To != 8010 {
+		t.Errorf("port range = %v %v", r, err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
@@ -196,15 +195,4 @@ func isHex(s string, n int) bool {
 		}
 	}
 	return true
-}
-
-// TLSFilesExist reports missing TLS files (checked at run time, not in
-// Validate, because the image builder validates on another machine).
-func (t *TLS) TLSFilesExist() error {
-	for _, f := range []string{t.Cert, t.Key} {
-		if _, err := os.Stat(f); err != nil {
-			return err
-		}
-	}
-	return nil
 }

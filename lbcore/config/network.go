@@ -51,7 +51,7 @@ type BondGroup struct {
 	LACPRate string `yaml:"lacp_rate"`
 	MTU      int    `yaml:"mtu"`
 	// Addresses are this node's own (non-floating) self IPs, in CIDR form.
-	Addresses []string `yaml:"addresses"`
+	Addresses []Prefix `yaml:"addresses"`
 }
 
 // Management is the optional out-of-band management NIC.
@@ -62,23 +62,23 @@ type Management struct {
 	// when no static address is given).
 	DHCP *bool `yaml:"dhcp"`
 	// Address is a static CIDR address, used when DHCP is off.
-	Address string `yaml:"address"`
-	Gateway string `yaml:"gateway"`
+	Address Prefix `yaml:"address"`
+	Gateway IP     `yaml:"gateway"`
 }
 
 // Route is a static route through one of the NIC groups.
 type Route struct {
-	To     string `yaml:"to"`  // CIDR, or "default"
-	Via    string `yaml:"via"` // gateway address
-	Group  Group  `yaml:"group"`
-	Table  int    `yaml:"table"` // 0 = main
-	Metric int    `yaml:"metric"`
+	To     RoutePrefix `yaml:"to"`  // CIDR, or "default"
+	Via    IP          `yaml:"via"` // gateway address
+	Group  Group       `yaml:"group"`
+	Table  int         `yaml:"table"` // 0 = main
+	Metric int         `yaml:"metric"`
 }
 
 // Rule is a policy routing rule.
 type Rule struct {
-	From     string `yaml:"from"`
-	To       string `yaml:"to"`
+	From     Prefix `yaml:"from"`
+	To       Prefix `yaml:"to"`
 	Table    int    `yaml:"table"`
 	Priority int    `yaml:"priority"`
 }
@@ -145,11 +145,6 @@ func (n *Network) applyDefaults() {
 			b.MTU = 1500
 		}
 	}
-	for i := range n.Routes {
-		if n.Routes[i].To == "default" {
-			n.Routes[i].To = "0.0.0.0/0"
-		}
-	}
 }
 
 var (
@@ -166,136 +161,16 @@ func IsMAC(s string) bool {
 // Validate checks the network section.
 func (n *Network) Validate() error {
 	var errs cfgerr.List
-	seenMember := map[string]string{}
-	seenBond := map[string]string{}
-	var selfNets []netip.Prefix
+	seen := netSeen{member: map[string]string{}, bond: map[string]string{}}
 	for _, g := range Groups {
-		b := n.Group(g)
-		p := string(g)
-		if !ifnameRE.MatchString(b.Bond) {
-			errs.Add(cfgerr.Join(p, "bond"), "%q is not a valid interface name (at most 15 characters)", b.Bond)
-		} else if other, dup := seenBond[b.Bond]; dup {
-			errs.Add(cfgerr.Join(p, "bond"), "bond name %q is already used by group %s", b.Bond, other)
-		}
-		seenBond[b.Bond] = p
-		// The seed: Failover is the two-link heartbeat; one link is accepted
-		// (a lab, or a box with few ports) but never more than two.
-		min, max := 1, 8
-		if g == Failover {
-			max = 2
-		}
-		if len(b.Members) < min || len(b.Members) > max {
-			errs.Add(cfgerr.Join(p, "members"), "needs %d to %d member NICs, has %d", min, max, len(b.Members))
-		}
-		for i, m := range b.Members {
-			mp := cfgerr.Index(cfgerr.Join(p, "members"), i)
-			key := strings.ToLower(m)
-			if !IsMAC(m) && !ifnameRE.MatchString(m) {
-				errs.Add(mp, "%q is neither an interface name nor a MAC address", m)
-				continue
-			}
-			if other, dup := seenMember[key]; dup {
-				errs.Add(mp, "NIC %q is already a member of %s", m, other)
-			}
-			seenMember[key] = "network." + mp
-		}
-		if !slices.Contains(BondModes, b.Mode) {
-			errs.Add(cfgerr.Join(p, "mode"), "unknown bond mode %q (one of %s)", b.Mode, strings.Join(BondModes, ", "))
-		}
-		if b.XmitHashPolicy != "" && !slices.Contains(XmitHashPolicies, b.XmitHashPolicy) {
-			errs.Add(cfgerr.Join(p, "xmit_hash_policy"), "unknown policy %q (one of %s)", b.XmitHashPolicy, strings.Join(XmitHashPolicies, ", "))
-		}
-		if b.MIIMon < 0 || b.MIIMon > 10000 {
-			errs.Add(cfgerr.Join(p, "miimon"), "%d ms is out of range (1..10000)", b.MIIMon)
-		}
-		if b.LACPRate != "" && b.LACPRate != "slow" && b.LACPRate != "fast" {
-			errs.Add(cfgerr.Join(p, "lacp_rate"), "%q must be slow or fast", b.LACPRate)
-		}
-		if b.LACPRate != "" && b.Mode != "802.3ad" {
-			errs.Add(cfgerr.Join(p, "lacp_rate"), "only applies to mode 802.3ad, not %s", b.Mode)
-		}
-		if b.MTU < 576 || b.MTU > 9216 {
-			errs.Add(cfgerr.Join(p, "mtu"), "%d is out of range (576..9216)", b.MTU)
-		}
-		for i, a := range b.Addresses {
-			ap := cfgerr.Index(cfgerr.Join(p, "addresses"), i)
-			pfx, err := netip.ParsePrefix(a)
-			if err != nil {
-				errs.Add(ap, "%q is not an address in CIDR form (e.g. 198.51.100.2/24)", a)
-				continue
-			}
-			for _, other := range selfNets {
-				if other.Masked() == pfx.Masked() {
-					errs.Add(ap, "subnet %s is already on another group", pfx.Masked())
-				}
-			}
-			selfNets = append(selfNets, pfx)
-		}
+		n.Group(g).validate(&errs, g, &seen)
 	}
-	if m := n.Management; m != nil {
-		if m.Interface == "" {
-			errs.Add("management.interface", "missing: name the management NIC by name or MAC")
-		} else if !IsMAC(m.Interface) && !ifnameRE.MatchString(m.Interface) {
-			errs.Add("management.interface", "%q is neither an interface name nor a MAC address", m.Interface)
-		} else if other, dup := seenMember[strings.ToLower(m.Interface)]; dup {
-			errs.Add("management.interface", "NIC %q is already used as %s", m.Interface, other)
-		}
-		if m.Address != "" {
-			if _, err := netip.ParsePrefix(m.Address); err != nil {
-				errs.Add("management.address", "%q is not an address in CIDR form", m.Address)
-			}
-			if m.DHCP != nil && *m.DHCP {
-				errs.Add("management.dhcp", "dhcp and a static address exclude each other")
-			}
-		}
-		if m.Gateway != "" {
-			if _, err := netip.ParseAddr(m.Gateway); err != nil {
-				errs.Add("management.gateway", "%q is not an IP address", m.Gateway)
-			}
-		}
-	}
+	n.validateManagement(&errs, seen.member)
 	for i, r := range n.Routes {
-		rp := cfgerr.Index("routes", i)
-		if _, err := netip.ParsePrefix(r.To); err != nil {
-			errs.Add(cfgerr.Join(rp, "to"), "%q is not a CIDR prefix or \"default\"", r.To)
-		}
-		if r.Via != "" {
-			if _, err := netip.ParseAddr(r.Via); err != nil {
-				errs.Add(cfgerr.Join(rp, "via"), "%q is not an IP address", r.Via)
-			}
-		}
-		if r.Via == "" && r.Group == "" {
-			errs.Add(rp, "needs a gateway (via) or a group to route through")
-		}
-		if r.Group != "" && n.Group(r.Group) == nil {
-			errs.Add(cfgerr.Join(rp, "group"), "unknown group %q (failover, internal or external)", r.Group)
-		}
-		if r.Table < 0 || r.Table > 252 && r.Table != 254 {
-			errs.Add(cfgerr.Join(rp, "table"), "table %d is out of range (0..252, or 254 for main)", r.Table)
-		}
-		if r.Metric < 0 {
-			errs.Add(cfgerr.Join(rp, "metric"), "must not be negative")
-		}
+		n.validateRoute(&errs, cfgerr.Index("routes", i), r)
 	}
 	for i, r := range n.Rules {
-		rp := cfgerr.Index("rules", i)
-		if r.From == "" && r.To == "" {
-			errs.Add(rp, "needs from and/or to")
-		}
-		for field, v := range map[string]string{"from": r.From, "to": r.To} {
-			if v == "" {
-				continue
-			}
-			if _, err := netip.ParsePrefix(v); err != nil {
-				errs.Add(cfgerr.Join(rp, field), "%q is not a CIDR prefix", v)
-			}
-		}
-		if r.Table < 1 || r.Table > 252 {
-			errs.Add(cfgerr.Join(rp, "table"), "table %d is out of range (1..252)", r.Table)
-		}
-		if r.Priority < 0 || r.Priority > 32765 {
-			errs.Add(cfgerr.Join(rp, "priority"), "priority %d is out of range (0..32765)", r.Priority)
-		}
+		validateRule(&errs, cfgerr.Index("rules", i), r)
 	}
 	for k := range n.Sysctls {
 		if !sysctlRE.MatchString(k) {
@@ -305,7 +180,126 @@ func (n *Network) Validate() error {
 	return errs.Err()
 }
 
+// netSeen is what the groups already claimed: NICs, bond names, subnets.
+type netSeen struct {
+	member, bond map[string]string
+	nets         []netip.Prefix
+}
+
+func (b *BondGroup) validate(errs *cfgerr.List, g Group, seen *netSeen) {
+	p := string(g)
+	if !ifnameRE.MatchString(b.Bond) {
+		errs.Add(cfgerr.Join(p, "bond"), "%q is not a valid interface name (at most 15 characters)", b.Bond)
+	} else if other, dup := seen.bond[b.Bond]; dup {
+		errs.Add(cfgerr.Join(p, "bond"), "bond name %q is already used by group %s", b.Bond, other)
+	}
+	seen.bond[b.Bond] = p
+	// The seed: Failover is the two-link heartbeat; one link is accepted
+	// (a lab, or a box with few ports) but never more than two.
+	min, max := 1, 8
+	if g == Failover {
+		max = 2
+	}
+	if len(b.Members) < min || len(b.Members) > max {
+		errs.Add(cfgerr.Join(p, "members"), "needs %d to %d member NICs, has %d", min, max, len(b.Members))
+	}
+	for i, m := range b.Members {
+		mp := cfgerr.Index(cfgerr.Join(p, "members"), i)
+		key := strings.ToLower(m)
+		if !IsMAC(m) && !ifnameRE.MatchString(m) {
+			errs.Add(mp, "%q is neither an interface name nor a MAC address", m)
+			continue
+		}
+		if other, dup := seen.member[key]; dup {
+			errs.Add(mp, "NIC %q is already a member of %s", m, other)
+		}
+		seen.member[key] = "network." + mp
+	}
+	b.validateLink(errs, p)
+	for i, a := range b.Addresses {
+		for _, other := range seen.nets {
+			if other.Masked() == a.Masked() {
+				errs.Add(cfgerr.Index(cfgerr.Join(p, "addresses"), i), "subnet %s is already on another group", a.Masked())
+			}
+		}
+		seen.nets = append(seen.nets, a.Prefix)
+	}
+}
+
+// validateLink checks the bonding settings.
+func (b *BondGroup) validateLink(errs *cfgerr.List, p string) {
+	if !slices.Contains(BondModes, b.Mode) {
+		errs.Add(cfgerr.Join(p, "mode"), "unknown bond mode %q (one of %s)", b.Mode, strings.Join(BondModes, ", "))
+	}
+	if b.XmitHashPolicy != "" && !slices.Contains(XmitHashPolicies, b.XmitHashPolicy) {
+		errs.Add(cfgerr.Join(p, "xmit_hash_policy"), "unknown policy %q (one of %s)", b.XmitHashPolicy, strings.Join(XmitHashPolicies, ", "))
+	}
+	if b.MIIMon < 0 || b.MIIMon > 10000 {
+		errs.Add(cfgerr.Join(p, "miimon"), "%d ms is out of range (1..10000)", b.MIIMon)
+	}
+	if b.LACPRate != "" && b.LACPRate != "slow" && b.LACPRate != "fast" {
+		errs.Add(cfgerr.Join(p, "lacp_rate"), "%q must be slow or fast", b.LACPRate)
+	}
+	if b.LACPRate != "" && b.Mode != "802.3ad" {
+		errs.Add(cfgerr.Join(p, "lacp_rate"), "only applies to mode 802.3ad, not %s", b.Mode)
+	}
+	if b.MTU < 576 || b.MTU > 9216 {
+		errs.Add(cfgerr.Join(p, "mtu"), "%d is out of range (576..9216)", b.MTU)
+	}
+}
+
+func (n *Network) validateManagement(errs *cfgerr.List, seenMember map[string]string) {
+	m := n.Management
+	if m == nil {
+		return
+	}
+	if m.Interface == "" {
+		errs.Add("management.interface", "missing: name the management NIC by name or MAC")
+	} else if !IsMAC(m.Interface) && !ifnameRE.MatchString(m.Interface) {
+		errs.Add("management.interface", "%q is neither an interface name nor a MAC address", m.Interface)
+	} else if other, dup := seenMember[strings.ToLower(m.Interface)]; dup {
+		errs.Add("management.interface", "NIC %q is already used as %s", m.Interface, other)
+	}
+	if m.Address.IsValid() && m.DHCP != nil && *m.DHCP {
+		errs.Add("management.dhcp", "dhcp and a static address exclude each other")
+	}
+}
+
+func (n *Network) validateRoute(errs *cfgerr.List, rp string, r Route) {
+	if !r.To.IsValid() {
+		errs.Add(cfgerr.Join(rp, "to"), "missing: a CIDR prefix or \"default\"")
+	}
+	if !r.Via.IsValid() && r.Group == "" {
+		errs.Add(rp, "needs a gateway (via) or a group to route through")
+	}
+	if r.Group != "" && n.Group(r.Group) == nil {
+		errs.Add(cfgerr.Join(rp, "group"), "unknown group %q (failover, internal or external)", r.Group)
+	}
+	if r.Table < 0 || r.Table > 252 && r.Table != 254 {
+		errs.Add(cfgerr.Join(rp, "table"), "table %d is out of range (0..252, or 254 for main)", r.Table)
+	}
+	if r.Metric < 0 {
+		errs.Add(cfgerr.Join(rp, "metric"), "must not be negative")
+	}
+}
+
+func validateRule(errs *cfgerr.List, rp string, r Rule) {
+	if !r.From.IsValid() && !r.To.IsValid() {
+		errs.Add(rp, "needs from and/or to")
+	}
+	if r.Table < 1 || r.Table > 252 {
+		errs.Add(cfgerr.Join(rp, "table"), "table %d is out of range (1..252)", r.Table)
+	}
+	if r.Priority < 0 || r.Priority > 32765 {
+		errs.Add(cfgerr.Join(rp, "priority"), "priority %d is out of range (0..32765)", r.Priority)
+	}
+}
+
 // Describe is a one-line summary of a bond group for logs.
 func (b *BondGroup) Describe() string {
-	return fmt.Sprintf("%s mode=%s members=%s mtu=%d addrs=%s", b.Bond, b.Mode, strings.Join(b.Members, ","), b.MTU, strings.Join(b.Addresses, ","))
+	addrs := make([]string, len(b.Addresses))
+	for i, a := range b.Addresses {
+		addrs[i] = a.String()
+	}
+	return fmt.Sprintf("%s mode=%s members=%s mtu=%d addrs=%s", b.Bond, b.Mode, strings.Join(b.Members, ","), b.MTU, strings.Join(addrs, ","))
 }

@@ -34,7 +34,7 @@ func TestNetworkDefaults(t *testing.T) {
 	if in.Mode != "802.3ad" || in.XmitHashPolicy != "layer3+4" || in.LACPRate != "fast" {
 		t.Errorf("internal defaults wrong: %+v", in)
 	}
-	if c.Network.Routes[0].To != "0.0.0.0/0" {
+	if c.Network.Routes[0].To.String() != "0.0.0.0/0" {
 		t.Errorf("default route not expanded: %q", c.Network.Routes[0].To)
 	}
 }

@@ -17,11 +17,8 @@ func (c *Config) validateVRRPPeers(errs *cfgerr.List) {
 		return
 	}
 	failNets := prefixes(c.Network.Failover.Addresses)
-	for i, s := range v.Peers {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			continue // reported by the section itself
-		}
+	for i, ip := range v.Peers {
+		a := ip.Addr
 		p := cfgerr.Index("vrrp.peers", i)
 		switch {
 		case !a.IsLinkLocalUnicast() && !inAny(failNets, a):

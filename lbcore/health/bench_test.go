@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"math"
 	"net"
 	"net/netip"
@@ -163,7 +164,7 @@ func benchScheduler(b *testing.B, addrs []netip.AddrPort, where, reportName stri
 		floorBusy = fmt.Sprintf("; CPU %d busy %.1f %%", cpu, 100*float64(fb1-fb0)/float64(ft1-ft0))
 	}
 
-	types := []string{health.TypeTCP, health.TypeTCPHalfOpen}
+	types := []string{string(config.MonitorTCP), string(config.MonitorTCPHalfOpen)}
 	if t := os.Getenv("HC_BENCH_TYPES"); t != "" { // e.g. for profiling one
 		types = strings.Split(t, ",")
 	}
@@ -197,7 +198,7 @@ func benchScheduler(b *testing.B, addrs []netip.AddrPort, where, reportName stri
 		row("of which user / system", func(r benchResult) string { return fmt.Sprintf("%.1f / %.1f", r.userPct, r.sysPct) }) +
 		cpuRow +
 		row("checker CPU above the connect floor below", func(r benchResult) string {
-			if r.typ != health.TypeTCP {
+			if r.typ != string(config.MonitorTCP) {
 				return "n/a (no connect)"
 			}
 			return fmt.Sprintf("%.1f", r.cpuPct-floorPct)
@@ -250,7 +251,7 @@ type benchResult struct {
 // measureScheduler runs a scheduler with members checks of type typ spread
 // over addrs and measures the process's CPU and the check start lateness.
 func measureScheduler(b *testing.B, typ string, addrs []netip.AddrPort, members int, interval time.Duration, seconds, cpu int) benchResult {
-	mon := health.Monitor{Type: typ, Interval: health.Duration(interval), Timeout: health.Duration(500 * time.Millisecond)}
+	mon := config.Monitor{Type: config.MonitorType(typ), Interval: config.Duration(interval), Timeout: config.Duration(500 * time.Millisecond)}
 	mon.ApplyDefaults()
 	ms := make([]health.Member, members)
 	for i := range ms {
@@ -280,7 +281,7 @@ func measureScheduler(b *testing.B, typ string, addrs []netip.AddrPort, members 
 		}
 		buckets[(o.Scheduled.UnixNano()%int64(interval))/int64(10*time.Millisecond)].Add(1)
 	}})
-	if err := s.Configure(health.Monitors{typ: mon}, ms); err != nil {
+	if err := s.Configure(config.Monitors{typ: mon}, ms); err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

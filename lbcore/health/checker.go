@@ -1,3 +1,8 @@
+// Package health runs the appliance's health checks (TCP, TCP half-open,
+// HTTP, HTTPS and a TLS handshake check) against pool members and keeps a
+// rise/fall state per member. The monitor definitions are the config's
+// (config.Monitor); the package knows nothing about pools or IPVS: the LB
+// daemon hands it members and receives transition events.
 package health
 
 import (
@@ -7,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 )
 
 // MaxBody is how much of a response body is read to match expect_body or
@@ -61,13 +69,13 @@ func directEnv(fn func() error) error { return fn() }
 //
 // A tcp_half_open checker holds a raw socket once it has run: close it with
 // its Close method (it implements io.Closer) when done.
-func NewChecker(m Monitor, env SocketEnv) (Checker, error) {
+func NewChecker(m config.Monitor, env SocketEnv) (Checker, error) {
 	return newChecker(m, env, nil)
 }
 
 // newChecker is NewChecker with the half-open prober to share (nil: the
 // checker gets its own).
-func newChecker(m Monitor, env SocketEnv, prober *synProber) (Checker, error) {
+func newChecker(m config.Monitor, env SocketEnv, prober *synProber) (Checker, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -78,16 +86,12 @@ func newChecker(m Monitor, env SocketEnv, prober *synProber) (Checker, error) {
 	// keep-alive probes (four setsockopt calls per dial saved).
 	b := &base{timeout: m.Timeout.D(), port: uint16(m.Port), env: env}
 	b.dialer.KeepAlive = -1
-	if m.Source != "" {
-		src, err := parseSource(m.Source)
-		if err != nil {
-			return nil, err
-		}
-		b.src = src
-		b.dialer.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	if m.Source.IsValid() {
+		b.src = m.Source.Unmap()
+		b.dialer.LocalAddr = &net.TCPAddr{IP: b.src.AsSlice()}
 	}
 	var tlsc *tlsConf
-	if m.isTLS() {
+	if m.IsTLS() {
 		tlsc = &tlsConf{verify: m.Verify, sni: m.SNI}
 		if tlsc.sni == "" && m.Host != "" {
 			tlsc.sni = stripPort(m.Host)
@@ -101,28 +105,25 @@ func newChecker(m Monitor, env SocketEnv, prober *synProber) (Checker, error) {
 		}
 	}
 	switch m.Type {
-	case TypeTCP:
+	case config.MonitorTCP:
 		return &tcpChecker{base: b}, nil
-	case TypeTCPHalfOpen:
+	case config.MonitorTCPHalfOpen:
 		if prober == nil {
 			return &halfOpenChecker{base: b, prober: newSYNProber(env), own: true}, nil
 		}
 		return &halfOpenChecker{base: b, prober: prober}, nil
-	case TypeSSL:
+	case config.MonitorSSL:
 		return &tlsChecker{base: b, tls: tlsc}, nil
-	case TypeHTTP, TypeHTTPS:
-		spec, err := ParseStatusSpec(m.ExpectStatus)
-		if err != nil {
-			return nil, fmt.Errorf("expect_status: %w", err)
-		}
-		h := &httpChecker{base: b, tls: tlsc, method: m.Method, path: m.Path, host: m.Host, status: spec}
+	case config.MonitorHTTP, config.MonitorHTTPS:
+		h := &httpChecker{base: b, tls: tlsc, method: m.Method, path: m.Path, host: m.Host, status: m.ExpectStatus}
 		if m.ExpectBody != "" {
+			var err error
 			if h.bodyRE, err = regexp.Compile(m.ExpectBody); err != nil {
 				return nil, fmt.Errorf("expect_body: %w", err)
 			}
 		}
 		if m.ExpectBodySHA256 != "" {
-			h.bodySHA = decodeHexDigest(m.ExpectBodySHA256)
+			h.bodySHA, _ = hex.DecodeString(m.ExpectBodySHA256) // validated: 64 hex digits
 		}
 		names := make([]string, 0, len(m.Headers))
 		for k := range m.Headers {
@@ -352,7 +353,7 @@ type httpChecker struct {
 	path    string
 	host    string
 	headers []string
-	status  StatusSpec
+	status  config.StatusSpec
 	bodyRE  *regexp.Regexp
 	bodySHA []byte
 }
@@ -452,4 +453,25 @@ func stripPort(host string) string {
 		return h
 	}
 	return strings.Trim(host, "[]")
+}
+
+// CheckCABundle reports whether a CA bundle file is readable and holds PEM
+// certificates.
+func CheckCABundle(path string) error {
+	_, err := loadCABundle(path)
+	return err
+}
+
+// loadCABundle reads a monitor's CA bundle; the checker is where the file is
+// used, so this is where it is read (config validation reads no files).
+func loadCABundle(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificates", path)
+	}
+	return pool, nil
 }

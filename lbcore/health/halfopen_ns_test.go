@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/binary"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,9 +23,12 @@ const (
 	serverIPv6  = "2001:db8:51::11"
 )
 
-func halfOpenMon(interval, timeout time.Duration, rise, fall int, source string) health.Monitor {
-	m := health.Monitor{Type: health.TypeTCPHalfOpen, Interval: health.Duration(interval),
-		Timeout: health.Duration(timeout), Rise: rise, Fall: fall, Source: source}
+func halfOpenMon(interval, timeout time.Duration, rise, fall int, source string) config.Monitor {
+	m := config.Monitor{Type: config.MonitorTCPHalfOpen, Interval: config.Duration(interval),
+		Timeout: config.Duration(timeout), Rise: rise, Fall: fall}
+	if source != "" {
+		m.Source = config.IP{Addr: netip.MustParseAddr(source)}
+	}
 	m.ApplyDefaults()
 	return m
 }

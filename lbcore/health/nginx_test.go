@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"math/big"
 	"net"
 	"net/netip"
@@ -177,35 +178,35 @@ func TestNginx(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		mon    health.Monitor
+		mon    config.Monitor
 		ok     bool
 		reason string
 	}{
-		{"http health", health.Monitor{Type: "http", Port: 8080, Path: "/health", ExpectBody: "^ok"}, true, "HTTP 200, body ok"},
-		{"http 500", health.Monitor{Type: "http", Port: 8080, Path: "/fail"}, false, "HTTP 500, expected 200-399"},
-		{"http 404", health.Monitor{Type: "http", Port: 8080, Path: "/nope", ExpectStatus: "200"}, false, "HTTP 404, expected 200"},
-		{"http wrong body", health.Monitor{Type: "http", Port: 8080, Path: "/health", ExpectBody: "healthy"}, false, "body does not match"},
+		{"http health", config.Monitor{Type: "http", Port: 8080, Path: "/health", ExpectBody: "^ok"}, true, "HTTP 200, body ok"},
+		{"http 500", config.Monitor{Type: "http", Port: 8080, Path: "/fail"}, false, "HTTP 500, expected 200-399"},
+		{"http 404", config.Monitor{Type: "http", Port: 8080, Path: "/nope", ExpectStatus: config.StatusSpec{{Lo: 200, Hi: 200}}}, false, "HTTP 404, expected 200"},
+		{"http wrong body", config.Monitor{Type: "http", Port: 8080, Path: "/health", ExpectBody: "healthy"}, false, "body does not match"},
 
-		{"https valid verify", health.Monitor{Type: "https", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile, ExpectBody: "valid"}, true, "HTTP 200, body ok"},
-		{"https valid verify by IP", health.Monitor{Type: "https", Port: 8443, Verify: true, CABundle: pki.CAFile}, true, "HTTP 200"},
-		{"https host header as sni", health.Monitor{Type: "https", Port: 8443, Host: "www.example.test", Verify: true, CABundle: pki.CAFile}, true, "HTTP 200"},
-		{"https expired verify", health.Monitor{Type: "https", Port: 8444, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate invalid: x509: certificate has expired"},
-		{"https expired no verify", health.Monitor{Type: "https", Port: 8444, SNI: "www.example.test", ExpectBody: "expired"}, true, "HTTP 200, body ok"},
-		{"https wrong host verify", health.Monitor{Type: "https", Port: 8443, SNI: "other.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate name mismatch"},
-		{"https wrong host no verify", health.Monitor{Type: "https", Port: 8443, SNI: "other.example.test"}, true, "HTTP 200"},
-		{"https unknown CA", health.Monitor{Type: "https", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.Unknown}, false, "certificate signed by unknown authority"},
-		{"https on plain port", health.Monitor{Type: "https", Port: 8080}, false, "tls handshake"},
+		{"https valid verify", config.Monitor{Type: "https", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile, ExpectBody: "valid"}, true, "HTTP 200, body ok"},
+		{"https valid verify by IP", config.Monitor{Type: "https", Port: 8443, Verify: true, CABundle: pki.CAFile}, true, "HTTP 200"},
+		{"https host header as sni", config.Monitor{Type: "https", Port: 8443, Host: "www.example.test", Verify: true, CABundle: pki.CAFile}, true, "HTTP 200"},
+		{"https expired verify", config.Monitor{Type: "https", Port: 8444, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate invalid: x509: certificate has expired"},
+		{"https expired no verify", config.Monitor{Type: "https", Port: 8444, SNI: "www.example.test", ExpectBody: "expired"}, true, "HTTP 200, body ok"},
+		{"https wrong host verify", config.Monitor{Type: "https", Port: 8443, SNI: "other.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate name mismatch"},
+		{"https wrong host no verify", config.Monitor{Type: "https", Port: 8443, SNI: "other.example.test"}, true, "HTTP 200"},
+		{"https unknown CA", config.Monitor{Type: "https", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.Unknown}, false, "certificate signed by unknown authority"},
+		{"https on plain port", config.Monitor{Type: "https", Port: 8080}, false, "tls handshake"},
 
-		{"ssl valid verify", health.Monitor{Type: "ssl", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, true, "tls TLS 1."},
-		{"ssl expired verify", health.Monitor{Type: "ssl", Port: 8444, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, false, "expired"},
-		{"ssl expired no verify", health.Monitor{Type: "ssl", Port: 8444}, true, "tls TLS 1."},
-		{"ssl wrong host verify", health.Monitor{Type: "ssl", Port: 8443, SNI: "other.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate name mismatch"},
-		{"ssl wrong host no verify", health.Monitor{Type: "ssl", Port: 8443, SNI: "other.example.test"}, true, "tls TLS 1."},
-		{"ssl against plain http", health.Monitor{Type: "ssl", Port: 8080}, false, "tls handshake"},
+		{"ssl valid verify", config.Monitor{Type: "ssl", Port: 8443, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, true, "tls TLS 1."},
+		{"ssl expired verify", config.Monitor{Type: "ssl", Port: 8444, SNI: "www.example.test", Verify: true, CABundle: pki.CAFile}, false, "expired"},
+		{"ssl expired no verify", config.Monitor{Type: "ssl", Port: 8444}, true, "tls TLS 1."},
+		{"ssl wrong host verify", config.Monitor{Type: "ssl", Port: 8443, SNI: "other.example.test", Verify: true, CABundle: pki.CAFile}, false, "certificate name mismatch"},
+		{"ssl wrong host no verify", config.Monitor{Type: "ssl", Port: 8443, SNI: "other.example.test"}, true, "tls TLS 1."},
+		{"ssl against plain http", config.Monitor{Type: "ssl", Port: 8080}, false, "tls handshake"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := tc.mon
-			m.Interval, m.Timeout = health.Duration(2*time.Second), health.Duration(time.Second)
+			m.Interval, m.Timeout = config.Duration(2*time.Second), config.Duration(time.Second)
 			m.ApplyDefaults()
 			c, err := health.NewChecker(m, lab.InChecker)
 			if err != nil {

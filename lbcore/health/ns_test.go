@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"net"
 	"net/netip"
 	"strings"
@@ -133,7 +134,7 @@ type recorder struct {
 	events map[string][]health.Event
 }
 
-func runScheduler(t *testing.T, lab *nslab.Lab, mons health.Monitors, members []health.Member) (*health.Scheduler, *recorder, context.CancelFunc) {
+func runScheduler(t *testing.T, lab *nslab.Lab, mons config.Monitors, members []health.Member) (*health.Scheduler, *recorder, context.CancelFunc) {
 	t.Helper()
 	rec := &recorder{obs: map[string][]health.Observation{}, events: map[string][]health.Event{}}
 	s := health.NewScheduler(health.Options{
@@ -202,8 +203,8 @@ func checkRunBefore(t *testing.T, obs []health.Observation, ev health.Event, n i
 	}
 }
 
-func tcpMon(interval, timeout time.Duration, rise, fall int) health.Monitor {
-	m := health.Monitor{Type: health.TypeTCP, Interval: health.Duration(interval), Timeout: health.Duration(timeout), Rise: rise, Fall: fall}
+func tcpMon(interval, timeout time.Duration, rise, fall int) config.Monitor {
+	m := config.Monitor{Type: config.MonitorTCP, Interval: config.Duration(interval), Timeout: config.Duration(timeout), Rise: rise, Fall: fall}
 	m.ApplyDefaults()
 	return m
 }
@@ -217,17 +218,20 @@ func member(id, addrport string, mon string) health.Member {
 // checks, and up again after exactly rise successful ones, for the connect
 // and the half-open TCP checks.
 func TestTCPFallAndRise(t *testing.T) {
-	for _, tc := range []struct{ typ, upReason, downReason string }{
-		{health.TypeTCP, "connected", "connection refused (connect)"},
-		{health.TypeTCPHalfOpen, "SYN-ACK", "connection refused (syn)"},
+	for _, tc := range []struct {
+		typ                  config.MonitorType
+		upReason, downReason string
+	}{
+		{config.MonitorTCP, "connected", "connection refused (connect)"},
+		{config.MonitorTCPHalfOpen, "SYN-ACK", "connection refused (syn)"},
 	} {
-		t.Run(tc.typ, func(t *testing.T) {
+		t.Run(string(tc.typ), func(t *testing.T) {
 			lab := nslab.New(t, nil, "198.51.100.11")
 			srv := startServer(t, lab, "198.51.100.11:8080", answerAccept)
 			const rise, fall = 2, 3
 			mon := tcpMon(100*time.Millisecond, 50*time.Millisecond, rise, fall)
 			mon.Type = tc.typ
-			s, rec, _ := runScheduler(t, lab, health.Monitors{"tcp": mon}, []health.Member{member("web/11", "198.51.100.11:8080", "tcp")})
+			s, rec, _ := runScheduler(t, lab, config.Monitors{"tcp": mon}, []health.Member{member("web/11", "198.51.100.11:8080", "tcp")})
 
 			up := rec.waitEvent(t, "web/11", 1, 2*time.Second)
 			if up.From != health.StateUnknown || up.To != health.StateUp || up.Reason != tc.upReason || up.Check != 1 {
@@ -262,15 +266,15 @@ func TestHangCostsOnlyItsTimeout(t *testing.T) {
 	lab := nslab.New(t, nil, "198.51.100.11", "198.51.100.12")
 	startServer(t, lab, "198.51.100.11:80", answerHang)
 	startServer(t, lab, "198.51.100.12:80", answerOK)
-	mon := health.Monitor{Type: health.TypeHTTP, Interval: health.Duration(200 * time.Millisecond),
-		Timeout: health.Duration(150 * time.Millisecond), Rise: 2, Fall: 2, ExpectBody: "^ok"}
+	mon := config.Monitor{Type: config.MonitorHTTP, Interval: config.Duration(200 * time.Millisecond),
+		Timeout: config.Duration(150 * time.Millisecond), Rise: 2, Fall: 2, ExpectBody: "^ok"}
 	mon.ApplyDefaults()
 	members := []health.Member{member("hang", "198.51.100.11:80", "http"), member("good", "198.51.100.12:80", "http")}
 	// A handful of hanging members too, to make sure hangs do not add up.
 	for i := 0; i < 8; i++ {
 		members = append(members, member(fmt.Sprintf("hang%d", i), "198.51.100.11:80", "http"))
 	}
-	s, rec, cancel := runScheduler(t, lab, health.Monitors{"http": mon}, members)
+	s, rec, cancel := runScheduler(t, lab, config.Monitors{"http": mon}, members)
 	time.Sleep(1500 * time.Millisecond)
 	cancel()
 
@@ -320,26 +324,26 @@ func TestHTTPAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		mode   behaviour
-		mon    health.Monitor
+		mon    config.Monitor
 		ok     bool
 		reason string
 	}{
-		{"ok", answerOK, health.Monitor{ExpectStatus: "200-299", ExpectBody: `^ok\s*$`}, true, "HTTP 200, body ok"},
-		{"ok digest", answerOK, health.Monitor{ExpectBodySHA256: hex.EncodeToString(sum[:])}, true, "HTTP 200, body ok"},
-		{"500", answer500, health.Monitor{ExpectStatus: "200-299"}, false, "HTTP 500, expected 200-299"},
-		{"500 accepted", answer500, health.Monitor{ExpectStatus: "200,500"}, true, "HTTP 500"},
-		{"wrong body", answerWrongBody, health.Monitor{ExpectBody: "^ok"}, false, `HTTP 200, body does not match "^ok"`},
-		{"wrong digest", answerWrongBody, health.Monitor{ExpectBodySHA256: hex.EncodeToString(sum[:])}, false, "body digest"},
-		{"garbage", answerGarbage, health.Monitor{}, false, "bad HTTP response: malformed HTTP"},
-		{"reset", answerReset, health.Monitor{}, false, "connection reset (read response)"},
-		{"closed early", answerClose, health.Monitor{}, false, "connection closed early (read response)"},
-		{"hang", answerHang, health.Monitor{}, false, "timeout after 100ms (read response)"},
-		{"port override refused", answerOK, health.Monitor{Port: 81}, false, "connection refused (connect)"},
+		{"ok", answerOK, config.Monitor{ExpectStatus: config.StatusSpec{{Lo: 200, Hi: 299}}, ExpectBody: `^ok\s*$`}, true, "HTTP 200, body ok"},
+		{"ok digest", answerOK, config.Monitor{ExpectBodySHA256: hex.EncodeToString(sum[:])}, true, "HTTP 200, body ok"},
+		{"500", answer500, config.Monitor{ExpectStatus: config.StatusSpec{{Lo: 200, Hi: 299}}}, false, "HTTP 500, expected 200-299"},
+		{"500 accepted", answer500, config.Monitor{ExpectStatus: config.StatusSpec{{Lo: 200, Hi: 200}, {Lo: 500, Hi: 500}}}, true, "HTTP 500"},
+		{"wrong body", answerWrongBody, config.Monitor{ExpectBody: "^ok"}, false, `HTTP 200, body does not match "^ok"`},
+		{"wrong digest", answerWrongBody, config.Monitor{ExpectBodySHA256: hex.EncodeToString(sum[:])}, false, "body digest"},
+		{"garbage", answerGarbage, config.Monitor{}, false, "bad HTTP response: malformed HTTP"},
+		{"reset", answerReset, config.Monitor{}, false, "connection reset (read response)"},
+		{"closed early", answerClose, config.Monitor{}, false, "connection closed early (read response)"},
+		{"hang", answerHang, config.Monitor{}, false, "timeout after 100ms (read response)"},
+		{"port override refused", answerOK, config.Monitor{Port: 81}, false, "connection refused (connect)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv.mode.Store(int32(tc.mode))
 			m := tc.mon
-			m.Type, m.Interval, m.Timeout = health.TypeHTTP, health.Duration(time.Second), health.Duration(100*time.Millisecond)
+			m.Type, m.Interval, m.Timeout = config.MonitorHTTP, config.Duration(time.Second), config.Duration(100*time.Millisecond)
 			m.ApplyDefaults()
 			c, err := health.NewChecker(m, lab.InChecker)
 			if err != nil {
@@ -399,11 +403,11 @@ func TestSourceAddress(t *testing.T) {
 	srv := startServer(t, lab, "198.51.100.11:80", answerOK)
 	target := health.Target{Addr: netip.MustParseAddr("198.51.100.11"), Port: 80}
 	for i, src := range []string{"198.51.100.3", "198.51.100.2", "198.51.100.3"} {
-		typ := health.TypeHTTP
+		typ := config.MonitorHTTP
 		if i == 2 {
-			typ = health.TypeTCP
+			typ = config.MonitorTCP
 		}
-		m := health.Monitor{Type: typ, Source: src, Interval: health.Duration(time.Second)}
+		m := config.Monitor{Type: typ, Source: config.IP{Addr: netip.MustParseAddr(src)}, Interval: config.Duration(time.Second)}
 		m.ApplyDefaults()
 		c, err := health.NewChecker(m, lab.InChecker)
 		if err != nil {
@@ -427,7 +431,7 @@ func TestSourceAddress(t *testing.T) {
 			t.Errorf("%s check: server saw %q, want source %s", typ, last, src)
 		}
 	}
-	m := health.Monitor{Type: health.TypeTCP, Source: "198.51.100.4", Interval: health.Duration(time.Second)}
+	m := config.Monitor{Type: config.MonitorTCP, Source: config.IP{Addr: netip.MustParseAddr("198.51.100.4")}, Interval: config.Duration(time.Second)}
 	m.ApplyDefaults()
 	c, _ := health.NewChecker(m, lab.InChecker)
 	if r := c.Check(context.Background(), target); r.OK || !strings.Contains(r.Reason, "source address not available") {
@@ -444,10 +448,10 @@ func TestFlappingServer(t *testing.T) {
 	alt.setPattern(answerOK, answer500)
 	runs := startServer(t, lab, "198.51.100.12:80", answerOK)
 	runs.setPattern(answerOK, answer500, answer500) // never 3 failures in a row
-	mon := health.Monitor{Type: health.TypeHTTP, Interval: health.Duration(60 * time.Millisecond),
-		Timeout: health.Duration(50 * time.Millisecond), Rise: 2, Fall: 3, ExpectStatus: "200"}
+	mon := config.Monitor{Type: config.MonitorHTTP, Interval: config.Duration(60 * time.Millisecond),
+		Timeout: config.Duration(50 * time.Millisecond), Rise: 2, Fall: 3, ExpectStatus: config.StatusSpec{{Lo: 200, Hi: 200}}}
 	mon.ApplyDefaults()
-	s, rec, cancel := runScheduler(t, lab, health.Monitors{"http": mon},
+	s, rec, cancel := runScheduler(t, lab, config.Monitors{"http": mon},
 		[]health.Member{member("alt", "198.51.100.11:80", "http"), member("runs", "198.51.100.12:80", "http")})
 	time.Sleep(1300 * time.Millisecond)
 	cancel()

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/sirupsen/logrus"
 )
 
@@ -93,7 +94,7 @@ type Scheduler struct {
 	mu       sync.Mutex
 	members  map[string]*memberState
 	queue    memberHeap
-	monitors Monitors
+	monitors config.Monitors
 	checkers map[string]Checker
 	wake     chan struct{}
 	running  bool
@@ -107,7 +108,7 @@ type memberState struct {
 	Member
 	checker  Checker
 	interval time.Duration
-	mon      Monitor
+	mon      config.Monitor
 	next     int64 // next slot, Unix nanoseconds
 	removed  bool  // dropped: left in the queue until its slot comes up
 	inFlight bool
@@ -141,9 +142,9 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 // and changes nothing when any monitor or member is bad. A member whose ID,
 // target and monitor definition are unchanged keeps its state and its slot;
 // one whose target changed starts over from its initial state.
-func (s *Scheduler) Configure(monitors Monitors, members []Member) error {
+func (s *Scheduler) Configure(monitors config.Monitors, members []Member) error {
 	checkers := make(map[string]Checker, len(monitors))
-	mons := make(Monitors, len(monitors))
+	mons := make(config.Monitors, len(monitors))
 	for name, m := range monitors {
 		m.ApplyDefaults()
 		c, err := newChecker(m, s.opts.SocketEnv, s.prober)
@@ -228,7 +229,7 @@ func (s *Scheduler) drop(m *memberState) {
 // 5ms: coarse enough that a dispatch round batches many checks at 10 000
 // members a second (a fifth less CPU at 5ms than at 1ms), fine enough that a
 // check starts within 5 % of its interval of its slot.
-func defaultQuantum(mons Monitors) time.Duration {
+func defaultQuantum(mons config.Monitors) time.Duration {
 	q := 5 * time.Millisecond
 	for _, m := range mons {
 		q = min(q, m.Interval.D()/20)

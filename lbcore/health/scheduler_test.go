@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -86,9 +87,9 @@ func TestNoPileUp(t *testing.T) {
 		starts[o.Member] = append(starts[o.Member], o.Started)
 		mu.Unlock()
 	}})
-	mon := Monitor{Type: TypeTCP, Interval: Duration(100 * time.Millisecond)}
+	mon := config.Monitor{Type: config.MonitorTCP, Interval: config.Duration(100 * time.Millisecond)}
 	mon.ApplyDefaults()
-	if err := s.Configure(Monitors{"m": mon}, []Member{
+	if err := s.Configure(config.Monitors{"m": mon}, []Member{
 		{ID: "slow", Target: Target{slow, 80}, Monitor: "m"},
 		{ID: "fast", Target: Target{fast, 80}, Monitor: "m"},
 	}); err != nil {
@@ -132,10 +133,10 @@ func TestNoPileUp(t *testing.T) {
 
 func TestConfigureReconcile(t *testing.T) {
 	s := NewScheduler(Options{})
-	mon := Monitor{Type: TypeTCP, Interval: Duration(time.Second), InitialState: InitialUp}
+	mon := config.Monitor{Type: config.MonitorTCP, Interval: config.Duration(time.Second), InitialState: config.InitialUp}
 	a := Member{ID: "a", Target: Target{netip.MustParseAddr("198.51.100.11"), 80}, Monitor: "m"}
 	b := Member{ID: "b", Target: Target{netip.MustParseAddr("198.51.100.12"), 80}, Monitor: "m"}
-	if err := s.Configure(Monitors{"m": mon}, []Member{a, b}); err != nil {
+	if err := s.Configure(config.Monitors{"m": mon}, []Member{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	// Pretend a went down.
@@ -146,20 +147,20 @@ func TestConfigureReconcile(t *testing.T) {
 
 	// Unknown monitor: rejected, nothing changes.
 	c := Member{ID: "c", Target: b.Target, Monitor: "nope"}
-	if err := s.Configure(Monitors{"m": mon}, []Member{a, c}); err == nil {
+	if err := s.Configure(config.Monitors{"m": mon}, []Member{a, c}); err == nil {
 		t.Fatal("unknown monitor accepted")
 	}
 	if len(s.Snapshot()) != 2 {
 		t.Fatal("failed Configure changed the members")
 	}
 	// Bad monitor: rejected.
-	if err := s.Configure(Monitors{"m": {Type: "icmp"}}, []Member{a}); err == nil {
+	if err := s.Configure(config.Monitors{"m": {Type: "icmp"}}, []Member{a}); err == nil {
 		t.Fatal("bad monitor accepted")
 	}
 
 	// a unchanged keeps its state; b moves to another server and starts over.
 	b.Target.Port = 8080
-	if err := s.Configure(Monitors{"m": mon}, []Member{a, b}); err != nil {
+	if err := s.Configure(config.Monitors{"m": mon}, []Member{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := s.State("a"); st != StateDown {
@@ -168,7 +169,7 @@ func TestConfigureReconcile(t *testing.T) {
 	if st, _ := s.State("b"); st != StateUp {
 		t.Errorf("moved member kept old state: %s (want initial up)", st)
 	}
-	if err := s.Configure(Monitors{"m": mon}, []Member{b}); err != nil {
+	if err := s.Configure(config.Monitors{"m": mon}, []Member{b}); err != nil {
 		t.Fatal(err)
 	}
 	live := 0
@@ -210,29 +211,29 @@ func TestMemberHeapOrder(t *testing.T) {
 }
 
 func TestDefaultQuantum(t *testing.T) {
-	mon := func(d time.Duration) Monitor { return Monitor{Interval: Duration(d)} }
+	mon := func(d time.Duration) config.Monitor { return config.Monitor{Interval: config.Duration(d)} }
 	for _, tc := range []struct {
-		mons Monitors
+		mons config.Monitors
 		want time.Duration
 	}{
-		{Monitors{}, 5 * time.Millisecond},
-		{Monitors{"a": mon(time.Second), "b": mon(5 * time.Second)}, 5 * time.Millisecond},
-		{Monitors{"a": mon(time.Second), "b": mon(60 * time.Millisecond)}, 3 * time.Millisecond},
-		{Monitors{"a": mon(10 * time.Millisecond)}, time.Millisecond},
+		{config.Monitors{}, 5 * time.Millisecond},
+		{config.Monitors{"a": mon(time.Second), "b": mon(5 * time.Second)}, 5 * time.Millisecond},
+		{config.Monitors{"a": mon(time.Second), "b": mon(60 * time.Millisecond)}, 3 * time.Millisecond},
+		{config.Monitors{"a": mon(10 * time.Millisecond)}, time.Millisecond},
 	} {
 		if got := defaultQuantum(tc.mons); got != tc.want {
 			t.Errorf("%v: quantum %s, want %s", tc.mons, got, tc.want)
 		}
 	}
 	s := NewScheduler(Options{})
-	if err := s.Configure(Monitors{"m": {Type: TypeTCP, Interval: Duration(100 * time.Millisecond)}}, nil); err != nil {
+	if err := s.Configure(config.Monitors{"m": {Type: config.MonitorTCP, Interval: config.Duration(100 * time.Millisecond)}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s.quantum != 5*time.Millisecond {
 		t.Errorf("configured quantum %s, want 5ms for a 100ms interval", s.quantum)
 	}
 	s = NewScheduler(Options{Quantum: 2 * time.Millisecond})
-	s.Configure(Monitors{}, nil)
+	s.Configure(config.Monitors{}, nil)
 	if s.quantum != 2*time.Millisecond {
 		t.Errorf("Options.Quantum not honoured: %s", s.quantum)
 	}

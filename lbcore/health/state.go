@@ -1,6 +1,10 @@
 package health
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+)
 
 // State is a member's health as the pools see it.
 type State int
@@ -30,11 +34,11 @@ func (s State) String() string {
 // MarshalText writes the state name (for JSON and logs).
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-func initialState(s string) State {
+func initialState(s config.InitialState) State {
 	switch s {
-	case InitialUp:
+	case config.InitialUp:
 		return StateUp
-	case InitialDown:
+	case config.InitialDown:
 		return StateDown
 	}
 	return StateUnknown

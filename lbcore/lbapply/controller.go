@@ -18,7 +18,7 @@ import (
 
 // HealthChecker is the health side (a *health.Scheduler, running).
 type HealthChecker interface {
-	Configure(health.Monitors, []health.Member) error
+	Configure(config.Monitors, []health.Member) error
 	State(id string) (health.State, bool)
 	Snapshot() []health.MemberStatus
 }
@@ -91,16 +91,16 @@ func MemberID(pool string, m netip.AddrPort) string { return pool + "/" + m.Stri
 // monitors (with the source address defaulted to the Internal self IP of
 // the member's family, so checks take the real path) and every member of
 // every pool that names a monitor.
-func HealthMembers(cfg *config.Config) (health.Monitors, []health.Member, error) {
-	mons := health.Monitors{}
+func HealthMembers(cfg *config.Config) (config.Monitors, []health.Member, error) {
+	mons := config.Monitors{}
 	var members []health.Member
-	selfIP := func(v6 bool) string {
-		for _, s := range cfg.Network.Internal.Addresses {
-			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is6() == v6 {
-				return p.Addr().String()
+	selfIP := func(v6 bool) config.IP {
+		for _, p := range cfg.Network.Internal.Addresses {
+			if p.Addr().Is6() == v6 {
+				return config.IP{Addr: p.Addr()}
 			}
 		}
-		return ""
+		return config.IP{}
 	}
 	for _, name := range sortedNames(cfg.Pools) {
 		pool := cfg.Pools[name]
@@ -111,11 +111,13 @@ func HealthMembers(cfg *config.Config) (health.Monitors, []health.Member, error)
 		if !ok {
 			return nil, nil, fmt.Errorf("pool %s: unknown monitor %q", name, pool.Monitor)
 		}
-		for _, m := range pool.Members {
-			a, err := netip.ParseAddr(m.Address)
-			if err != nil {
-				return nil, nil, fmt.Errorf("pool %s: member %q: %w", name, m.Address, err)
+		if mon.CABundle != "" {
+			if err := health.CheckCABundle(mon.CABundle); err != nil {
+				return nil, nil, cfg.FieldError("monitors."+pool.Monitor+".ca_bundle", "%v", err)
 			}
+		}
+		for _, m := range pool.Members {
+			a := m.Address.Addr
 			port := uint16(m.Port)
 			if port == 0 && mon.Port == 0 {
 				p, ok := cfg.PoolCheckPort(name)
@@ -125,7 +127,7 @@ func HealthMembers(cfg *config.Config) (health.Monitors, []health.Member, error)
 				port = p
 			}
 			monName := pool.Monitor
-			if mon.Source == "" {
+			if !mon.Source.IsValid() {
 				// One variant per family, with that family's self IP.
 				mm := mon
 				mm.Source = selfIP(a.Is6())
@@ -357,10 +359,7 @@ func (c *Controller) Status() Status {
 		ps := PoolStatus{Name: name, Monitor: pool.Monitor}
 		var pms []health.PoolMember
 		for _, m := range pool.Members {
-			a, err := netip.ParseAddr(m.Address)
-			if err != nil {
-				continue
-			}
+			a := m.Address.Addr
 			id := MemberID(name, netip.AddrPortFrom(a, uint16(m.Port)))
 			ms := MemberStatus{Address: netip.AddrPortFrom(a, uint16(m.Port)).String(), Weight: m.MemberWeight(), State: health.StateUp}
 			if pool.Monitor != "" {
@@ -374,7 +373,7 @@ func (c *Controller) Status() Status {
 			ps.Members = append(ps.Members, ms)
 			pms = append(pms, health.PoolMember{ID: id, Weight: ms.Weight, State: ms.State})
 		}
-		eff := health.PoolEffect(pms, health.PoolPolicy{Inhibit: pool.Inhibit, Quorum: pool.Quorum, SorryServer: pool.SorryServer})
+		eff := health.PoolEffect(pms, health.PoolPolicy{Inhibit: pool.Inhibit, Quorum: pool.Quorum, SorryServer: sorryID(pool.SorryServer)})
 		ps.Serving, ps.QuorumMet, ps.SorryActive = eff.Serving, eff.QuorumMet, eff.SorryActive
 		serving := map[string]bool{}
 		for _, d := range eff.Destinations {
@@ -401,4 +400,11 @@ func StatusHandler(c *Controller) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(c.Status())
 	})
+}
+
+func sorryID(s *config.AddrPort) string {
+	if s == nil {
+		return ""
+	}
+	return s.String()
 }

@@ -41,12 +41,12 @@ type fakeHealth struct {
 	mu        sync.Mutex
 	states    map[string]health.State
 	members   []health.Member
-	monitors  health.Monitors
+	monitors  config.Monitors
 	failNext  bool
 	configure int
 }
 
-func (f *fakeHealth) Configure(m health.Monitors, ms []health.Member) error {
+func (f *fakeHealth) Configure(m config.Monitors, ms []health.Member) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failNext {
@@ -135,12 +135,12 @@ func TestHealthMembers(t *testing.T) {
 	if members[1].ID != "web/198.51.100.12:8080" || members[1].Target.Port != 8080 {
 		t.Errorf("member 1 = %+v", members[1])
 	}
-	if mons["web"].Source != "198.51.100.2" {
+	if mons["web"].Source.String() != "198.51.100.2" {
 		t.Errorf("monitor source %q: default is the Internal self IP", mons["web"].Source)
 	}
 	withSource := strings.Replace(cfgHealth, "interval: 1s}", "interval: 1s, source: 192.0.2.1}", 1)
 	mons, _, err = HealthMembers(parse(t, withSource))
-	if err != nil || mons["web"].Source != "192.0.2.1" {
+	if err != nil || mons["web"].Source.String() != "192.0.2.1" {
 		t.Errorf("explicit source: %v %q", err, mons["web"].Source)
 	}
 }

@@ -49,7 +49,7 @@ func Enabled(m *config.Management) bool {
 	if m.DHCP != nil {
 		return *m.DHCP
 	}
-	return m.Address == ""
+	return !m.Address.IsValid()
 }
 
 // Lease is what the server gave.

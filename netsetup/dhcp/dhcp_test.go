@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -329,7 +330,7 @@ func TestEnabled(t *testing.T) {
 	}{
 		{nil, false},
 		{&config.Management{Interface: "eth6"}, true},
-		{&config.Management{Interface: "eth6", Address: "192.0.2.130/25"}, false},
+		{&config.Management{Interface: "eth6", Address: config.Prefix{Prefix: netip.MustParsePrefix("192.0.2.130/25")}}, false},
 		{&config.Management{Interface: "eth6", DHCP: &yes}, true},
 		{&config.Management{Interface: "eth6", DHCP: &no}, false},
 	} {

@@ -98,9 +98,9 @@ func (a *Server) Loader(path string) (*config.Config, error) {
 }
 
 func memberKeys(pool string, m config.Member) []string {
-	keys := []string{pool + "/" + m.Address}
+	keys := []string{pool + "/" + m.Address.String()}
 	if m.Port != 0 {
-		keys = append(keys, pool+"/"+netip.AddrPortFrom(netip.MustParseAddr(m.Address), uint16(m.Port)).String())
+		keys = append(keys, pool+"/"+netip.AddrPortFrom(m.Address.Addr, uint16(m.Port)).String())
 	}
 	return keys
 }
@@ -206,7 +206,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 		}
 		cvs := named[id]
 		if cvs != nil {
-			v.Name, v.Pool, v.Mode = cvs.Name, cvs.Pool, cvs.Mode
+			v.Name, v.Pool, v.Mode = cvs.Name, cvs.Pool, string(cvs.Mode)
 		}
 		kds, err := a.kernel.GetDestinations(ks)
 		if err != nil {
@@ -220,8 +220,8 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 			if cfg != nil && v.Pool != "" {
 				if p := cfg.Pools[v.Pool]; p != nil {
 					for _, cm := range p.Members {
-						if cm.Address == ap.Addr().String() && (cm.Port == 0 || cm.Port == int(ap.Port())) {
-							h := health[v.Pool+"/"+cm.Address+"/"+fmt.Sprint(cm.Port)]
+						if cm.Address.Addr == ap.Addr() && (cm.Port == 0 || uint16(cm.Port) == ap.Port()) {
+							h := health[v.Pool+"/"+cm.Address.String()+"/"+fmt.Sprint(cm.Port)]
 							m.Health, m.Disabled = h.Health, h.Disabled
 						}
 					}
@@ -251,10 +251,7 @@ func (a *Server) memberHealth() map[string]localapi.MemberHealth {
 	defer a.mu.Unlock()
 	for name, p := range cfg.Pools {
 		for _, m := range p.Members {
-			ap, err := netip.ParseAddr(m.Address)
-			if err != nil {
-				continue
-			}
+			ap := m.Address.Addr
 			label := ap.String()
 			if m.Port != 0 {
 				label = netip.AddrPortFrom(ap, uint16(m.Port)).String()
@@ -266,7 +263,7 @@ func (a *Server) memberHealth() map[string]localapi.MemberHealth {
 					h.Health = s
 				}
 			}
-			out[name+"/"+m.Address+"/"+fmt.Sprint(m.Port)] = h
+			out[name+"/"+m.Address.String()+"/"+fmt.Sprint(m.Port)] = h
 		}
 	}
 	return out
@@ -304,13 +301,13 @@ func (a *Server) getSNAT(w http.ResponseWriter, r *http.Request) {
 	}
 	s := localapi.SNATStatus{IPools: map[string][]string{}, Rules: []localapi.SNATRule{}, LocalAddressPools: map[string][]string{}}
 	for n, p := range cfg.SNAT.IPools {
-		s.IPools[n] = p.Addresses
+		s.IPools[n] = rangeStrings(p.Addresses)
 	}
 	for _, r := range cfg.SNAT.Rules {
-		s.Rules = append(s.Rules, localapi.SNATRule{Source: r.Source, Out: r.Out, IPool: r.IPool})
+		s.Rules = append(s.Rules, localapi.SNATRule{Source: r.Source.String(), Out: r.Out, IPool: r.IPool})
 	}
 	for n, p := range cfg.LocalAddressPools {
-		s.LocalAddressPools[n] = p.Addresses
+		s.LocalAddressPools[n] = rangeStrings(p.Addresses)
 	}
 	localapi.WriteJSON(w, http.StatusOK, s)
 }
@@ -510,7 +507,7 @@ func (a *Server) postMember(enable bool) http.HandlerFunc {
 		if key == "" {
 			var names []string
 			for _, m := range p.Members {
-				names = append(names, m.Address)
+				names = append(names, m.Address.String())
 			}
 			localapi.WriteError(w, http.StatusNotFound, fmt.Errorf("pool %s has no member %q (members: %s); nothing changed", ref.Pool, ref.Member, strings.Join(names, ", ")))
 			return
@@ -566,4 +563,12 @@ func (a *Server) UseController(c *lbapply.Controller) {
 		return out
 	}
 	a.statusHandler = lbapply.StatusHandler(c)
+}
+
+func rangeStrings(rs []config.AddrRange) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
 }

@@ -70,9 +70,9 @@ func server(t *testing.T) (*httptest.Server, func() map[string]int) {
 				}
 				w := map[string]int{}
 				for _, m := range cfg.Pools["web"].Members {
-					w[m.Address] = 1 // the schema's default weight
+					w[m.Address.String()] = 1 // the schema's default weight
 					if m.Weight != nil {
-						w[m.Address] = *m.Weight
+						w[m.Address.String()] = *m.Weight
 					}
 				}
 				weights <- w

@@ -2,7 +2,6 @@ package mgmtd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -64,12 +63,8 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 		return nil
 	}
 	srv := Limits().Server((&Server{API: api, TokenHash: hash, Log: log}).Handler())
-	if t := cfg.Access.API.TLS; t != nil {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return fmt.Errorf("api tls: %w", err)
-		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if srv.TLSConfig, err = TLSConfig(cfg); err != nil {
+		return fmt.Errorf("api tls: %w", err)
 	}
 	listeners, err := listen(ctx, cfg, log)
 	if err != nil {
@@ -108,8 +103,7 @@ func listen(ctx context.Context, cfg *config.Config, log *logrus.Entry) ([]net.L
 	var out []net.Listener
 	if cfg.Access.API.Listen == config.ListenInternal {
 		for _, a := range cfg.Network.Internal.Addresses {
-			ip, _, _ := strings.Cut(a, "/")
-			l, err := listenRetry(ctx, net.JoinHostPort(ip, port), "")
+			l, err := listenRetry(ctx, net.JoinHostPort(a.Addr().String(), port), "")
 			if err != nil {
 				return nil, err
 			}

@@ -62,6 +62,41 @@ func (l *List) Merge(prefix string, err error) {
 	l.errs = append(l.errs, &FieldError{Path: prefix, Msg: err.Error()})
 }
 
+// MergeOutside adds the errors of err (a *List) except those at or under a
+// path that skip already has an error for.
+func (l *List) MergeOutside(err error, skip *List) {
+	var list *List
+	if !errors.As(err, &list) {
+		l.Merge("", err)
+		return
+	}
+	for _, e := range list.errs {
+		if !skip.covers(e.Path) {
+			l.errs = append(l.errs, e)
+		}
+	}
+}
+
+func (l *List) covers(path string) bool {
+	for _, e := range l.errs {
+		if e.Path != "" && (path == e.Path || strings.HasPrefix(path, e.Path+".") || strings.HasPrefix(path, e.Path+"[")) {
+			return true
+		}
+	}
+	return false
+}
+
+// Pathless reports whether some error names no field (a structural problem
+// such as an unknown field or a YAML syntax error).
+func (l *List) Pathless() bool {
+	for _, e := range l.errs {
+		if e.Path == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Errors returns the recorded errors.
 func (l *List) Errors() []*FieldError { return l.errs }
 

@@ -80,10 +80,7 @@ func Desired(cfg *config.Config) Plan {
 	}
 	if !cfg.VRRP.Enabled() {
 		for _, v := range cfg.VirtualServers {
-			vip, err := netip.ParseAddr(v.VIP)
-			if err != nil {
-				continue
-			}
+			vip := v.VIP.Addr
 			if v.Internal {
 				add(internal, vip, "VIP of "+v.Name)
 			} else {
@@ -95,13 +92,13 @@ func Desired(cfg *config.Config) Plan {
 			if p == nil {
 				continue
 			}
-			f, l, err := p.Range()
+			rg, err := p.Range()
 			if err != nil {
 				continue
 			}
-			for a := f; ; a = a.Next() {
+			for a := rg.First; ; a = a.Next() {
 				add(cfg.OutInterface(r.Out), a, "SNAT ipool "+r.IPool)
-				if a == l {
+				if a == rg.Last {
 					break
 				}
 			}

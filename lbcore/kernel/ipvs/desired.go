@@ -23,7 +23,7 @@ type Health func(pool string, member netip.AddrPort) bool
 // is the service's only serving destination.
 func Desired(cfg *config.Config, health Health) (*State, error) {
 	st := NewState()
-	st.Timeouts = &Timeouts{TCP: cfg.IPVSTimeouts.TCP, TCPFin: cfg.IPVSTimeouts.TCPFin, UDP: cfg.IPVSTimeouts.UDP}
+	st.Timeouts = &Timeouts{TCP: cfg.IPVSTimeouts.TCP.D(), TCPFin: cfg.IPVSTimeouts.TCPFin.D(), UDP: cfg.IPVSTimeouts.UDP.D()}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
 		s, err := desiredService(cfg, vs, health, st)
@@ -39,32 +39,23 @@ func Desired(cfg *config.Config, health Health) (*State, error) {
 }
 
 func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health, st *State) (*Service, error) {
-	vip, err := netip.ParseAddr(vs.VIP)
-	if err != nil {
-		return nil, fmt.Errorf("vip: %w", err)
-	}
-	from, to, err := vs.Ports()
-	if err != nil {
-		return nil, fmt.Errorf("port: %w", err)
-	}
+	vip := vs.VIP.Addr
+	from, to := vs.Port.From, vs.Port.To
 	fam := uint16(unix.AF_INET)
 	if vip.Is6() {
 		fam = unix.AF_INET6
 	}
-	s := &Service{Name: vs.Name, Scheduler: vs.Scheduler, Dests: map[DestKey]*Dest{}}
+	s := &Service{Name: vs.Name, Scheduler: string(vs.Scheduler), Dests: map[DestKey]*Dest{}}
 	if from != to {
 		s.Key = ServiceKey{Family: fam, FWMark: vs.Mark()}
 	} else {
 		proto := uint16(unix.IPPROTO_TCP)
-		if vs.Protocol == "udp" {
+		if vs.Protocol == config.UDP {
 			proto = unix.IPPROTO_UDP
 		}
 		s.Key = ServiceKey{Family: fam, Protocol: proto, Addr: vip, Port: from}
 	}
-	bits, err := config.ParseNetmask(vs.Persistence.Netmask, vip.Is6())
-	if err != nil {
-		return nil, fmt.Errorf("persistence netmask: %w", err)
-	}
+	bits := vs.Persistence.Netmask.Len(vip.Is6())
 	if vip.Is6() {
 		s.Netmask = uint32(bits)
 	} else {
@@ -72,7 +63,7 @@ func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health,
 	}
 	if vs.PersistenceOn() {
 		s.Flags |= FlagPersistent
-		s.Timeout = uint32(vs.Persistence.Timeout.Seconds())
+		s.Timeout = uint32(vs.Persistence.Timeout.D().Seconds())
 	}
 	var fwd uint32
 	switch vs.Mode {
@@ -89,7 +80,7 @@ func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health,
 	if pool == nil {
 		return nil, fmt.Errorf("unknown pool %q", vs.Pool)
 	}
-	destPort := func(p int) uint16 {
+	destPort := func(p config.Port) uint16 {
 		if p != 0 {
 			return uint16(p)
 		}
@@ -100,10 +91,7 @@ func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health,
 	}
 	up := 0
 	for _, m := range pool.Members {
-		a, err := netip.ParseAddr(m.Address)
-		if err != nil {
-			return nil, fmt.Errorf("pool %s member %q: %w", vs.Pool, m.Address, err)
-		}
+		a := m.Address.Addr
 		k := DestKey{Addr: a, Port: destPort(m.Port)}
 		w := m.MemberWeight()
 		if health != nil && !health(vs.Pool, netip.AddrPortFrom(a, uint16(m.Port))) {
@@ -122,11 +110,8 @@ func desiredService(cfg *config.Config, vs *config.VirtualServer, health Health,
 		s.Dests[k] = &Dest{Key: k, Weight: w, Fwd: fwd}
 	}
 	quorum := max(pool.Quorum, 1)
-	if up < quorum && pool.SorryServer != "" {
-		ap, err := netip.ParseAddrPort(pool.SorryServer)
-		if err != nil {
-			return nil, fmt.Errorf("pool %s sorry server: %w", vs.Pool, err)
-		}
+	if up < quorum && pool.SorryServer != nil {
+		ap := pool.SorryServer.AddrPort
 		for _, d := range s.Dests {
 			d.Weight = 0 // below quorum: the sorry server alone serves new connections
 		}

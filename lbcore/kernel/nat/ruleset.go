@@ -72,8 +72,8 @@ type Ruleset struct {
 // Empty reports whether the ruleset has no rules (the table is then removed).
 func (r *Ruleset) Empty() bool { return len(r.Marks)+len(r.FullNAT)+len(r.SNAT) == 0 }
 
-func protoNum(p string) uint8 {
-	if p == "udp" {
+func protoNum(p config.Protocol) uint8 {
+	if p == config.UDP {
 		return unix.IPPROTO_UDP
 	}
 	return unix.IPPROTO_TCP
@@ -85,19 +85,11 @@ func FromConfig(cfg *config.Config) (*Ruleset, error) {
 	rs := &Ruleset{}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
-		vip, err := netip.ParseAddr(vs.VIP)
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: vip: %w", vs.Name, err)
-		}
-		from, to, err := vs.Ports()
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: port: %w", vs.Name, err)
-		}
 		if vs.NeedsMark() {
-			if !vip.Is4() {
+			if !vs.VIP.Is4() {
 				return nil, fmt.Errorf("virtual server %s: port ranges and fullnat are IPv4 only", vs.Name)
 			}
-			rs.Marks = append(rs.Marks, Mark{VS: vs.Name, VIP: vip, Proto: protoNum(vs.Protocol), From: from, To: to, Mark: vs.Mark()})
+			rs.Marks = append(rs.Marks, Mark{VS: vs.Name, VIP: vs.VIP.Addr, Proto: protoNum(vs.Protocol), From: vs.Port.From, To: vs.Port.To, Mark: vs.Mark()})
 		}
 		if vs.Mode != config.ModeFullNAT {
 			continue
@@ -106,26 +98,22 @@ func FromConfig(cfg *config.Config) (*Ruleset, error) {
 		if lp == nil {
 			return nil, fmt.Errorf("virtual server %s: unknown local address pool %q", vs.Name, vs.LocalAddressPool)
 		}
-		first, last, err := lp.Range()
+		r, err := lp.Range()
 		if err != nil {
 			return nil, fmt.Errorf("virtual server %s: local address pool %s: %w", vs.Name, vs.LocalAddressPool, err)
 		}
-		rs.FullNAT = append(rs.FullNAT, FullNAT{VS: vs.Name, Mark: vs.Mark(), First: first, Last: last})
+		rs.FullNAT = append(rs.FullNAT, FullNAT{VS: vs.Name, Mark: vs.Mark(), First: r.First, Last: r.Last})
 	}
 	for i, r := range cfg.SNAT.Rules {
-		src, err := netip.ParsePrefix(r.Source)
-		if err != nil {
-			return nil, fmt.Errorf("snat rule %d: source: %w", i, err)
-		}
 		pool := cfg.SNAT.IPools[r.IPool]
 		if pool == nil {
 			return nil, fmt.Errorf("snat rule %d: unknown ipool %q", i, r.IPool)
 		}
-		first, last, err := pool.Range()
+		rg, err := pool.Range()
 		if err != nil {
 			return nil, fmt.Errorf("snat rule %d: ipool %s: %w", i, r.IPool, err)
 		}
-		rs.SNAT = append(rs.SNAT, SNAT{Source: src.Masked(), OutIface: cfg.OutInterface(r.Out), First: first, Last: last})
+		rs.SNAT = append(rs.SNAT, SNAT{Source: r.Source.Masked(), OutIface: cfg.OutInterface(r.Out), First: rg.First, Last: rg.Last})
 	}
 	return rs, nil
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 )
 
@@ -132,8 +132,8 @@ func kaAdvert(version, cs int) string {
 	return strconv.FormatFloat(float64(cs)/100, 'f', 2, 64)
 }
 
-func interopConfig(version, prio int, mod func(*vrrp.Config)) vrrp.Config {
-	return labConfig(prio, func(c *vrrp.Config) {
+func interopConfig(version, prio int, mod func(*config.VRRP)) config.VRRP {
+	return labConfig(prio, func(c *config.VRRP) {
 		c.Version = version
 		if version == 2 {
 			c.AdvertInterval = 100
@@ -251,7 +251,7 @@ func TestKeepalivedPreemptSetting(t *testing.T) {
 	for _, nopreempt := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ours-nopreempt=%v", nopreempt), func(t *testing.T) {
 			l := newLab(t)
-			cfg := interopConfig(3, 150, func(c *vrrp.Config) { c.NoPreempt = nopreempt })
+			cfg := interopConfig(3, 150, func(c *config.VRRP) { c.NoPreempt = nopreempt })
 			ka := l.startKeepalived(0, kaOpts{version: 3, priority: 100, advertInt: kaAdvert(3, cfg.AdvertInterval)})
 			waitFor(t, 4*time.Second, "keepalived master", ka.master)
 			n2 := l.start(1, cfg)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -277,8 +277,8 @@ func (n *labNode) has(addr netip.Addr) bool {
 
 // labConfig is a vrrp section for the lab: one IPv4 instance, VRID 51,
 // carrying the VIP on external and the floating gateway on internal.
-func labConfig(prio int, mod func(*vrrp.Config)) vrrp.Config {
-	c := vrrp.Config{Priority: prio, Instances: []vrrp.Instance{{VRID: 51, External: []string{vip.String() + "/24"}, Internal: []string{"198.51.100.1/24"}}}}
+func labConfig(prio int, mod func(*config.VRRP)) config.VRRP {
+	c := config.VRRP{Priority: prio, Instances: []config.VRRPInstance{{VRID: 51, External: hostPrefixes(vip.String() + "/24"), Internal: hostPrefixes("198.51.100.1/24")}}}
 	if mod != nil {
 		mod(&c)
 	}
@@ -286,7 +286,7 @@ func labConfig(prio int, mod func(*vrrp.Config)) vrrp.Config {
 	return c
 }
 
-var labIfs = vrrp.Interfaces{Heartbeat: "failover", Internal: "internal", External: "external"}
+var labIfs = config.VRRPBonds{Heartbeat: "failover", Internal: "internal", External: "external"}
 
 type running struct {
 	*Node
@@ -296,7 +296,7 @@ type running struct {
 }
 
 // start runs a node of ours in lab node i.
-func (l *lab) start(i int, cfg vrrp.Config) *running {
+func (l *lab) start(i int, cfg config.VRRP) *running {
 	l.t.Helper()
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
@@ -357,4 +357,16 @@ func (l *lab) waitWho(want string, timeout time.Duration) time.Duration {
 	d := waitFor(l.t, timeout, "the client to reach "+want, func() bool { last = l.who(100 * time.Millisecond); return last == want })
 	_ = last
 	return d
+}
+
+func hostPrefixes(ss ...string) []config.HostPrefix {
+	out := make([]config.HostPrefix, len(ss))
+	for i, s := range ss {
+		p, err := config.ParseHostPrefix(s)
+		if err != nil {
+			panic(err)
+		}
+		out[i] = config.HostPrefix{Prefix: p}
+	}
+	return out
 }

@@ -6,8 +6,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -68,7 +68,7 @@ func primaryAddr(h *netlink.Handle, ifi *net.Interface, v6 bool, virtual map[net
 // setAddress adds (add=true) or removes a virtual address on its group's
 // bond. Adding an address that is there, or removing one that is not, is no
 // error.
-func setAddress(h *netlink.Handle, ifs vrrp.Interfaces, a vrrp.Address, add bool) error {
+func setAddress(h *netlink.Handle, ifs config.VRRPBonds, a config.VRRPAddress, add bool) error {
 	name := ifs.ForGroup(a.Group)
 	l, err := h.LinkByName(name)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 )
 
@@ -28,8 +28,8 @@ type scenario struct {
 }
 
 func oursScenario(name string, cs int) scenario {
-	return scenario{name: name, advert: vrrp.AdvertDuration(cs), start: func(l *lab) {
-		mod := func(c *vrrp.Config) { c.AdvertInterval = cs }
+	return scenario{name: name, advert: config.AdvertDuration(cs), start: func(l *lab) {
+		mod := func(c *config.VRRP) { c.AdvertInterval = cs }
 		n1 := l.start(0, labConfig(150, mod))
 		l.start(1, labConfig(100, mod))
 		waitFor(l.t, 6*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
@@ -54,7 +54,7 @@ var keepalivedDefaults = scenario{name: "keepalived 2.2 defaults (VRRPv2, advert
 func BenchmarkFailover(b *testing.B) {
 	results := map[string][]failoverTrial{}
 	scenarios := []scenario{
-		oursScenario(fmt.Sprintf("fulcrum VRRPv3, default advert %d cs", vrrp.DefaultAdvertInterval), vrrp.DefaultAdvertInterval),
+		oursScenario(fmt.Sprintf("fulcrum VRRPv3, default advert %d cs", config.DefaultAdvertInterval), config.DefaultAdvertInterval),
 		oursScenario("fulcrum VRRPv3, advert 10 cs", 10),
 		oursScenario("fulcrum VRRPv3, advert 1 cs", 1),
 		keepalivedDefaults,

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netns"
@@ -26,9 +26,9 @@ import (
 // Options configure a node.
 type Options struct {
 	// Config is the vrrp section, defaulted and validated.
-	Config vrrp.Config
+	Config config.VRRP
 	// Interfaces names the heartbeat, internal and external bonds.
-	Interfaces vrrp.Interfaces
+	Interfaces config.VRRPBonds
 	Log        logrus.FieldLogger
 	// NetNS runs the node in another network namespace (tests, labs);
 	// the zero value or netns.None() means the current one.
@@ -98,11 +98,11 @@ type Node struct {
 }
 
 type instance struct {
-	cfg      vrrp.Instance
+	cfg      config.VRRPInstance
 	v6       bool
 	m        *fsm.Machine
 	base     int
-	addrs    []vrrp.Address
+	addrs    []config.VRRPAddress
 	hbAddrs  []netip.Addr
 	garpLeft int
 	garpAt   time.Time
@@ -132,7 +132,7 @@ func New(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Log, cmds: make(chan func(time.Time)), subs: map[int]chan Event{}, counters: map[string]uint64{}}
 	for _, ic := range c.Instances {
-		in := &instance{cfg: ic, v6: ic.Family == vrrp.IPv6, base: ic.Priority, addrs: ic.Addresses(), hbAddrs: ic.HeartbeatAddrs()}
+		in := &instance{cfg: ic, v6: ic.Family == config.IPv6, base: ic.Priority, addrs: ic.Addresses(), hbAddrs: ic.HeartbeatAddrs()}
 		for _, a := range in.addrs {
 			if opts.Interfaces.ForGroup(a.Group) == "" {
 				return nil, fmt.Errorf("vrrp %s: no interface for group %s", ic.Name, a.Group)
@@ -208,7 +208,7 @@ func (n *Node) emit(ev Event) {
 func (n *Node) publish() {
 	st := make([]Status, len(n.insts))
 	for i, in := range n.insts {
-		st[i] = Status{Instance: in.cfg.Name, VRID: in.cfg.VRID, Family: in.cfg.Family, State: fsm.Init, Priority: in.base}
+		st[i] = Status{Instance: in.cfg.Name, VRID: in.cfg.VRID, Family: string(in.cfg.Family), State: fsm.Init, Priority: in.base}
 		if in.m != nil {
 			st[i].State, st[i].Priority, st[i].Master = in.m.State(), in.m.Priority(), in.m.Master()
 		}

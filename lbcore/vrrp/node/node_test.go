@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
 )
@@ -56,7 +56,7 @@ func TestElectionFailoverPreempt(t *testing.T) {
 // apart (skew 0.61 s vs master-down 3.61 s at priority 100).
 func TestPriorityZeroFastTakeover(t *testing.T) {
 	l := newLab(t)
-	slow := func(c *vrrp.Config) { c.AdvertInterval = 100 }
+	slow := func(c *config.VRRP) { c.AdvertInterval = 100 }
 	n1 := l.start(0, labConfig(150, slow))
 	n2 := l.start(1, labConfig(100, slow))
 	waitFor(t, 6*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
@@ -84,7 +84,7 @@ func TestNoPreemptAndPreempt(t *testing.T) {
 	l := newLab(t)
 	n2 := l.start(1, labConfig(100, nil))
 	waitFor(t, 3*time.Second, "lb2 master", func() bool { return n2.state() == fsm.Master })
-	n1 := l.start(0, labConfig(150, func(c *vrrp.Config) { c.NoPreempt = true }))
+	n1 := l.start(0, labConfig(150, func(c *config.VRRP) { c.NoPreempt = true }))
 	waitFor(t, 3*time.Second, "lb1 backup", func() bool { return n1.state() == fsm.Backup })
 	time.Sleep(2 * time.Second) // ~10 adverts, 3 master-down intervals
 	if n1.state() != fsm.Backup || n2.state() != fsm.Master {
@@ -132,7 +132,7 @@ func TestSplitBrain(t *testing.T) {
 // backup takes over; when it returns the node preempts back.
 func TestTrackFault(t *testing.T) {
 	l := newLab(t)
-	track := func(c *vrrp.Config) { c.Track = []vrrp.Track{{Group: vrrp.GroupInternal}} }
+	track := func(c *config.VRRP) { c.Track = []config.VRRPTrack{{Group: config.Internal}} }
 	n1 := l.start(0, labConfig(150, track))
 	n2 := l.start(1, labConfig(100, track))
 	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master && n2.state() == fsm.Backup })
@@ -148,8 +148,8 @@ func TestTrackFault(t *testing.T) {
 // Tracking with decrement: lb1 drops below lb2 and lb2 preempts.
 func TestTrackDecrement(t *testing.T) {
 	l := newLab(t)
-	track := func(c *vrrp.Config) {
-		c.Track = []vrrp.Track{{Group: vrrp.GroupInternal, Action: vrrp.TrackDecrement, Weight: 60}}
+	track := func(c *config.VRRP) {
+		c.Track = []config.VRRPTrack{{Group: config.Internal, Action: config.TrackDecrement, Weight: 60}}
 	}
 	n1 := l.start(0, labConfig(150, track))
 	n2 := l.start(1, labConfig(100, nil))
@@ -206,9 +206,9 @@ func TestSwitchover(t *testing.T) {
 // NA moves the client's IPv6 neighbour entry) and both families together.
 func TestIPv6Instance(t *testing.T) {
 	l := newLab(t)
-	cfg := func(prio int) vrrp.Config {
-		c := vrrp.Config{Priority: prio, Instances: []vrrp.Instance{{VRID: 52, Family: vrrp.IPv6,
-			External: []string{vip6.String() + "/64", vip.String() + "/24"}}}}
+	cfg := func(prio int) config.VRRP {
+		c := config.VRRP{Priority: prio, Instances: []config.VRRPInstance{{VRID: 52, Family: config.IPv6,
+			External: hostPrefixes(vip6.String()+"/64", vip.String()+"/24")}}}
 		c.ApplyDefaults()
 		return c
 	}
@@ -240,8 +240,8 @@ func TestIPv6Instance(t *testing.T) {
 // advert from an address that is not a configured peer is dropped.
 func TestUnicastPeers(t *testing.T) {
 	l := newLab(t)
-	peer := func(addr string) func(*vrrp.Config) {
-		return func(c *vrrp.Config) { c.UnicastPeers = []string{addr} }
+	peer := func(addr string) func(*config.VRRP) {
+		return func(c *config.VRRP) { c.UnicastPeers = []config.IP{{Addr: netip.MustParseAddr(addr)}} }
 	}
 	n1 := l.start(0, labConfig(150, peer("192.0.2.2")))
 	n2 := l.start(1, labConfig(100, peer("192.0.2.1")))

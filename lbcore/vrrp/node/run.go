@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
 	"github.com/sirupsen/logrus"
@@ -23,11 +23,11 @@ type session struct {
 	hb        *net.Interface
 	conns     map[bool]*conn // by v6
 	primary   map[bool]netip.Addr
-	announce  map[string]*announcer // by group
+	announce  map[config.Group]*announcer
 	peers     map[bool][]netip.Addr // unicast destinations
 	accept    []netip.Addr          // advert sources accepted (empty: any)
 	strangers strangerLog
-	trackUp   map[string]bool // by group
+	trackUp   map[config.Group]bool
 	vipLinkUp map[string]bool // links carrying virtual addresses, by name
 	faultWhy  string
 	virtual   map[netip.Addr]bool
@@ -93,9 +93,9 @@ func (n *Node) Run(ctx context.Context) error {
 		in.m = fsm.New(fsm.Params{
 			Version:      c.Version,
 			Priority:     in.base,
-			Interval:     vrrp.AdvertDuration(in.cfg.AdvertInterval),
+			Interval:     config.AdvertDuration(in.cfg.AdvertInterval),
 			Preempt:      c.PreemptEnabled(),
-			PreemptDelay: c.PreemptDelay,
+			PreemptDelay: c.PreemptDelay.D(),
 			Primary:      rt.primary[in.v6],
 		})
 	}
@@ -152,8 +152,8 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) open(ctx context.Context) (*session, error) {
-	rt := &session{n: n, conns: map[bool]*conn{}, primary: map[bool]netip.Addr{}, announce: map[string]*announcer{},
-		peers: map[bool][]netip.Addr{}, trackUp: map[string]bool{}, vipLinkUp: map[string]bool{}, virtual: map[netip.Addr]bool{},
+	rt := &session{n: n, conns: map[bool]*conn{}, primary: map[bool]netip.Addr{}, announce: map[config.Group]*announcer{},
+		peers: map[bool][]netip.Addr{}, trackUp: map[config.Group]bool{}, vipLinkUp: map[string]bool{}, virtual: map[netip.Addr]bool{},
 		refreshIv: n.opts.Config.GARP.RefreshInterval()}
 	// Route family only: a default handle also opens NETLINK_XFRM, which
 	// fails on the appliance (xfrm_user is not loaded, nor needed).
@@ -176,11 +176,11 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 		n.log.Warn("vrrp: no peers configured: adverts are accepted from any host on the failover segment")
 	}
 	for _, s := range n.opts.Config.UnicastPeers {
-		a := netip.MustParseAddr(s)
+		a := s.Addr
 		rt.peers[a.Is6()] = append(rt.peers[a.Is6()], a)
 	}
 	type need struct{ v4, v6 bool }
-	groups := map[string]*need{}
+	groups := map[config.Group]*need{}
 	for _, in := range n.insts {
 		for _, a := range in.addrs {
 			rt.virtual[a.Addr] = true
@@ -362,7 +362,7 @@ func (rt *session) pumpGARP(in *instance, now time.Time) {
 	send := false
 	if in.garpLeft > 0 && !now.Before(in.garpAt) {
 		in.garpLeft--
-		in.garpAt = now.Add(g.Interval)
+		in.garpAt = now.Add(g.Interval.D())
 		send = true
 	} else if in.garpLeft == 0 && !in.followUp.IsZero() && !now.Before(in.followUp) {
 		in.followUp = time.Time{}
@@ -451,7 +451,7 @@ func (rt *session) receive(now time.Time, p rawPacket) {
 		n.drop(DropInterval, p, fmt.Errorf("advert interval %d cs, %s uses %d", adv.Interval, in.cfg.Name, in.cfg.AdvertInterval))
 		return
 	}
-	rt.handle(in, now, in.m.Receive(now, fsm.Advert{Priority: int(adv.Priority), Interval: vrrp.AdvertDuration(adv.Interval), Src: p.src}))
+	rt.handle(in, now, in.m.Receive(now, fsm.Advert{Priority: int(adv.Priority), Interval: config.AdvertDuration(adv.Interval), Src: p.src}))
 }
 
 func contains(list []netip.Addr, a netip.Addr) bool {
@@ -504,7 +504,7 @@ func (rt *session) applyTracking(now time.Time) {
 		if rt.trackUp[t.Group] {
 			continue
 		}
-		if t.Action == vrrp.TrackFault {
+		if t.Action == config.TrackFault {
 			fault = fmt.Sprintf("%s bond %s is down", t.Group, rt.n.opts.Interfaces.ForGroup(t.Group))
 		} else {
 			dec += t.Weight

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/packet"
 	"golang.org/x/net/ipv4"
@@ -130,7 +130,9 @@ func TestMalformedAdvertsIgnored(t *testing.T) {
 // and the backup stay silent (issue 12.7).
 func TestThirdSpeakerIgnored(t *testing.T) {
 	l := newLab(t)
-	peer := func(a string) func(*vrrp.Config) { return func(c *vrrp.Config) { c.Peers = []string{a} } }
+	peer := func(a string) func(*config.VRRP) {
+		return func(c *config.VRRP) { c.Peers = []config.IP{{Addr: netip.MustParseAddr(a)}} }
+	}
 	n1 := l.start(0, labConfig(150, peer("192.0.2.2")))
 	waitFor(t, 3*time.Second, "lb1 master", func() bool { return n1.state() == fsm.Master })
 	n2 := l.start(1, labConfig(100, peer("192.0.2.1")))

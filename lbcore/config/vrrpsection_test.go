@@ -1,4 +1,4 @@
-package vrrp
+package config
 
 import (
 	"errors"
@@ -7,19 +7,24 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
-	"go.yaml.in/yaml/v3"
 )
 
-func parse(t *testing.T, doc string) *Config {
+func parse(t *testing.T, doc string) *VRRP {
 	t.Helper()
-	var c Config
-	dec := yaml.NewDecoder(strings.NewReader(doc))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	c, err := decodeVRRP(doc)
+	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
+	return c
+}
+
+func decodeVRRP(doc string) (*VRRP, error) {
+	var c VRRP
+	if _, err := decode([]byte(doc), &c); err != nil {
+		return nil, err
+	}
 	c.ApplyDefaults()
-	return &c
+	return &c, nil
 }
 
 func TestDefaults(t *testing.T) {
@@ -87,7 +92,7 @@ func TestValidateErrors(t *testing.T) {
 		{"multicast addr", "instances: [{vrid: 7, internal: [224.0.0.18]}]", "instances[0].internal[0]", "cannot float"},
 		{"no addrs", "instances: [{vrid: 7}]", "instances[0]", "no virtual addresses"},
 		{"family mismatch", "instances: [{vrid: 7, family: ipv6, external: [203.0.113.100]}]", "instances[0].family", "needs at least one ipv6"},
-		{"bad family", "instances: [{vrid: 7, family: ipx, external: [203.0.113.100]}]", "instances[0].family", "not a family"},
+		{"bad family", "instances: [{vrid: 7, family: ipx, external: [203.0.113.100]}]", "instances[0].family", "unknown family"},
 		{"preempt both", "preempt: true\nnopreempt: true\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "nopreempt", "contradicts"},
 		{"preempt delay", "nopreempt: true\npreempt_delay: 10s\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "preempt_delay", "no effect"},
 		{"peer", "unicast_peers: [192.0.2.2, foo]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "unicast_peers[1]", "not an IP address"},
@@ -95,13 +100,15 @@ func TestValidateErrors(t *testing.T) {
 		{"garp", "garp: {repeat: 1000}\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "garp.repeat", "out of range"},
 		{"refresh", "garp: {refresh: 10ms}\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "garp.refresh", "out of range"},
 		{"track group", "track: [{group: failover}]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "track[0].group", "not a trackable"},
-		{"track action", "track: [{group: internal, action: reboot}]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "track[0].action", "not an action"},
+		{"track action", "track: [{group: internal, action: reboot}]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "track[0].action", "unknown track action"},
 		{"track weight", "track: [{group: internal, action: decrement, weight: 300}]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "track[0].weight", "out of range"},
 		{"track dup", "track: [{group: internal}, {group: internal}]\ninstances: [{vrid: 1, external: [203.0.113.100]}]", "track[1].group", "twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := parse(t, tc.doc)
-			err := c.Validate()
+			c, err := decodeVRRP(tc.doc)
+			if err == nil {
+				err = c.Validate()
+			}
 			var list *cfgerr.List
 			if !errors.As(err, &list) {
 				t.Fatalf("want a *cfgerr.List, got %v", err)

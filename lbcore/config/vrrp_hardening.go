@@ -1,4 +1,4 @@
-package vrrp
+package config
 
 import (
 	"net/netip"
@@ -15,19 +15,19 @@ type Hardening struct {
 	// any priority, are dropped, logged and counted (drop.peer). The
 	// unicast_peers are always peers too. The appliance config requires
 	// one or the other once VRRP runs.
-	Peers []string `yaml:"peers"`
+	Peers []IP `yaml:"peers"`
 }
 
 // AcceptFrom lists the addresses adverts are accepted from: peers and
 // unicast_peers (invalid entries skipped; Validate reports them). Empty
 // means any source (only library users and tests; the appliance config
 // requires peers).
-func (c *Config) AcceptFrom() []netip.Addr {
+func (c *VRRP) AcceptFrom() []netip.Addr {
 	var out []netip.Addr
-	for _, list := range [][]string{c.Peers, c.UnicastPeers} {
-		for _, s := range list {
-			if a, err := netip.ParseAddr(s); err == nil && !contains(out, a) {
-				out = append(out, a)
+	for _, list := range [][]IP{c.Peers, c.UnicastPeers} {
+		for _, a := range list {
+			if !contains(out, a.Addr) {
+				out = append(out, a.Addr)
 			}
 		}
 	}
@@ -37,28 +37,24 @@ func (c *Config) AcceptFrom() []netip.Addr {
 // DefaultTrack is the tracking an HA config gets when it says nothing: the
 // loss of the External or the Internal bond faults the node so the peer
 // takes over. `track: []` opts out.
-func DefaultTrack() []Track {
-	return []Track{{Group: GroupExternal, Action: TrackFault}, {Group: GroupInternal, Action: TrackFault}}
+func DefaultTrack() []VRRPTrack {
+	return []VRRPTrack{{Group: External, Action: TrackFault}, {Group: Internal, Action: TrackFault}}
 }
 
 // applyHardeningDefaults fills in the default tracking (nil Track only: an
 // explicit empty list is the opt-out).
-func (c *Config) applyHardeningDefaults() {
+func (c *VRRP) applyHardeningDefaults() {
 	if c.Track == nil && c.Enabled() {
 		c.Track = DefaultTrack()
 	}
 }
 
-func (c *Config) validatePeers(errs *cfgerr.List) {
+func (c *VRRP) validatePeers(errs *cfgerr.List) {
 	seen := map[netip.Addr]bool{}
-	for i, s := range c.Peers {
+	for i, ip := range c.Peers {
 		p := cfgerr.Index("peers", i)
-		a, err := netip.ParseAddr(s)
+		a := ip.Addr
 		switch {
-		case err != nil:
-			errs.Add(p, "%q is not an IP address", s)
-		case a.Zone() != "":
-			errs.Add(p, "%q: zones are not allowed", s)
 		case !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() && !a.IsPrivate():
 			errs.Add(p, "%s is not a unicast address", a)
 		case seen[a]:

@@ -1,11 +1,5 @@
-// Package health runs the appliance's health checks (TCP, HTTP, HTTPS and a
-// TLS handshake check) against pool members, keeps a rise/fall state per
-// member and computes what a pool should serve from those states.
-//
-// The package knows nothing about pools or IPVS: the LB daemon hands it
-// members (Member) and monitor definitions (Monitor), receives transition
-// events, and asks PoolEffect what a pool's destinations should be.
-//
+package config
+
 // The monitors section of the appliance config, by monitor name:
 //
 //	monitors:
@@ -27,25 +21,17 @@
 //	    expect_body_sha256: "..."      # hex digest of the whole body
 //	    sni: www.example.test  # https/ssl: default the host field
 //	    verify: true           # default false
-//	    ca_bundle: /etc/fulcrum/ca.pem # needs verify; read at validation
+//	    ca_bundle: /etc/fulcrum/ca.pem # needs verify; read by the checker
 //
 // Initial state: a new member is "unknown" and does not serve; its first
 // result moves it up or down at once, so a new pool never sends traffic to a
 // dead member and waits at most one interval for a live one. After that,
 // fall consecutive failures take it down and rise consecutive successes bring
 // it back.
-package health
 
 import (
-	"crypto/x509"
-	"encoding/hex"
 	"fmt"
-	"math"
-	"net/netip"
-	"os"
 	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -55,32 +41,50 @@ import (
 
 // Monitor types.
 const (
-	TypeTCP = "tcp" // TCP connect
-	// TypeTCPHalfOpen sends a SYN and waits for the SYN-ACK (the kernel
+	MonitorTCP MonitorType = "tcp" // TCP connect
+	// MonitorTCPHalfOpen sends a SYN and waits for the SYN-ACK (the kernel
 	// resets it): proves a listener, not an accepting application, at
 	// under half the tcp check's CPU.
-	TypeTCPHalfOpen = "tcp_half_open"
-	TypeHTTP        = "http"  // HTTP request over TCP
-	TypeHTTPS       = "https" // HTTP request over TLS
-	TypeSSL         = "ssl"   // TLS handshake only
+	MonitorTCPHalfOpen MonitorType = "tcp_half_open"
+	MonitorHTTP        MonitorType = "http"  // HTTP request over TCP
+	MonitorHTTPS       MonitorType = "https" // HTTP request over TLS
+	MonitorSSL         MonitorType = "ssl"   // TLS handshake only
 )
+
+// MonitorType is what a monitor checks.
+type MonitorType string
+
+// MonitorTypes lists the monitor types.
+var MonitorTypes = []MonitorType{MonitorTCP, MonitorTCPHalfOpen, MonitorHTTP, MonitorHTTPS, MonitorSSL}
+
+// UnmarshalYAML accepts one of MonitorTypes.
+func (t *MonitorType) UnmarshalYAML(n *yaml.Node) error {
+	return enum(n, t, "monitor type", MonitorTypes)
+}
+
+// InitialState is where a newly checked member starts.
+type InitialState string
+
+// UnmarshalYAML accepts unknown, down or up.
+func (s *InitialState) UnmarshalYAML(n *yaml.Node) error {
+	return enum(n, s, "initial state", []InitialState{InitialUnknown, InitialDown, InitialUp})
+}
 
 // Initial states a member can start in (Monitor.InitialState).
 const (
-	InitialUnknown = "unknown" // not serving; the first result decides
-	InitialDown    = "down"    // not serving; needs rise successes
-	InitialUp      = "up"      // serving; needs fall failures to leave
+	InitialUnknown InitialState = "unknown" // not serving; the first result decides
+	InitialDown    InitialState = "down"    // not serving; needs rise successes
+	InitialUp      InitialState = "up"      // serving; needs fall failures to leave
 )
 
 // Defaults for unset monitor fields.
 const (
-	DefaultInterval     = 5 * time.Second
-	DefaultTimeout      = 2 * time.Second
-	DefaultRise         = 2
-	DefaultFall         = 3
-	DefaultMethod       = "GET"
-	DefaultPath         = "/"
-	DefaultExpectStatus = "200-399"
+	DefaultInterval = 5 * time.Second
+	DefaultTimeout  = 2 * time.Second
+	DefaultRise     = 2
+	DefaultFall     = 3
+	DefaultMethod   = "GET"
+	DefaultPath     = "/"
 )
 
 // Monitors is the monitors section of the appliance config, by monitor name.
@@ -91,7 +95,7 @@ type Monitors map[string]Monitor
 type Monitor struct {
 	// Type is tcp, tcp_half_open (SYN, SYN-ACK, reset: a listener, not
 	// an accepting application), http, https or ssl (TLS handshake only).
-	Type string `yaml:"type"`
+	Type MonitorType `yaml:"type"`
 	// Interval between the starts of two checks of one member (default 5s).
 	Interval Duration `yaml:"interval"`
 	// Timeout bounds one check (default 2s, or half the interval when the
@@ -104,12 +108,12 @@ type Monitor struct {
 	// InitialState is where a new member starts: unknown (default: not
 	// serving, the first check result decides), down (needs rise successes)
 	// or up (serving until fall failures).
-	InitialState string `yaml:"initial_state"`
+	InitialState InitialState `yaml:"initial_state"`
 	// Source is the local address checks are sent from, usually the
 	// appliance's Internal self IP so checks take the real path.
-	Source string `yaml:"source"`
+	Source IP `yaml:"source"`
 	// Port is the port checked; 0 (default) checks the member's own port.
-	Port int `yaml:"port"`
+	Port Port `yaml:"port"`
 
 	// HTTP and HTTPS only.
 	Method string `yaml:"method"` // default GET
@@ -119,7 +123,7 @@ type Monitor struct {
 	Headers map[string]string `yaml:"headers"`
 	// ExpectStatus lists accepted status codes and ranges, e.g. "200-299" or
 	// "200,301-302" (default 200-399).
-	ExpectStatus string `yaml:"expect_status"`
+	ExpectStatus StatusSpec `yaml:"expect_status"`
 	// ExpectBody is a regular expression the body (its first MaxBody bytes)
 	// must match.
 	ExpectBody string `yaml:"expect_body"`
@@ -134,38 +138,10 @@ type Monitor struct {
 	// Off by default: backends commonly carry internal certificates.
 	Verify bool `yaml:"verify"`
 	// CABundle is a PEM file of trusted CAs (with verify; default: the
-	// system roots).
+	// system roots). The health checker reads it when it configures the
+	// monitor (validation reads no files).
 	CABundle string `yaml:"ca_bundle"`
 }
-
-// Duration is a time.Duration written in YAML as "1s", "500ms", "1m30s" or a
-// plain number of seconds.
-type Duration time.Duration
-
-// UnmarshalYAML reads a Go duration string or a number of seconds.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: a duration must be a scalar like 5s or 500ms", n.Line)
-	}
-	v := strings.TrimSpace(n.Value)
-	if dur, err := time.ParseDuration(v); err == nil {
-		*d = Duration(dur)
-		return nil
-	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(secs, 0) && !math.IsNaN(secs) && math.Abs(secs) < 1e6 {
-		*d = Duration(secs * float64(time.Second))
-		return nil
-	}
-	return fmt.Errorf("line %d: %q is not a duration (write 5s, 500ms or a number of seconds)", n.Line, v)
-}
-
-// MarshalYAML writes the Go duration string.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-func (d Duration) String() string { return time.Duration(d).String() }
 
 // ApplyDefaults fills in every unset field that has a default.
 func (m Monitors) ApplyDefaults() {
@@ -177,7 +153,6 @@ func (m Monitors) ApplyDefaults() {
 
 // ApplyDefaults fills in the unset fields of one monitor.
 func (m *Monitor) ApplyDefaults() {
-	m.Type = strings.ToLower(strings.TrimSpace(m.Type))
 	if m.Interval == 0 {
 		m.Interval = Duration(DefaultInterval)
 	}
@@ -196,21 +171,24 @@ func (m *Monitor) ApplyDefaults() {
 	if m.InitialState == "" {
 		m.InitialState = InitialUnknown
 	}
-	if m.isHTTP() {
+	if m.IsHTTP() {
 		if m.Method == "" {
 			m.Method = DefaultMethod
 		}
 		if m.Path == "" {
 			m.Path = DefaultPath
 		}
-		if m.ExpectStatus == "" {
-			m.ExpectStatus = DefaultExpectStatus
+		if m.ExpectStatus == nil {
+			m.ExpectStatus = StatusSpec{{200, 399}}
 		}
 	}
 }
 
-func (m *Monitor) isHTTP() bool { return m.Type == TypeHTTP || m.Type == TypeHTTPS }
-func (m *Monitor) isTLS() bool  { return m.Type == TypeHTTPS || m.Type == TypeSSL }
+// IsHTTP reports whether the monitor sends an HTTP request.
+func (m *Monitor) IsHTTP() bool { return m.Type == MonitorHTTP || m.Type == MonitorHTTPS }
+
+// IsTLS reports whether the monitor speaks TLS.
+func (m *Monitor) IsTLS() bool { return m.Type == MonitorHTTPS || m.Type == MonitorSSL }
 
 var (
 	monitorNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$`)
@@ -222,12 +200,7 @@ var (
 // Validate checks the section; paths are relative to "monitors".
 func (m Monitors) Validate() error {
 	var errs cfgerr.List
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range sortedKeys(m) {
 		if !monitorNameRE.MatchString(name) {
 			errs.Add(name, "%q is not a valid monitor name (letters, digits, '_' and '-', at most 63)", name)
 			continue
@@ -239,15 +212,11 @@ func (m Monitors) Validate() error {
 }
 
 // Validate checks one monitor (after ApplyDefaults); paths are relative to
-// the monitor. It reads the CA bundle to make sure it is usable.
+// the monitor.
 func (m *Monitor) Validate() error {
 	var errs cfgerr.List
-	switch m.Type {
-	case TypeTCP, TypeTCPHalfOpen, TypeHTTP, TypeHTTPS, TypeSSL:
-	case "":
+	if m.Type == "" {
 		errs.Add("type", "missing; one of tcp, tcp_half_open, http, https, ssl")
-	default:
-		errs.Add("type", "%q is not a monitor type; one of tcp, tcp_half_open, http, https, ssl", m.Type)
 	}
 	if m.Interval <= 0 {
 		errs.Add("interval", "must be positive, got %s", m.Interval)
@@ -265,25 +234,15 @@ func (m *Monitor) Validate() error {
 	if m.Fall < 1 {
 		errs.Add("fall", "must be at least 1, got %d", m.Fall)
 	}
-	switch m.InitialState {
-	case InitialUnknown, InitialDown, InitialUp:
-	default:
-		errs.Add("initial_state", "%q is not one of unknown, down, up", m.InitialState)
+	if s := m.Source.Addr; s.IsValid() && (s.IsUnspecified() || s.IsMulticast()) {
+		errs.Add("source", "%s cannot be a source address", s)
 	}
-	if m.Source != "" {
-		if _, err := parseSource(m.Source); err != nil {
-			errs.Add("source", "%v", err)
-		}
-	}
-	if m.Port < 0 || m.Port > 65535 {
-		errs.Add("port", "%d is not a port (1-65535, or 0 for the member's port)", m.Port)
-	}
-	if m.isHTTP() {
+	if m.IsHTTP() {
 		m.validateHTTP(&errs)
 	} else {
 		for field, set := range map[string]bool{
 			"method": m.Method != "", "path": m.Path != "", "host": m.Host != "",
-			"headers": len(m.Headers) > 0, "expect_status": m.ExpectStatus != "",
+			"headers": len(m.Headers) > 0, "expect_status": m.ExpectStatus != nil,
 			"expect_body": m.ExpectBody != "", "expect_body_sha256": m.ExpectBodySHA256 != "",
 		} {
 			if set && m.Type != "" {
@@ -291,7 +250,7 @@ func (m *Monitor) Validate() error {
 			}
 		}
 	}
-	if m.isTLS() {
+	if m.IsTLS() {
 		m.validateTLS(&errs)
 	} else {
 		for field, set := range map[string]bool{"sni": m.SNI != "", "verify": m.Verify, "ca_bundle": m.CABundle != ""} {
@@ -326,9 +285,6 @@ func (m *Monitor) validateHTTP(errs *cfgerr.List) {
 			errs.Add(p, "header value contains a line break or NUL")
 		}
 	}
-	if _, err := ParseStatusSpec(m.ExpectStatus); err != nil {
-		errs.Add("expect_status", "%v", err)
-	}
 	if m.ExpectBody != "" {
 		if _, err := regexp.Compile(m.ExpectBody); err != nil {
 			errs.Add("expect_body", "bad regular expression: %v", err)
@@ -351,41 +307,28 @@ func (m *Monitor) validateTLS(errs *cfgerr.List) {
 	}
 	if !m.Verify {
 		errs.Add("ca_bundle", "has no effect unless verify is true")
-		return
 	}
-	if _, err := loadCABundle(m.CABundle); err != nil {
-		errs.Add("ca_bundle", "%v", err)
-	}
-}
-
-func parseSource(s string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
-	}
-	if a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("%q: zoned addresses are not supported", s)
-	}
-	if a.IsUnspecified() || a.IsMulticast() {
-		return netip.Addr{}, fmt.Errorf("%s cannot be a source address", a)
-	}
-	return a.Unmap(), nil
-}
-
-func loadCABundle(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificates", path)
-	}
-	return pool, nil
 }
 
 // StatusSpec is a parsed set of accepted HTTP status codes.
 type StatusSpec []StatusRange
+
+// UnmarshalYAML reads "200", "200-299", "301,302" or "200,301-302".
+func (s *StatusSpec) UnmarshalYAML(n *yaml.Node) error {
+	v, err := scalar(n, "a status list")
+	if err != nil {
+		return err
+	}
+	spec, err := ParseStatusSpec(v)
+	if err != nil {
+		return decodeError(n, "%v", err)
+	}
+	*s = spec
+	return nil
+}
+
+// MarshalYAML writes the list as in the config.
+func (s StatusSpec) MarshalYAML() (any, error) { return s.String(), nil }
 
 // StatusRange is an inclusive range of status codes.
 type StatusRange struct{ Lo, Hi int }
@@ -455,10 +398,4 @@ func (s StatusSpec) String() string {
 		}
 	}
 	return strings.Join(parts, ",")
-}
-
-// decodeHexDigest returns the bytes of a validated hex digest.
-func decodeHexDigest(s string) []byte {
-	b, _ := hex.DecodeString(s)
-	return b
 }
