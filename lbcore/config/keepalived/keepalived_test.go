@@ -86,11 +86,11 @@ func TestPairSemantics(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := cfg.VRRP
-	if v.Priority != 100 || v.Version != 2 || v.AdvertInterval != 100 || len(v.UnicastPeers) != 1 || v.UnicastPeers[0] != "192.0.2.1" {
+	if v.Priority != 100 || v.Version != 2 || v.AdvertInterval != 100 || len(v.UnicastPeers) != 1 || v.UnicastPeers[0].String() != "192.0.2.1" {
 		t.Errorf("vrrp: priority %d version %d advert %d peers %v", v.Priority, v.Version, v.AdvertInterval, v.UnicastPeers)
 	}
-	if len(v.Instances) != 1 || strings.Join(v.Instances[0].Internal, ",") != "198.51.100.1/24" ||
-		strings.Join(v.Instances[0].External, ",") != "203.0.113.100/24,203.0.113.101/24,203.0.113.200/24" {
+	if len(v.Instances) != 1 || fmt.Sprint(v.Instances[0].Internal) != "[198.51.100.1/24]" ||
+		fmt.Sprint(v.Instances[0].External) != "[203.0.113.100/24 203.0.113.101/24 203.0.113.200/24]" {
 		t.Errorf("instances %+v", v.Instances)
 	}
 	byName := map[string]config.VirtualServer{}
@@ -98,7 +98,7 @@ func TestPairSemantics(t *testing.T) {
 		byName[vs.Name] = vs
 	}
 	web := byName["tcp-203-0-113-100-80"]
-	if web.Mode != "nat" || web.Scheduler != "wrr" || !web.PersistenceOn() || web.Persistence.Timeout.Seconds() != 300 {
+	if web.Mode != "nat" || web.Scheduler != "wrr" || !web.PersistenceOn() || web.Persistence.Timeout.D().Seconds() != 300 {
 		t.Errorf("web: %+v %+v", web, web.Persistence)
 	}
 	dns := byName["udp-203-0-113-101-53"]
@@ -106,11 +106,11 @@ func TestPairSemantics(t *testing.T) {
 		t.Errorf("dns: %+v", dns)
 	}
 	pool := cfg.Pools["tcp-203-0-113-100-80"]
-	if pool == nil || len(pool.Members) != 3 || pool.Members[0].Port != 8080 || pool.Members[0].MemberWeight() != 2 || pool.SorryServer != "198.51.100.50:8080" {
+	if pool == nil || len(pool.Members) != 3 || pool.Members[0].Port != 8080 || pool.Members[0].MemberWeight() != 2 || pool.SorryServer == nil || pool.SorryServer.String() != "198.51.100.50:8080" {
 		t.Fatalf("web pool %+v", pool)
 	}
 	mon := cfg.Monitors[pool.Monitor]
-	if mon.Type != "http" || mon.Path != "/healthz" || mon.Fall != 3 || mon.Rise != 1 || mon.Interval.D().Seconds() != 5 || mon.Timeout.D().Seconds() != 2 || mon.ExpectStatus != "200" || mon.Host != "www.example.test" {
+	if mon.Type != "http" || mon.Path != "/healthz" || mon.Fall != 3 || mon.Rise != 1 || mon.Interval.D().Seconds() != 5 || mon.Timeout.D().Seconds() != 2 || mon.ExpectStatus.String() != "200" || mon.Host != "www.example.test" {
 		t.Errorf("web monitor %+v", mon)
 	}
 	if dp := cfg.Pools["udp-203-0-113-101-53"]; dp == nil || dp.Members[0].Port != 0 || cfg.Monitors[dp.Monitor].Port != 53 {

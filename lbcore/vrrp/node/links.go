@@ -92,7 +92,7 @@ func setAddress(h *netlink.Handle, ifs config.VRRPBonds, a config.VRRPAddress, a
 
 // holdsAddress reports whether the virtual address is on its group's bond
 // now (left there by a previous run that did not resign).
-func holdsAddress(h *netlink.Handle, ifs vrrp.Interfaces, a vrrp.Address) (bool, error) {
+func holdsAddress(h *netlink.Handle, ifs config.VRRPBonds, a config.VRRPAddress) (bool, error) {
 	name := ifs.ForGroup(a.Group)
 	l, err := h.LinkByName(name)
 	if err != nil {
