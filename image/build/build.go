@@ -131,6 +131,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only root reads the config on the appliance (token, password hash).
+	cfgRec.Mode = cpio.S_IFREG | 0o600
 	files = append(files, cfgRec,
 		cpio.StaticFile(ramfs.ModuleListPath, strings.Join(sel.Wanted, "\n")+"\n", 0o644),
 		cpio.StaticFile(ramfs.BuildInfoPath, fmt.Sprintf("kernel=%s\nbuilt=%s\n", tree.Release, time.Now().UTC().Format(time.RFC3339)), 0o644),

@@ -128,7 +128,7 @@ func Boot(t testing.TB, lab *netlab.Lab, img Image, o Options) *vm.VM {
 	}
 	overlay := append([]cpio.Record{}, o.Files...)
 	if o.Config != nil {
-		overlay = append(overlay, cpio.StaticFile(ramfs.ConfigPath, string(o.Config), 0o644))
+		overlay = append(overlay, cpio.StaticFile(ramfs.ConfigPath, string(o.Config), 0o600))
 	}
 	cmdline := vm.DefaultCmdline
 	if o.Cmdline != "" {

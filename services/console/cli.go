@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/redact"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
@@ -313,6 +314,9 @@ func (c *CLI) showSNAT(ctx context.Context, _ []string) error {
 func (c *CLI) showConfig(ctx context.Context, _ []string) error {
 	b, err := c.API.Config(ctx)
 	if err != nil {
+		return err
+	}
+	if b, err = redact.Config(b); err != nil {
 		return err
 	}
 	c.Out.Write(b)

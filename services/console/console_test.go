@@ -64,6 +64,9 @@ func fakeLBD(t *testing.T, dir string) {
 	localapi.Route(mux, "GET", localapi.PathHealth, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, 200, []localapi.MemberHealth{{Pool: "web", Member: "198.51.100.11:80", Health: "up"}, {Pool: "web", Member: "198.51.100.12:80", Health: "down"}})
 	})
+	localapi.Route(mux, "GET", localapi.PathConfig, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(SecretConfig))
+	})
 	localapi.Route(mux, "POST", localapi.PathMemberDisable, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, 404, errors.New("pool web has no member \"x\"; nothing changed"))
 	})
@@ -272,5 +275,20 @@ func TestFailedLoginsBackOffAcrossRestarts(t *testing.T) {
 	}
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Errorf("fail file kept after a good login: %v", err)
+	}
+}
+
+// SecretConfig is what the fake lbd returns as the running config.
+const SecretConfig = "version: 1\nmanagement:\n  console: {password_hash: \"$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm\"}\n  api: {token: \"s3cret-token-0123456789\"}\n"
+
+// show config printed the API token and the password hash to whoever
+// watches the console.
+func TestShowConfigRedactsSecrets(t *testing.T) {
+	c, out := newCLI(t)
+	if err := c.Run(context.Background(), "show config"); err != nil {
+		t.Fatal(err)
+	}
+	if o := out.String(); strings.Contains(o, "s3cret-token") || strings.Contains(o, "oNRa3xwoTZDb") || strings.Count(o, "<redacted>") != 2 {
+		t.Errorf("show config:\n%s", o)
 	}
 }

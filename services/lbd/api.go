@@ -406,9 +406,12 @@ func (a *Server) applyFile(ctx context.Context, body []byte, keep bool) localapi
 	return localapi.ConfigResult{OK: true, Message: "config applied (LB part now; vrrp and network changes take effect at the next boot)"}
 }
 
+// writeAtomic replaces the config at path; only root may read it (it
+// holds the API token and the console password hash).
 func writeAtomic(path string, b []byte) error {
 	tmp := path + ".new"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	os.Remove(tmp) // a leftover keeps its mode
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

@@ -135,3 +135,20 @@ func TestUnknownPoolOrMemberChangesNothing(t *testing.T) {
 		t.Fatalf("a refused request triggered a reload (weights %v)", w)
 	}
 }
+
+// The applied config (and its .new and the rollback copy) held the API
+// token and the password hash world-readable (0644).
+func TestConfigWrittenOwnerOnly(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(p+".new", []byte("old"), 0o644) // a leftover
+	if err := writeAtomic(p, []byte("version: 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("config written %v, want -rw-------", fi.Mode().Perm())
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/config/redact"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
@@ -97,6 +98,10 @@ func (s *Server) Handler() http.Handler {
 		b, err := s.API.Config(r.Context())
 		if err != nil {
 			s.fail(w, err)
+			return
+		}
+		if b, err = redact.Config(b); err != nil {
+			localapi.WriteError(w, http.StatusInternalServerError, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/yaml")

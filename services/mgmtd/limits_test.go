@@ -3,6 +3,7 @@ package mgmtd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -173,4 +174,36 @@ func TestIdleClientsDoNotLockOutTheAdmin(t *testing.T) {
 		t.Fatalf("admin got %q, want the API's 502 (no daemons in this test)", line)
 	}
 	t.Logf("admin answered in %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// GET /api/v1/config returned the token and the console password hash.
+func TestConfigIsRedacted(t *testing.T) {
+	dir := t.TempDir()
+	mux := http.NewServeMux()
+	localapi.Route(mux, "GET", localapi.PathConfig, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "version: 1\nmanagement:\n  console: {password_hash: \"$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm\"}\n  api: {token: \""+testToken+"\"}\n")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go localapi.Serve(ctx, localapi.SocketPath(dir, localapi.LBD), mux, nil)
+	h, _ := TokenHash(config.APIAccess{Token: testToken})
+	hd := (&Server{API: localapi.NewAppliance(dir), TokenHash: h}).Handler()
+	var body string
+	for i := 0; i < 100; i++ {
+		r := httptest.NewRequest("GET", Prefix+"/config", nil)
+		r.Header.Set("Authorization", "Bearer "+testToken)
+		w := httptest.NewRecorder()
+		hd.ServeHTTP(w, r)
+		if w.Code == http.StatusOK {
+			body = w.Body.String()
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if body == "" {
+		t.Fatal("GET /api/v1/config never answered 200")
+	}
+	if strings.Contains(body, testToken) || strings.Contains(body, "oNRa3xwoTZDb") || strings.Count(body, "<redacted>") != 2 {
+		t.Errorf("GET /api/v1/config:\n%s", body)
+	}
 }

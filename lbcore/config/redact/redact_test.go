@@ -1,0 +1,46 @@
+package redact
+
+import (
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const cfg = `version: 1
+hostname: lb1 # the node
+management:
+  console:
+    password_hash: "$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm"
+  api: {listen: internal, port: 8080, token: "s3cret-token-0123456789"}
+other:
+  - {token_sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae}
+anchored: &a {token: "anchored-secret-0123"}
+alias: *a
+`
+
+func TestConfigHidesSecrets(t *testing.T) {
+	out, err := Config([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, secret := range []string{"oNRa3xwoTZDbKXuGAXWJ", "s3cret-token", "2c26b46b68ff", "anchored-secret"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("secret %q shown:\n%s", secret, s)
+		}
+	}
+	if strings.Count(s, Marker) != 4 {
+		t.Errorf("want 4 markers:\n%s", s)
+	}
+	var back map[string]any
+	if err := yaml.Unmarshal(out, &back); err != nil {
+		t.Fatalf("redacted config does not parse: %v\n%s", err, s)
+	}
+	if back["hostname"] != "lb1" || !strings.Contains(s, "# the node") {
+		t.Errorf("the rest of the config changed:\n%s", s)
+	}
+	if _, err := Config([]byte("management: [\n  token: x")); err == nil {
+		t.Error("an unparsable config was shown")
+	}
+}
