@@ -214,6 +214,14 @@ func TestParseLimits(t *testing.T) {
 	if _, _, err := Parse(fstest.MapFS{"a.conf": {Data: []byte(defs.String())}}, "a.conf", Options{}); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("doubling definitions: %v", err)
 	}
+	var wide strings.Builder
+	wide.WriteString("$W=" + strings.Repeat("w", 60000) + "\n")
+	for range 200 {
+		wide.WriteString("x $W\n")
+	}
+	if _, _, err := Parse(fstest.MapFS{"a.conf": {Data: []byte(wide.String())}}, "a.conf", Options{}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a large definition used on many lines: %v", err)
+	}
 	deep := strings.Repeat("a {\n", 100) + strings.Repeat("}\n", 100)
 	_, issues, err = Parse(fstest.MapFS{"a.conf": {Data: []byte(deep)}}, "a.conf", Options{})
 	if err != nil || !strings.Contains(issueText(issues), "nested deeper than 32") {

@@ -216,6 +216,11 @@ func (lx *lexer) line(file string, n int, s string) error {
 		if s, err = lx.expand(file, n, s); err != nil {
 			return err
 		}
+		// expanded text counts against the same budget as file text
+		lx.bytes += len(s)
+		if lx.bytes > MaxBytes {
+			return fmt.Errorf("%w: more than %d bytes after $definitions are expanded", ErrTooLarge, MaxBytes)
+		}
 	}
 	toks := tokenize(s)
 	if len(toks) == 0 {
