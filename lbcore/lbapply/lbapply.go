@@ -1,6 +1,7 @@
 // Package lbapply applies the load-balancing part of the config to the
 // kernel as one step: the daemon's addresses (lbcore/kernel/addrs), the nftables
-// table (marks, FullNAT SNAT, SNAT all-in-one) and the IPVS table. Both desired states are built (and so
+// table (marks, FullNAT SNAT, SNAT all-in-one), the input filter
+// (lbcore/kernel/filter: default-deny per NIC group) and the IPVS table. Both desired states are built (and so
 // checked) before anything is touched; if the IPVS apply fails it undoes
 // itself and the nftables table and addresses are put back, so the kernel
 // ends as it was. Controller runs that with health checks driving pool
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/sirupsen/logrus"
@@ -39,9 +41,13 @@ type Addrs interface {
 type Applier struct {
 	IPVS   IPVS
 	NAT    NAT
-	Addrs  Addrs       // nil: the daemon owns no addresses (tests)
-	Health ipvs.Health // nil: every member is up
-	Log    logrus.FieldLogger
+	Addrs  Addrs  // nil: the daemon owns no addresses (tests)
+	Filter Filter // nil: no input filter (tests)
+	// ResolveIface turns the management NIC's MAC into its name for the
+	// filter (nil: the config must name it).
+	ResolveIface IfaceResolver
+	Health       ipvs.Health // nil: every member is up
+	Log          logrus.FieldLogger
 }
 
 // Apply makes the kernel match cfg (which must be validated). On error the
@@ -51,7 +57,8 @@ type Applier struct {
 // Order: the daemon's addresses first (a new VIP or local address exists
 // before traffic is balanced to or from it), then nftables, so marks and
 // FullNAT SNAT are in place before IPVS sends a new VS's first connection
-// to members; then IPVS. (When a FullNAT VS is removed, new connections to
+// to members; then the input filter (a new VS is admitted before IPVS
+// serves it); then IPVS. (When a FullNAT VS is removed, new connections to
 // it in the moment between the steps are balanced without SNAT and fail;
 // existing ones keep their conntrack SNAT.)
 func (a *Applier) Apply(cfg *config.Config) (*ipvs.Plan, error) {
@@ -67,6 +74,12 @@ func (a *Applier) apply(cfg *config.Config, health ipvs.Health) (*ipvs.Plan, err
 	if err != nil {
 		return nil, fmt.Errorf("lb apply: %w", err)
 	}
+	var pol *filter.Policy
+	if a.Filter != nil {
+		if pol, err = FilterPolicy(cfg, a.ResolveIface); err != nil {
+			return nil, fmt.Errorf("lb apply: input filter: %w", err)
+		}
+	}
 	undoAddrs := func() error { return nil }
 	if a.Addrs != nil {
 		var err error
@@ -81,10 +94,31 @@ func (a *Applier) apply(cfg *config.Config, health ipvs.Health) (*ipvs.Plan, err
 		}
 		return nil, fmt.Errorf("%w (nothing changed)", err)
 	}
+	if pol != nil {
+		if err := a.Filter.Apply(pol); err != nil {
+			err = fmt.Errorf("lb apply: %w", err)
+			var errs []error
+			if rerr := a.NAT.Rollback(); rerr != nil {
+				errs = append(errs, fmt.Errorf("lb apply: nftables rollback failed: %w", rerr))
+			}
+			if uerr := undoAddrs(); uerr != nil {
+				errs = append(errs, fmt.Errorf("lb apply: address undo failed: %w", uerr))
+			}
+			if len(errs) > 0 {
+				return nil, errors.Join(append([]error{err}, errs...)...)
+			}
+			return nil, fmt.Errorf("%w (nftables rolled back, addresses restored)", err)
+		}
+	}
 	applied, err := a.IPVS.Apply(desired)
 	if err != nil {
 		err = fmt.Errorf("lb apply: %w", err)
 		var errs []error
+		if pol != nil {
+			if rerr := a.Filter.Rollback(); rerr != nil {
+				errs = append(errs, fmt.Errorf("lb apply: input filter rollback failed: %w", rerr))
+			}
+		}
 		if rerr := a.NAT.Rollback(); rerr != nil {
 			errs = append(errs, fmt.Errorf("lb apply: nftables rollback failed: %w", rerr))
 		}

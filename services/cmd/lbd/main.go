@@ -1,7 +1,8 @@
 // Command lbd is the LB daemon: it applies the load-balancing part of the
 // appliance config (its addresses — FullNAT local addresses always, VIPs and
 // SNAT addresses on a standalone node —, IPVS virtual servers and the
-// nftables table for marks, FullNAT and SNAT all-in-one) as one
+// nftables table for marks, FullNAT and SNAT all-in-one, the default-deny
+// input filter per NIC group) as one
 // apply-with-rollback, runs the health checks of every pool that names a
 // monitor and re-applies IPVS when members go down or come back,
 // re-applies on SIGHUP (a rejected config leaves the running state as it
@@ -20,14 +21,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/lbd"
@@ -56,7 +60,8 @@ func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duratio
 		return fmt.Errorf("cannot open rtnetlink: %w", err)
 	}
 	defer nl.Close()
-	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Addrs: addrs.NewOwner(nl, log), Log: log}
+	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Addrs: addrs.NewOwner(nl, log),
+		Filter: filter.NewManager(-1, log), ResolveIface: func(mac string) (string, error) { return nicByMAC(nl, mac) }, Log: log}
 	ctrl := lbapply.NewController(a, nil, log)
 	ctrl.Ready = func() { daemon.Ready(ctx) }
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
@@ -98,4 +103,19 @@ func serveStatus(ctx context.Context, log logrus.FieldLogger, path string, h htt
 	if err := daemon.ServeSocket(ctx, path, h, log); err != nil {
 		log.WithError(err).Warn("status socket not served")
 	}
+}
+
+// nicByMAC names the NIC with the given MAC (the management NIC, for the
+// input filter).
+func nicByMAC(nl *netlink.Handle, mac string) (string, error) {
+	links, err := nldump.Retry(nl.LinkList)
+	if err != nil {
+		return "", fmt.Errorf("listing links: %w", err)
+	}
+	for _, l := range links {
+		if strings.EqualFold(l.Attrs().HardwareAddr.String(), mac) {
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no NIC with MAC %s", mac)
 }

@@ -1,0 +1,99 @@
+package lbapply
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
+)
+
+// Filter is the input filter side (a *filter.Manager).
+type Filter interface {
+	Apply(*filter.Policy) error
+	Rollback() error
+}
+
+// ConntrackSyncPort is reserved for connection sync between the HA pair
+// (udp, admitted on Failover from the peers only).
+const ConntrackSyncPort = 7040
+
+// IfaceResolver turns a NIC given by name or MAC address into its name.
+type IfaceResolver func(nameOrMAC string) (string, error)
+
+// FilterPolicy translates the config into the input filter's policy: what
+// each NIC group (and the management NIC) admits to the appliance itself.
+//
+//   - External: the external virtual services (VIP, protocol, ports), ping
+//     (rate-limited).
+//   - Internal: the internal (east-west) virtual services, the API when it
+//     listens on internal, ping.
+//   - Failover: VRRP and conntrack sync (udp/7040) from vrrp's peers only
+//     (vrrp.peers and unicast_peers); nothing else, not even ping.
+//   - Management NIC: the API when it listens there, DHCP replies, ping.
+//
+// Everywhere: replies to the appliance's own connections (health checks,
+// DHCP, DNS, syslog), loopback, IPv6 neighbour discovery. resolve turns a
+// management NIC given by MAC into its name (nil: names only).
+func FilterPolicy(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, error) {
+	ext := filter.Zone{Name: "external", Iface: cfg.Network.External.Bond, Ping: true}
+	in := filter.Zone{Name: "internal", Iface: cfg.Network.Internal.Bond, Ping: true}
+	fo := filter.Zone{Name: "failover", Iface: cfg.Network.Failover.Bond}
+	for i := range cfg.VirtualServers {
+		vs := &cfg.VirtualServers[i]
+		vip, err := netip.ParseAddr(vs.VIP)
+		if err != nil {
+			return nil, fmt.Errorf("virtual server %s: vip: %w", vs.Name, err)
+		}
+		from, to, err := vs.Ports()
+		if err != nil {
+			return nil, fmt.Errorf("virtual server %s: port: %w", vs.Name, err)
+		}
+		proto := filter.TCP
+		if vs.Protocol == "udp" {
+			proto = filter.UDP
+		}
+		s := filter.Service{Name: vs.Name, Addr: vip.Unmap(), Proto: proto, From: from, To: to}
+		if vs.Internal {
+			in.Services = append(in.Services, s)
+		} else {
+			ext.Services = append(ext.Services, s)
+		}
+	}
+	api := filter.Port{Name: "api", Proto: filter.TCP, Port: uint16(cfg.Access.API.Port)}
+	if cfg.Access.API.Listen == config.ListenInternal {
+		in.Ports = append(in.Ports, api)
+	}
+	for _, a := range cfg.VRRP.AcceptFrom() {
+		fo.Peers = append(fo.Peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	if len(fo.Peers) > 0 {
+		fo.PeerRules = []filter.PeerRule{
+			{Name: "vrrp", Proto: filter.VRRP},
+			{Name: "conntrack-sync", Proto: filter.UDP, Port: ConntrackSyncPort},
+		}
+	}
+	p := &filter.Policy{Zones: []filter.Zone{ext, in, fo}}
+	if m := cfg.Network.Management; m != nil {
+		name := m.Interface
+		if config.IsMAC(name) {
+			if resolve == nil {
+				return nil, fmt.Errorf("management NIC %s: given by MAC and no resolver", name)
+			}
+			var err error
+			if name, err = resolve(name); err != nil {
+				return nil, fmt.Errorf("management NIC %s: %w", m.Interface, err)
+			}
+		}
+		mz := filter.Zone{Name: "management", Iface: name, Ping: true,
+			Ports: []filter.Port{{Name: "dhcp-client", Proto: filter.UDP, Port: 68, SrcPort: 67}}}
+		if cfg.Access.API.Listen == config.ListenManagement {
+			mz.Ports = append(mz.Ports, api)
+		}
+		p.Zones = append(p.Zones, mz)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
