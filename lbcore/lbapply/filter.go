@@ -41,19 +41,14 @@ func FilterPolicy(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, er
 	fo := filter.Zone{Name: "failover", Iface: cfg.Network.Failover.Bond}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
-		vip, err := netip.ParseAddr(vs.VIP)
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: vip: %w", vs.Name, err)
-		}
-		from, to, err := vs.Ports()
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: port: %w", vs.Name, err)
+		if !vs.VIP.IsValid() {
+			return nil, fmt.Errorf("virtual server %s: no vip", vs.Name)
 		}
 		proto := filter.TCP
-		if vs.Protocol == "udp" {
+		if vs.Protocol == config.UDP {
 			proto = filter.UDP
 		}
-		s := filter.Service{Name: vs.Name, Addr: vip.Unmap(), Proto: proto, From: from, To: to}
+		s := filter.Service{Name: vs.Name, Addr: vs.VIP.Unmap(), Proto: proto, From: vs.Port.From, To: vs.Port.To}
 		if vs.Internal {
 			in.Services = append(in.Services, s)
 		} else {
