@@ -33,6 +33,11 @@ type Options struct {
 	// NetNS runs the node in another network namespace (tests, labs);
 	// the zero value or netns.None() means the current one.
 	NetNS netns.NsHandle
+	// Heartbeat, when set, is called from Run's main loop at least every
+	// HeartbeatEvery (default 1 s), so a supervisor's watchdog notices a
+	// hung loop. It must not block.
+	Heartbeat      func()
+	HeartbeatEvery time.Duration
 }
 
 // netNS is the namespace to work in, or netns.None() for the current one.

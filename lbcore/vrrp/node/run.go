@@ -117,6 +117,11 @@ func (n *Node) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	beatEvery := n.opts.HeartbeatEvery
+	if beatEvery <= 0 {
+		beatEvery = time.Second
+	}
+	var beatAt time.Time
 	for {
 		now = time.Now()
 		for _, in := range n.insts {
@@ -127,6 +132,13 @@ func (n *Node) Run(ctx context.Context) error {
 		wait := time.Hour
 		if d := rt.deadline(); !d.IsZero() {
 			wait = max(time.Until(d), 0)
+		}
+		if n.opts.Heartbeat != nil {
+			if !now.Before(beatAt) {
+				n.opts.Heartbeat()
+				beatAt = now.Add(beatEvery)
+			}
+			wait = min(wait, max(beatAt.Sub(now), 0))
 		}
 		timer.Reset(wait)
 		select {

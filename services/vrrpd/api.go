@@ -1,4 +1,4 @@
-package main
+package vrrpd
 
 // vrrpd's side of the local API (services/localapi): instance states with
 // transition counts, packet counters, switchover and resume-preempt.
@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/node"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/sirupsen/logrus"
 )
@@ -80,7 +81,7 @@ func (e apiError) Error() string { return string(e) }
 const errNoInstances = apiError("vrrp: no instances configured (standalone node); nothing to switch over")
 
 func serveAPI(ctx context.Context, a *api, log *logrus.Entry) {
-	if err := localapi.Serve(ctx, localapi.SocketPath("", localapi.VRRPD), a.handler(), nil); err != nil {
+	if err := daemon.ServeSocket(ctx, localapi.SocketPath("", localapi.VRRPD), a.handler(), log); err != nil {
 		log.WithError(err).Error("local api stopped")
 	}
 }
