@@ -219,3 +219,25 @@ func TestExplainKeepsTheErrno(t *testing.T) {
 		t.Fatalf("explain(ESRCH) = %v: want ErrNotRunning", err)
 	}
 }
+
+func TestCountConnsByOrigin(t *testing.T) {
+	table := `Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires
+TCP CB00710A 9B5F CB007164 0050 C633640B 1F90 ESTABLISHED LOCAL      893
+TCP CB00710A 826B CB007164 0050 C633640B 1F90 ESTABLISHED SYNC       899
+UDP CB00710A 826C CB007164 0035 C633640B 0035 UDP         SYNC       299
+`
+	c, err := CountConns(strings.NewReader(table))
+	if err != nil || c != (ConnCounts{Local: 1, Synced: 2}) {
+		t.Fatalf("CountConns = %+v, %v; want 1 local, 2 synced", c, err)
+	}
+	for _, bad := range []struct{ table, want string }{
+		{"", "no header"},
+		{"Pro FromIP\nTCP X\n", "no Origin column"},
+		{"Pro Origin\nTCP\n", "line 2 has 1 columns"},
+		{"Pro Origin\nTCP PEER\n", `unknown origin "PEER"`},
+	} {
+		if _, err := CountConns(strings.NewReader(bad.table)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("CountConns(%q): %v, want %q", bad.table, err, bad.want)
+		}
+	}
+}

@@ -244,6 +244,28 @@ func TestGuestConnectionSyncedToBackup(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	// Origins: the master forwards both connections itself; the backup has
+	// synced entries only (the first connection too, if the master happened
+	// to send it again after the backup's id was corrected).
+	if c := connCounts(t, master); c.Local != 2 || c.Synced != 0 {
+		t.Errorf("master's entries by origin: %+v, want 2 local", c)
+	}
+	if c := connCounts(t, backup); c.Local != 0 || c.Synced < 1 || c.Synced > 2 {
+		t.Errorf("backup's entries by origin: %+v, want 1-2 synced, none local", c)
+	}
+}
+
+// connCounts reads ns's connection table by origin.
+func connCounts(t *testing.T, ns *testkit.NS) ipvsnl.ConnCounts {
+	t.Helper()
+	var c ipvsnl.ConnCounts
+	if err := ns.Do(func() (err error) {
+		c, err = ipvsnl.ReadConnCounts("/proc/thread-self/net/ip_vs_conn_sync")
+		return err
+	}); err != nil {
+		t.Fatalf("%s: %v", ns.Name, err)
+	}
+	return c
 }
 
 func dial(t *testing.T, client *testkit.NS) net.Conn {
