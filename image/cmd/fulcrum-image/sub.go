@@ -65,8 +65,8 @@ func importKeepalived(args []string) int {
 	for _, is := range res.Issues {
 		fmt.Fprintf(os.Stderr, "  %s\n", is)
 	}
-	if !res.Complete {
-		fmt.Fprintln(os.Stderr, "no base config with a network section (BASE=): the result needs one before check-config passes")
+	if *base == "" {
+		fmt.Fprintln(os.Stderr, "no base config (-base): the result needs a network section before check-config passes")
 		return 0
 	}
 	if _, err := config.Parse(res.YAML); err != nil {
