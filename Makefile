@@ -8,8 +8,15 @@ OUT      ?= out
 CACHE    ?= .cache
 GOFLAGS  ?=
 export GOFLAGS
+# Fuzzing time per Fuzz* target: `make fuzz` (long runs), `make fuzz-ci` (a
+# short pass of every target on each CI run).
+FUZZTIME    ?= 2m
+FUZZTIME_CI ?= 8s
+# The QEMU package; every other package is a unit package (host tests,
+# network namespaces included).
+QEMU_PKG = ./qemu
 
-.PHONY: all deps image lab lab-down test unit qemu-test bench vet fmt clean check-config import-keepalived
+.PHONY: all deps image lab lab-down test unit qemu-test fuzz fuzz-ci bench vet fmt clean check-config import-keepalived
 
 all: image
 
@@ -47,9 +54,26 @@ vet:
 	$(GO) vet ./...
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-clean: $$bad"; exit 1; fi
 
-# Unit and namespace tests, then the QEMU suite against the freshly built image.
-test: image vet
-	$(GO) test -count=1 -timeout 20m ./...
+# Everything CI runs: vet, unit and namespace tests with the race detector,
+# a short pass of every fuzz target, then the QEMU suite against the freshly
+# built image.
+test: image vet unit fuzz-ci qemu-test
+
+# Every package except the QEMU suite, with -race.
+unit:
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -vx 'github.com/fulcrum-lb/fulcrum/qemu')
+
+# The QEMU tests (boot guests; they use $(OUT) from `make image`).
+qemu-test:
+	$(GO) test -count=1 -timeout 40m $(QEMU_PKG)
+
+# Every Fuzz* target for FUZZTIME each; a crash fails and leaves its input
+# in the package's testdata/fuzz/<target>/ as a regression seed.
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) .ci/fuzz
+
+fuzz-ci:
+	FUZZTIME=$(FUZZTIME_CI) GO=$(GO) .ci/fuzz
 
 bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
