@@ -1,12 +1,14 @@
 package qemu
 
 import (
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	"github.com/fulcrum-lb/fulcrum/qemu/vm"
@@ -54,7 +56,7 @@ func bondStatus(t *testing.T, v *vm.VM, bond string) map[string]string {
 func waitBondMembers(t *testing.T, v *vm.VM, bond string, wantUp int) map[string]string {
 	t.Helper()
 	var st map[string]string
-	for i := 0; i < 50; i++ {
+	testkit.Eventually(t, 10*time.Second, 200*time.Millisecond, func() error {
 		st = bondStatus(t, v, bond)
 		up := 0
 		for _, s := range st {
@@ -62,13 +64,12 @@ func waitBondMembers(t *testing.T, v *vm.VM, bond string, wantUp int) map[string
 				up++
 			}
 		}
-		if up == wantUp {
-			return st
+		if up != wantUp {
+			return fmt.Errorf("bond %s: members %v, want %d up", bond, st, wantUp)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("bond %s: members %v, want %d up", bond, st, wantUp)
-	return nil
+		return nil
+	})
+	return st
 }
 
 // TestApplianceBootsWithBondedGroupsAndSurvivesMemberLoss boots lb1 with six

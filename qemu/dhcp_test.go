@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/netsetup/dhcp/dhcptest"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
@@ -151,15 +153,13 @@ func TestConfigURLFetchedAfterDHCP(t *testing.T) {
 		t.Errorf("lab host cannot reach the leased address: %v", err)
 	}
 	// dhcpc (not only init) holds the lease: it renews at T1 = 10 s.
-	deadline := time.Now().Add(45 * time.Second)
-	for srv.Counts().Renew == 0 && time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
-	}
-	c := srv.Counts()
-	if c.Renew == 0 {
-		t.Errorf("no lease renewal from the guest within 45 s of a %v lease (server saw %+v)", dhcpLeaseTime, c)
-	}
-	t.Logf("DHCP server saw %+v", c)
+	testkit.Eventually(t, 45*time.Second, 500*time.Millisecond, func() error {
+		if c := srv.Counts(); c.Renew == 0 {
+			return fmt.Errorf("no lease renewal from the guest yet, %v lease (server saw %+v)", dhcpLeaseTime, c)
+		}
+		return nil
+	})
+	t.Logf("DHCP server saw %+v", srv.Counts())
 	if ok, addrs := guestHasAddr(t, v, mgmtLease); !ok {
 		t.Errorf("after renewal the guest has no %s/25:\n%s", mgmtLease, addrs)
 	}

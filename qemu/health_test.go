@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	"github.com/fulcrum-lb/fulcrum/qemu/vm"
@@ -145,14 +146,13 @@ func waitDests(t *testing.T, v *vm.VM, what string, timeout time.Duration, ok fu
 	t.Helper()
 	start := time.Now()
 	var d map[string]string
-	for time.Since(start) < timeout {
-		if d = ipvsDests(t, v); ok(d) {
-			return d, time.Since(start)
+	testkit.Eventually(t, timeout, 300*time.Millisecond, func() error {
+		if d = ipvsDests(t, v); !ok(d) {
+			return fmt.Errorf("%s: IPVS destinations %v", what, d)
 		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	t.Fatalf("%s: IPVS destinations %v after %s", what, d, timeout)
-	return nil, 0
+		return nil
+	})
+	return d, time.Since(start)
 }
 
 // newHWLab is a lab with this test's own namespace prefix.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	dto "github.com/prometheus/client_model/go"
@@ -110,12 +111,12 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 	disable := `{"pool":"web","member":"198.51.100.11"}`
 	weightOne := regexp.MustCompile(`"address": "198\.51\.100\.11:80",\s+"forward": "Masq",\s+"weight": 1`)
 	// lbd may still be applying its first config.
-	for i := 0; i < 60; i++ {
-		if _, body := call(t, hc, "GET", base+"/api/v1/vs", apiToken, ""); weightOne.MatchString(body) {
-			break
+	testkit.Eventually(t, 30*time.Second, 500*time.Millisecond, func() error {
+		if _, body := call(t, hc, "GET", base+"/api/v1/vs", apiToken, ""); !weightOne.MatchString(body) {
+			return fmt.Errorf("GET /api/v1/vs shows no 198.51.100.11:80 at weight 1: %s", body)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
 
 	for _, tok := range []string{"", "wrong-token-wrong-token"} {
 		code, body := call(t, hc, "POST", base+"/api/v1/members/disable", tok, disable)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -286,9 +287,7 @@ func TestErrorsRevealNoPathsAndNoListing(t *testing.T) {
 // over TFTP and the iPXE script over HTTP, and checks that a path leaving
 // the tree is refused.
 func TestServerInNamespaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
+	testkit.Require(t, testkit.Root) // network namespaces
 	dir := t.TempDir()
 	loader := make([]byte, 150_000) // many TFTP blocks
 	rand.Read(loader)

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 func TestBackoffDoublesToCeilingAndIsZeroAfterAStableRun(t *testing.T) {
@@ -49,14 +52,13 @@ func TestRestartsCrashingServiceAndStopsOnCancel(t *testing.T) {
 	s.Backoff = Backoff{Initial: 20 * time.Millisecond, Max: 40 * time.Millisecond, Stable: time.Hour}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.Start(ctx, Service{Name: "crasher", Path: "/bin/sh", Args: []string{"-c", "echo run >> " + marker + "; echo hello from crasher; exit 3"}})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
 		b, _ := os.ReadFile(marker)
-		if strings.Count(string(b), "run") >= 3 {
-			break
+		if n := strings.Count(string(b), "run"); n < 3 {
+			return fmt.Errorf("service ran %d times, waiting for 3", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	s.Wait()
 	b, _ := os.ReadFile(marker)
@@ -93,12 +95,12 @@ func TestStopEscalatesToKill(t *testing.T) {
 	s.StopTimeout = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	s.Start(ctx, Service{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; while :; do sleep 0.05; done"}})
-	for i := 0; i < 200; i++ {
-		if st := s.Statuses(); len(st) == 1 && st[0].Running {
-			break
+	testkit.Eventually(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if st := s.Statuses(); len(st) != 1 || !st[0].Running {
+			return fmt.Errorf("service not running: %+v", st)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	time.Sleep(100 * time.Millisecond) // let the shell install its trap
 	start := time.Now()
 	cancel()

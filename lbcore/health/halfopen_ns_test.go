@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -41,11 +43,7 @@ func addIPv6(t *testing.T, lab *nslab.Lab, ns string, addr string) {
 	if ns == "server" {
 		target, link = lab.Server, "hcs"+lab.Suffix
 	}
-	h, err := netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := target.Netlink()
 	l, err := h.LinkByName(link)
 	if err != nil {
 		t.Fatal(err)
@@ -94,17 +92,16 @@ func sniffSYNs(t *testing.T, lab *nslab.Lab, port uint16) *synSniffer {
 func (s *synSniffer) waitFrom(t *testing.T, src string) {
 	t.Helper()
 	want := netip.MustParseAddr(src)
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	testkit.Eventually(t, time.Second, 5*time.Millisecond, func() error {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		for _, a := range s.sources {
 			if a == want {
-				s.mu.Unlock()
-				return
+				return nil
 			}
 		}
-		s.mu.Unlock()
-	}
-	t.Errorf("server saw no SYN from %s (saw %v)", src, s.sources)
+		return fmt.Errorf("server saw no SYN from %s (saw %v)", src, s.sources)
+	})
 }
 
 // TestHalfOpenAnswers: a listener answers the SYN (and no connection is

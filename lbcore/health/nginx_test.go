@@ -21,6 +21,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 const nginxBin = "/usr/sbin/nginx"
@@ -109,9 +110,7 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 // startNginx runs Debian's nginx in the server namespace with our own config:
 // plain HTTP on :8080, a valid certificate on :8443, an expired one on :8444.
 func startNginx(t *testing.T, lab *nslab.Lab, pki *testPKI, dir string) {
-	if _, err := os.Stat(nginxBin); err != nil {
-		t.Skipf("needs Debian's nginx (nginx-light) at %s: %v", nginxBin, err)
-	}
+	testkit.Require(t, testkit.Tool(nginxBin)) // Debian's nginx-light
 	now := time.Now()
 	validCert, validKey := pki.leaf(t, "valid", []string{"www.example.test"}, []string{"198.51.100.11"}, now.Add(-time.Hour), now.Add(24*time.Hour))
 	expCert, expKey := pki.leaf(t, "expired", []string{"www.example.test"}, []string{"198.51.100.11"}, now.Add(-72*time.Hour), now.Add(-24*time.Hour))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 // behaviour is how the scripted test server answers one connection.
@@ -163,18 +164,18 @@ func runScheduler(t *testing.T, lab *nslab.Lab, mons config.Monitors, members []
 // waitEvent waits until member has n events.
 func (r *recorder) waitEvent(t *testing.T, member string, n int, timeout time.Duration) health.Event {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	var got health.Event
+	testkit.Eventually(t, timeout, 10*time.Millisecond, func() error {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		ev := r.events[member]
-		r.mu.Unlock()
-		if len(ev) >= n {
-			return ev[n-1]
+		if len(ev) < n {
+			return fmt.Errorf("%s: no event %d (events %+v)", member, n, ev)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: no event %d within %s (events %+v)", member, n, timeout, r.events[member])
-	return health.Event{}
+		got = ev[n-1]
+		return nil
+	})
+	return got
 }
 
 func (r *recorder) observations(member string) []health.Observation {
@@ -420,13 +421,15 @@ func TestSourceAddress(t *testing.T) {
 			t.Fatalf("source %s: %+v", src, r)
 		}
 		var last string
-		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline) && last == ""; time.Sleep(5 * time.Millisecond) {
+		testkit.Eventually(t, time.Second, 5*time.Millisecond, func() error {
 			srv.mu.Lock()
-			if len(srv.remotes) > before {
-				last = srv.remotes[before]
+			defer srv.mu.Unlock()
+			if len(srv.remotes) <= before {
+				return fmt.Errorf("%s check from %s: server saw no connection", typ, src)
 			}
-			srv.mu.Unlock()
-		}
+			last = srv.remotes[before]
+			return nil
+		})
 		if host, _, _ := net.SplitHostPort(last); host != src {
 			t.Errorf("%s check: server saw %q, want source %s", typ, last, src)
 		}

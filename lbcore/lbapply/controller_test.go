@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 const cfgHealth = `
@@ -169,13 +171,12 @@ func runController(t *testing.T, doc string, h *fakeHealth, ip *countingIPVS) (*
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 400; i++ {
-		if cond() {
-			return
+	testkit.Eventually(t, 2*time.Second, 5*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+		return nil
+	})
 }
 
 // TestControllerHealthDrivesIPVS: unknown members do not serve; a burst of

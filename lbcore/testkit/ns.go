@@ -81,29 +81,29 @@ func (n *NS) Handle() netns.NsHandle { return n.h }
 // Netlink is a netlink handle inside the namespace.
 func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
-// Do runs f on a thread inside the namespace. Sockets f creates stay in
-// the namespace after Do returns.
+// Do runs f on the calling goroutine's thread switched into the namespace,
+// and switches back. Sockets f creates stay in the namespace after Do
+// returns; goroutines f starts do not run in it.
 func (n *NS) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.h); err != nil {
-			errc <- err
-			return
-		}
-		err = f()
-		if serr := netns.Set(orig); serr == nil {
-			runtime.UnlockOSThread()
-		} // else the locked thread exits with the goroutine
-		errc <- err
-	}()
-	return <-errc
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("%s: current netns: %w", n.Name, err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("%s: setns: %w", n.Name, err)
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: it dies with this goroutine rather than
+		// running other goroutines in the wrong namespace.
+		return fmt.Errorf("%s: setns back: %w", n.Name, err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }
 
 // Start starts cmd inside the namespace (the child inherits the namespace

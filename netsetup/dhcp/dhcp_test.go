@@ -7,18 +7,17 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/netsetup/dhcp"
 	"github.com/fulcrum-lb/fulcrum/netsetup/dhcp/dhcptest"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,87 +30,25 @@ var (
 )
 
 type nsPair struct {
-	srv, cli     netns.NsHandle
+	srv, cli     *testkit.NS
 	srvNL, cliNL *netlink.Handle
 }
 
-// inNS runs fn with the thread in ns.
-func inNS(t *testing.T, ns netns.NsHandle, fn func() error) {
+// inNS runs fn with the thread in ns; an error fails the test.
+func inNS(t *testing.T, ns *testkit.NS, fn func() error) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	err = fn()
-	if e := netns.Set(orig); e != nil {
-		panic(e)
-	}
-	if err != nil {
+	if err := ns.Do(fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func newNS(t *testing.T, name string) (netns.NsHandle, *netlink.Handle) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if e := netns.Set(orig); e != nil {
-		panic(e)
-	}
-	if err != nil {
-		t.Fatalf("netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { h.Close(); netns.DeleteNamed(name) })
-	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nl.Close)
-	return h, nl
-}
-
-// topology: namespaces dhs<id> (eth0 192.0.2.254/25, DHCP server) and
-// dhc<id> (eth0, unconfigured) joined by a veth pair.
+// topology: namespaces dhs (eth0 192.0.2.254/25, DHCP server) and dhc
+// (eth0, unconfigured) joined by a veth pair.
 func topology(t *testing.T) nsPair {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	id := fmt.Sprintf("%05x", time.Now().UnixNano()&0xfffff)
-	var p nsPair
-	p.srv, p.srvNL = newNS(t, "dhs"+id)
-	p.cli, p.cliNL = newNS(t, "dhc"+id)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(p.cli)}
-	if err := p.srvNL.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	for _, nl := range []*netlink.Handle{p.srvNL, p.cliNL} {
-		for _, n := range []string{"lo", "eth0"} {
-			l, err := nl.LinkByName(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := nl.LinkSetUp(l); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	eth, _ := p.srvNL.LinkByName("eth0")
-	if err := p.srvNL.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: serverIP, Mask: mask25}}); err != nil {
-		t.Fatal(err)
-	}
+	p := nsPair{srv: testkit.NewNS(t, "dhs"), cli: testkit.NewNS(t, "dhc")}
+	p.srvNL, p.cliNL = p.srv.Netlink(), p.cli.Netlink()
+	testkit.Veth(t, p.srv, "eth0", (&net.IPNet{IP: serverIP, Mask: mask25}).String(), p.cli, "eth0", "")
 	return p
 }
 
@@ -177,13 +114,12 @@ func dhcpDefaultRoute(t *testing.T, p nsPair) *netlink.Route {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	testkit.Eventually(t, timeout, 50*time.Millisecond, func() error {
+		if !ok() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestLeaseAppliedRenewedAndReleased runs the client's lease loop against a

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
 	"golang.org/x/crypto/bcrypt"
@@ -73,13 +74,9 @@ func fakeLBD(t *testing.T, dir string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go localapi.Serve(ctx, localapi.SocketPath(dir, localapi.LBD), mux, nil)
-	for i := 0; i < 100; i++ {
-		if err := localapi.NewClient("lbd", localapi.SocketPath(dir, localapi.LBD)).Get(ctx, localapi.PathHealth, nil); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("fake lbd did not come up")
+	testkit.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		return localapi.NewClient("lbd", localapi.SocketPath(dir, localapi.LBD)).Get(ctx, localapi.PathHealth, nil)
+	})
 }
 
 func newCLI(t *testing.T) (*CLI, *bytes.Buffer) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 )
 
@@ -84,9 +85,7 @@ vrrp_instance VI_51 {
 // files, in the foreground; cleanup kills it by PID.
 func (l *lab) startKeepalived(i int, o kaOpts) *keepalived {
 	l.t.Helper()
-	if _, err := os.Stat(keepalivedBin); err != nil {
-		l.t.Skipf("keepalived interop needs %s (Debian package keepalived)", keepalivedBin)
-	}
+	testkit.Require(l.t, testkit.Tool(keepalivedBin)) // Debian package keepalived
 	dir := l.t.TempDir()
 	conf := filepath.Join(dir, "keepalived.conf")
 	if err := os.WriteFile(conf, []byte(keepalivedConfig(o)), 0o644); err != nil {

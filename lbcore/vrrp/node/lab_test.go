@@ -9,13 +9,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -55,12 +55,9 @@ type lab struct {
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces, veth links and raw sockets")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (ip) to create named network namespaces")
-	}
+	// root for namespaces, veth links and raw sockets; iproute2 for the
+	// named namespaces keepalived is started in (ip netns exec)
+	testkit.Require(t, testkit.Root, testkit.Tool("ip"))
 }
 
 func run(t testing.TB, args ...string) {
@@ -341,14 +338,13 @@ func (w testWriter) Write(b []byte) (int, error) {
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for time.Since(start) < timeout {
-		if cond() {
-			return time.Since(start)
+	testkit.Eventually(t, timeout, 10*time.Millisecond, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", timeout, what)
-	return 0
+		return nil
+	})
+	return time.Since(start)
 }
 
 func (l *lab) waitWho(want string, timeout time.Duration) time.Duration {

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,11 +12,11 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/fsm"
 	"github.com/fulcrum-lb/fulcrum/lbcore/vrrp/node"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // The test binary doubles as vrrpd when re-executed with VRRPD_TEST_MAIN=1.
@@ -49,30 +47,17 @@ vrrp:
 }
 
 type nsT struct {
-	name string
-	ns   netns.NsHandle
-	h    *netlink.Handle
+	*testkit.NS
+	h *netlink.Handle
 }
 
 func mkNS(t *testing.T, name string) *nsT {
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	return &nsT{name, ns, h}
+	ns := testkit.NewNS(t, name)
+	return &nsT{ns, ns.Netlink()}
 }
 
 func (n *nsT) up(t *testing.T, names ...string) {
+	t.Helper()
 	for _, name := range names {
 		l, err := n.h.LinkByName(name)
 		if err != nil {
@@ -84,13 +69,7 @@ func (n *nsT) up(t *testing.T, names ...string) {
 	}
 }
 
-func (n *nsT) addr(t *testing.T, link, cidr string) {
-	l, _ := n.h.LinkByName(link)
-	a, _ := netlink.ParseAddr(cidr)
-	if err := n.h.AddrAdd(l, a); err != nil {
-		t.Fatal(err)
-	}
-}
+func (n *nsT) addr(t *testing.T, link, cidr string) { t.Helper(); n.AddAddr(t, link, cidr) }
 
 func (n *nsT) hasVIP() bool {
 	l, err := n.h.LinkByName("external")
@@ -108,12 +87,12 @@ func (n *nsT) hasVIP() bool {
 
 func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
 	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if f() {
-			return
+	testkit.Eventually(t, d, 10*time.Millisecond, func() error {
+		if !f() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-	}
-	t.Fatalf("timed out after %s waiting for %s", d, what)
+		return nil
+	})
 }
 
 // pairLab is two namespaces joined on "failover": vrrpd runs in a (lb1,
@@ -126,14 +105,8 @@ type pairLab struct {
 }
 
 func newPairLab(t *testing.T) *pairLab {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and raw sockets")
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	a, p := mkNS(t, "vrdA-"+id), mkNS(t, "vrdB-"+id)
-	if err := a.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "failover"}, PeerName: "failover", PeerNamespace: netlink.NsFd(p.ns)}); err != nil {
+	a, p := mkNS(t, "vrdA"), mkNS(t, "vrdB")
+	if err := a.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "failover"}, PeerName: "failover", PeerNamespace: netlink.NsFd(p.Fd())}); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []*nsT{a, p} {
@@ -157,7 +130,7 @@ func newPairLab(t *testing.T) *pairLab {
 	}
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	l.peer, err = node.New(node.Options{Config: cfgB.VRRP, Interfaces: cfgB.VRRPInterfaces(), Log: log, NetNS: p.ns})
+	l.peer, err = node.New(node.Options{Config: cfgB.VRRP, Interfaces: cfgB.VRRPInterfaces(), Log: log, NetNS: p.Handle()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +146,10 @@ func (l *pairLab) peerState() fsm.State { return l.peer.Status()[0].State }
 func (l *pairLab) vrrpd() *exec.Cmd {
 	t := l.t
 	var out bytes.Buffer
-	cmd := exec.Command("ip", "netns", "exec", l.a.name, os.Args[0], "-config", l.cfgA, "-log-level", "debug")
+	cmd := exec.Command(os.Args[0], "-config", l.cfgA, "-log-level", "debug")
 	cmd.Env = append(os.Environ(), "VRRPD_TEST_MAIN=1")
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	if err := l.a.Do(cmd.Start); err != nil { // vrrpd runs in namespace a
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
