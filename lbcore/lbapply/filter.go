@@ -6,6 +6,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 )
 
 // Filter is the input filter side (a *filter.Manager).
@@ -28,7 +29,8 @@ type IfaceResolver func(nameOrMAC string) (string, error)
 //     (rate-limited).
 //   - Internal: the internal (east-west) virtual services, the API when it
 //     listens on internal, ping.
-//   - Failover: VRRP and conntrack sync (udp/7040) from vrrp's peers only
+//   - Failover: VRRP, conntrack sync (udp/7040, reserved) and IPVS
+//     connection sync (udp/8848) from vrrp's peers only
 //     (vrrp.peers and unicast_peers); nothing else, not even ping.
 //   - Management NIC: the API when it listens there, DHCP replies, ping.
 //
@@ -66,6 +68,9 @@ func FilterPolicy(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, er
 		fo.PeerRules = []filter.PeerRule{
 			{Name: "vrrp", Proto: filter.VRRP},
 			{Name: "conntrack-sync", Proto: filter.UDP, Port: ConntrackSyncPort},
+			// The kernel's IPVS sync daemons (lbcore/ipvssync) use their
+			// default port on the failover bond.
+			{Name: "ipvs-sync", Proto: filter.UDP, Port: ipvsnl.DefaultPort},
 		}
 	}
 	p := &filter.Policy{Zones: []filter.Zone{ext, in, fo}}
