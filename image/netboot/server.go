@@ -151,7 +151,9 @@ func Listen(cfg Config) (*Server, error) {
 		s.tftpC.Close()
 		return nil, fmt.Errorf("netboot: http on %s: %w", ip, err)
 	}
-	s.http = httpLimits().Server(s.httpHandler())
+	lim := httpLimits()
+	lim.ErrorLog = &guard.LimitedWriter{W: cfg.Log.WithField("from", "http").WriterLevel(logrus.WarnLevel), Max: 128, Every: &guard.Every{Burst: 5, Per: time.Second}}
+	s.http = lim.Server(s.httpHandler())
 	return s, nil
 }
 

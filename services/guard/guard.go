@@ -8,9 +8,12 @@ package guard
 
 import (
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -24,6 +27,10 @@ type HTTP struct {
 	MaxHeaderBytes    int
 	MaxBodyBytes      int64 // bodies beyond this fail to read (413 from MaxBytesReader users)
 	MaxConns          int   // open connections; at the cap the oldest idle one is closed
+	// ErrorLog receives the server's own messages (TLS handshake errors,
+	// accept errors), which clients can cause at will: give it a
+	// LimitedWriter. Nil: the standard logger.
+	ErrorLog io.Writer
 }
 
 // Server is an http.Server with a connection cap. Serve through its Serve
@@ -49,9 +56,41 @@ func (l HTTP) Server(h http.Handler) *Server {
 			IdleTimeout:       l.IdleTimeout,
 			MaxHeaderBytes:    l.MaxHeaderBytes,
 			ConnState:         c.ConnState,
+			ErrorLog:          errorLog(l.ErrorLog),
 		},
 		Conns: c,
 	}
+}
+
+func errorLog(w io.Writer) *log.Logger {
+	if w == nil {
+		return nil
+	}
+	return log.New(w, "", 0)
+}
+
+// LimitedWriter passes on at most Every's rate of writes (log lines), each
+// cut to Max bytes and escaped (Clip); the rest are counted and the count
+// is reported with the next line let through.
+type LimitedWriter struct {
+	W     io.Writer
+	Max   int
+	Every *Every
+}
+
+func (w *LimitedWriter) Write(b []byte) (int, error) {
+	ok, suppressed := w.Every.Allow(time.Now())
+	if !ok {
+		return len(b), nil
+	}
+	line := Clip(strings.TrimRight(string(b), "\n"), w.Max)
+	if suppressed > 0 {
+		line += " (" + strconv.Itoa(suppressed) + " similar lines suppressed)"
+	}
+	if _, err := io.WriteString(w.W, line+"\n"); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // Serve serves on l under the connection cap.

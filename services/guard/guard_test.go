@@ -178,3 +178,15 @@ func TestBodyLimit(t *testing.T) {
 		t.Fatalf("5000-byte body with a 1024-byte limit: %q", line)
 	}
 }
+
+func TestLimitedWriter(t *testing.T) {
+	var b strings.Builder
+	w := &LimitedWriter{W: &b, Max: 50, Every: &Every{Burst: 2, Per: time.Hour}}
+	for i := 0; i < 100; i++ {
+		io.WriteString(w, "http: TLS handshake error from 1.2.3.4: "+strings.Repeat("x", 1000)+"\n")
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || len(lines[0]) > 100 {
+		t.Errorf("100 long lines at 2 per hour wrote %d lines, first %d bytes", len(lines), len(lines[0]))
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
+	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
@@ -59,10 +60,16 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	hash, err := TokenHash(cfg.Access.API)
 	if err != nil {
 		log.Warn(err.Error())
+		if cfg.Access.Syslog.Target == "" {
+			return fmt.Errorf("no API token and no syslog target: %w", daemon.ErrNothingToDo)
+		}
+		daemon.Ready(ctx)
 		<-ctx.Done()
 		return nil
 	}
-	srv := Limits().Server((&Server{API: api, TokenHash: hash, Log: log}).Handler())
+	lim := Limits()
+	lim.ErrorLog = &guard.LimitedWriter{W: log.WithField("from", "http").WriterLevel(logrus.WarnLevel), Max: maxLoggedText, Every: &guard.Every{Burst: authLogBurst, Per: time.Second}}
+	srv := lim.Server((&Server{API: api, TokenHash: hash, Log: log}).Handler())
 	if srv.TLSConfig, err = TLSConfig(cfg); err != nil {
 		return fmt.Errorf("api tls: %w", err)
 	}
@@ -76,6 +83,7 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	daemon.Ready(ctx)
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
 		log.WithFields(logrus.Fields{"listen": l.Addr().String(), "tls": srv.TLSConfig != nil, "side": cfg.Access.API.Listen}).Info("HTTP API listening")
