@@ -1,14 +1,17 @@
 package keepalived
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"go.yaml.in/yaml/v3"
@@ -209,7 +212,7 @@ func TestParseLimits(t *testing.T) {
 	var defs strings.Builder
 	defs.WriteString("$D0=xxxxxxxxxxxxxxxx\n")
 	for i := 1; i < 40; i++ {
-		defs.WriteString(fmt.Sprintf("$D%d=$D%d$D%d\n", i, i-1, i-1))
+		defs.WriteString(fmt.Sprintf("$D%d=${D%d}${D%d}\n", i, i-1, i-1))
 	}
 	if _, _, err := Parse(fstest.MapFS{"a.conf": {Data: []byte(defs.String())}}, "a.conf", Options{}); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("doubling definitions: %v", err)
@@ -262,5 +265,51 @@ virtual_server 10.1.1.1 80 { real_server 10.3.3.3 80 { TCP_CHECK { connect_timeo
 	}
 	if strings.Contains(text, "10.1.1.1 is not") {
 		t.Errorf("the VIP 10.1.1.1 should be placed on external without a guess:\n%s", text)
+	}
+}
+
+// $NAME is replaced only as a whole word, as keepalived 2.2 does
+// (`keepalived -t` rejects "$A/24" as an invalid IP and accepts "${A}/24").
+func TestDefinitionsAsKeepalivedReadsThem(t *testing.T) {
+	fsys := fstest.MapFS{"k.conf": {Data: []byte("$A=10.9.9.1\n$P=24\nx $A/24 ${A}/25 $A 10.9.8.1/$P 10.9.7.${P}\n")}}
+	nodes, issues, err := Parse(fsys, "k.conf", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(nodes[0].Args, " "); got != "$A/24 10.9.9.1/25 10.9.9.1 10.9.8.1/24 10.9.7.24" {
+		t.Errorf("expanded to %q", got)
+	}
+	if text := issueText(issues); !strings.Contains(text, "k.conf:3: $A/24 is not defined; kept as written (keepalived reads a name up to the next space") {
+		t.Errorf("issues:\n%s", text)
+	}
+}
+
+// keepalived's own parser (keepalived -t, from the Debian package make deps
+// installs) reads the pair's config without a syntax complaint, so the
+// goldens start from a config keepalived really accepts. Complaints about
+// the host (interfaces that do not exist here, no script user) are expected.
+func TestPairIsValidKeepalived(t *testing.T) {
+	bin, err := exec.LookPath("keepalived")
+	if err != nil {
+		t.Skip("keepalived is not installed (make deps installs it)")
+	}
+	abs, _ := filepath.Abs("testdata/pair/keepalived.conf")
+	for _, id := range []string{"lb1", "lb2"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, _ := exec.CommandContext(ctx, bin, "-t", "-f", abs, "-i", id, "-l", "-D").CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("keepalived -t timed out: %s", out)
+		}
+		if len(out) == 0 {
+			t.Fatalf("keepalived -t said nothing (not even about the missing interfaces)")
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			low := strings.ToLower(l)
+			if strings.Contains(low, "unknown keyword") || strings.Contains(low, "invalid") || strings.Contains(low, "missing") {
+				t.Errorf("keepalived -t -i %s: %s", id, l)
+			}
+		}
 	}
 }

@@ -178,7 +178,6 @@ func (lx *lexer) displayStack() []string {
 
 var (
 	defRE = regexp.MustCompile(`^\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$`)
-	useRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
 )
 
 func (lx *lexer) line(file string, n int, s string) error {
@@ -247,30 +246,68 @@ func (lx *lexer) line(file string, n int, s string) error {
 	return nil
 }
 
-// expand replaces $NAME and ${NAME} with their definitions, repeatedly (a
-// definition may use another), within MaxLine.
+// expand replaces definitions as keepalived does: ${NAME} anywhere, and
+// $NAME as a whole word (keepalived reads the name up to the next space, so
+// "$VIP/24" names "VIP/24"), repeatedly (a definition may use another),
+// within MaxLine.
 func (lx *lexer) expand(file string, n int, s string) (string, error) {
 	for range 16 {
-		changed := false
-		s = useRE.ReplaceAllStringFunc(s, func(m string) string {
-			name := strings.Trim(m, "${}")
-			if v, ok := lx.defs[name]; ok {
-				changed = true
-				return v
-			}
-			return m
-		})
-		if len(s) > MaxLine {
+		out, changed, undefined := lx.substitute(s)
+		if len(out) > MaxLine {
 			return "", fmt.Errorf("%w: %s:%d expands to more than %d bytes", ErrTooLarge, lx.display(file), n, MaxLine)
 		}
+		s = out
 		if !changed {
+			for _, u := range undefined {
+				if strings.HasPrefix(u, "${") {
+					lx.issue(file, n, "%s is not defined; kept as written", u)
+				} else {
+					lx.issue(file, n, "%s is not defined; kept as written (keepalived reads a name up to the next space: write ${NAME} when text follows it)", u)
+				}
+			}
 			break
 		}
 	}
-	if m := useRE.FindString(s); m != "" {
-		lx.issue(file, n, "%s is not defined; kept as written", m)
-	}
 	return s, nil
+}
+
+// substitute makes one pass of definition replacements over s.
+func (lx *lexer) substitute(s string) (out string, changed bool, undefined []string) {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		var name, ref string
+		if s[i+1] == '{' {
+			j := strings.IndexByte(s[i:], '}')
+			if j < 0 {
+				b.WriteByte(s[i])
+				i++
+				continue
+			}
+			ref, name = s[i:i+j+1], s[i+2:i+j]
+		} else {
+			j := strings.IndexAny(s[i:], " \t")
+			if j < 0 {
+				j = len(s) - i
+			}
+			ref, name = s[i:i+j], s[i+1:i+j]
+		}
+		if v, ok := lx.defs[name]; ok {
+			b.WriteString(v)
+			changed = true
+		} else {
+			b.WriteString(ref)
+			if name != "" {
+				undefined = append(undefined, ref)
+			}
+		}
+		i += len(ref)
+	}
+	return b.String(), changed, undefined
 }
 
 func (lx *lexer) include(file string, n int, pat string) error {
