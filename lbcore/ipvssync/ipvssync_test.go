@@ -232,8 +232,27 @@ func TestSetRoleNeverBlocks(t *testing.T) {
 	})
 	cancel()
 	<-done
-	if got := k.states(); got != "" {
-		t.Fatalf("daemons left after Run ended: %s", got)
+	// The daemons outlive vrrpd: a restart must not interrupt sync.
+	if got := k.states(); got != "master/51 backup/51" {
+		t.Fatalf("daemons after Run ended: %q", got)
+	}
+}
+
+// TestSyncerWaitsForARole: a restarted vrrpd does not stop the daemons a
+// previous run left before it knows its role.
+func TestSyncerWaitsForARole(t *testing.T) {
+	k := newFake()
+	if _, _, err := Reconcile(k, Master, settings); err != nil {
+		t.Fatal(err)
+	}
+	k.takeCalls()
+	y := New(k, settings, quiet())
+	y.Retry, y.Recheck = time.Millisecond, time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	y.Run(ctx)
+	if got := k.takeCalls(); got != "" {
+		t.Fatalf("Run without a role made kernel calls: %q", got)
 	}
 }
 

@@ -36,10 +36,11 @@ type Syncer struct {
 	Retry   time.Duration // default 5 s
 	Recheck time.Duration // default 30 s
 
-	kick chan struct{}
-	mu   sync.Mutex
-	role Role
-	st   Status
+	kick  chan struct{}
+	mu    sync.Mutex
+	role  Role
+	known bool // SetRole was called
+	st    Status
 }
 
 // New returns a Syncer for settings s; Run starts it.
@@ -49,11 +50,16 @@ func New(k Kernel, s Settings, log logrus.FieldLogger) *Syncer {
 		st:   Status{Role: Stopped.String(), Interface: s.Interface, SyncID: s.SyncID, Daemons: []ipvsnl.Daemon{}}}
 }
 
-// SetRole records the node's new role and wakes Run; it never blocks.
+// SetRole records the node's role and wakes Run if it changed; it never
+// blocks, so callers may also repeat it periodically.
 func (y *Syncer) SetRole(r Role) {
 	y.mu.Lock()
-	y.role = r
+	same := y.known && y.role == r
+	y.role, y.known = r, true
 	y.mu.Unlock()
+	if same {
+		return
+	}
 	select {
 	case y.kick <- struct{}{}:
 	default: // a wake-up is already pending; it will read the latest role
@@ -69,18 +75,27 @@ func (y *Syncer) Status() Status {
 	return st
 }
 
-// Run reconciles until ctx ends, then stops the daemons (the node leaves
-// VRRP).
+// Run reconciles from the first SetRole on until ctx ends. It leaves the
+// daemons running when it returns: a restarted vrrpd on a master resumes
+// without a gap in sync, and reconciles them as soon as it knows its role
+// again (until then it does not touch them).
 func (y *Syncer) Run(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-y.kick:
+	}
 	next := time.NewTimer(0)
 	defer next.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			y.reconcile(Stopped)
-			return
-		case <-y.kick:
-		case <-next.C:
+	<-next.C
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-y.kick:
+			case <-next.C:
+			}
 		}
 		y.mu.Lock()
 		r := y.role

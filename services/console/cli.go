@@ -70,6 +70,7 @@ func (c *CLI) Init() {
 		{words: []string{"show", "pool"}, args: []argSpec{{name: "POOL", optional: true, complete: c.poolNames}}, help: "pools and their members with counters", run: c.showPool},
 		{words: []string{"show", "members"}, help: "every member with health, admin state and counters", run: c.showPool},
 		{words: []string{"show", "vrrp"}, help: "VRRP instances and state", run: c.showVRRP},
+		{words: []string{"show", "sync"}, help: "IPVS connection sync daemons and synced connections", run: c.showSync},
 		{words: []string{"show", "health"}, help: "health of every configured member", run: c.showHealth},
 		{words: []string{"show", "snat"}, help: "SNAT IPools, rules and FullNAT local addresses", run: c.showSNAT},
 		{words: []string{"show", "config"}, help: "the running config", run: c.showConfig},
@@ -290,6 +291,15 @@ func (c *CLI) showVRRP(ctx context.Context, _ []string) error {
 		return err
 	}
 	WriteVRRP(c.Out, st)
+	return nil
+}
+
+func (c *CLI) showSync(ctx context.Context, _ []string) error {
+	st, err := c.API.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	WriteSync(c.Out, st)
 	return nil
 }
 

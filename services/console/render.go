@@ -156,6 +156,37 @@ func WriteVRRP(w io.Writer, st localapi.VRRPStatus) {
 	}
 }
 
+// WriteSync prints the IPVS connection sync state.
+func WriteSync(w io.Writer, st localapi.SyncStatus) {
+	if !st.Enabled {
+		msg := "sync: off (standalone node)"
+		if st.LastError != "" {
+			msg = "sync: off: " + st.LastError
+		}
+		fmt.Fprintln(w, msg)
+		return
+	}
+	fmt.Fprintf(w, "role %s, sync id %d on %s\n", st.Role, st.SyncID, st.Interface)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DAEMON\tINTERFACE\tSYNCID\tGROUP\tPORT\tTTL\tMAXLEN")
+	for _, d := range st.Daemons {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\n", d.State, d.Interface, d.SyncID, d.Group, d.Port, d.TTL, d.MaxLen)
+	}
+	tw.Flush()
+	if len(st.Daemons) == 0 {
+		fmt.Fprintln(w, "(no daemon running)")
+	}
+	if st.ConnsError != "" {
+		fmt.Fprintf(w, "connections: %s\n", st.ConnsError)
+	} else {
+		fmt.Fprintf(w, "connections: %d local, %d synced from the peer\n", st.ConnsLocal, st.ConnsSynced)
+	}
+	fmt.Fprintf(w, "reconciles=%d started=%d stopped=%d errors=%d\n", st.Reconciles, st.Started, st.Stopped, st.Errors)
+	if st.LastError != "" {
+		fmt.Fprintf(w, "last error: %s\n", st.LastError)
+	}
+}
+
 // WriteHealth prints member health.
 func WriteHealth(w io.Writer, hs []localapi.MemberHealth) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -2,6 +2,7 @@ package mgmtd
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
@@ -39,6 +40,11 @@ var (
 	descVRRPTransitions = prometheus.NewDesc("fulcrum_vrrp_transitions_total", "VRRP state changes since vrrpd started.", []string{"instance"}, nil)
 	descVRRPCounter     = prometheus.NewDesc("fulcrum_vrrp_packets_total", "VRRP packet counters by kind.", []string{"kind"}, nil)
 
+	descSyncDaemon  = prometheus.NewDesc("fulcrum_ipvs_sync_daemon_up", "1 when the kernel's IPVS sync daemon in that state (master, backup) runs.", []string{"state", "interface", "sync_id"}, nil)
+	descSyncConns   = prometheus.NewDesc("fulcrum_ipvs_sync_connections", "IPVS connection entries by origin: local (forwarded here) or synced (from the peer).", []string{"origin"}, nil)
+	descSyncChanges = prometheus.NewDesc("fulcrum_ipvs_sync_daemon_changes_total", "Sync daemons started or stopped by vrrpd.", []string{"action"}, nil)
+	descSyncErrors  = prometheus.NewDesc("fulcrum_ipvs_sync_errors_total", "Failed sync daemon reconciles (retried).", nil, nil)
+
 	descBondMember    = prometheus.NewDesc("fulcrum_bond_member_up", "1 when the bond member's link (MII) is up.", []string{"bond", "member"}, nil)
 	descBondLinkFails = prometheus.NewDesc("fulcrum_bond_member_link_failures_total", "Link failures of the bond member.", []string{"bond", "member"}, nil)
 	descBondUp        = prometheus.NewDesc("fulcrum_bond_up", "1 when the bond's MII status is up.", []string{"bond"}, nil)
@@ -54,7 +60,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descScrapeError} {
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descScrapeError} {
 		ch <- d
 	}
 }
@@ -127,6 +133,26 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for k, v := range st.Counters {
 			counter(descVRRPCounter, float64(v), k)
 		}
+	}
+
+	sy, err := c.API.Sync(ctx)
+	if source("sync", err) && sy.Enabled {
+		for _, state := range []string{"master", "backup"} {
+			up, ifn, id := 0.0, sy.Interface, sy.SyncID
+			for _, d := range sy.Daemons {
+				if d.State == state {
+					up, ifn, id = 1, d.Interface, d.SyncID
+				}
+			}
+			gauge(descSyncDaemon, up, state, ifn, strconv.Itoa(id))
+		}
+		if sy.ConnsError == "" {
+			gauge(descSyncConns, float64(sy.ConnsLocal), "local")
+			gauge(descSyncConns, float64(sy.ConnsSynced), "synced")
+		}
+		counter(descSyncChanges, float64(sy.Started), "started")
+		counter(descSyncChanges, float64(sy.Stopped), "stopped")
+		counter(descSyncErrors, float64(sy.Errors))
 	}
 
 	bonds, err := bondstat.Read(c.BondDir)

@@ -23,12 +23,15 @@ type vrrpNode interface {
 }
 
 type api struct {
-	n           vrrpNode // nil: no instances configured
+	n           vrrpNode  // nil: no instances configured
+	sync        *connSync // nil: no instances configured
 	mu          sync.Mutex
 	transitions map[string]uint64 // per instance
 }
 
-func newAPI(n vrrpNode) *api { return &api{n: n, transitions: map[string]uint64{}} }
+func newAPI(n vrrpNode, cs *connSync) *api {
+	return &api{n: n, sync: cs, transitions: map[string]uint64{}}
+}
 
 // count records a state change (call for every node event).
 func (a *api) count(ev node.Event) {
@@ -55,6 +58,9 @@ func (a *api) handler() http.Handler {
 			a.mu.Unlock()
 		}
 		localapi.WriteJSON(w, http.StatusOK, st)
+	})
+	localapi.Route(mux, "GET", localapi.PathSync, func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, a.sync.status())
 	})
 	act := func(f func(vrrpNode, context.Context) error, done string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {

@@ -25,7 +25,8 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	if !cfg.VRRP.Enabled() {
 		log.Info("no vrrp instances configured: standalone node, nothing to do")
-		go serveAPI(ctx, newAPI(nil), log)
+		stopLeftovers(log)
+		go serveAPI(ctx, newAPI(nil, nil), log)
 		daemon.Ready(ctx)
 		heartbeat(ctx)
 		return nil
@@ -35,13 +36,16 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	a := newAPI(n)
+	cs := startSync(ctx, cfg, log)
+	go cs.follow(ctx, n, 2*time.Second)
+	a := newAPI(n, cs)
 	go serveAPI(ctx, a, log)
 	events, unsubscribe := n.Subscribe(16)
 	defer unsubscribe()
 	go func() {
 		for ev := range events {
 			a.count(ev)
+			cs.event(ev.Instance, ev.To)
 			log.WithFields(logrus.Fields{"instance": ev.Instance, "vrid": ev.VRID, "from": ev.From, "to": ev.To}).Info("state: " + ev.Reason)
 		}
 	}()
