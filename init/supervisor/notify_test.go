@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,25 +10,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 )
 
-// waitStatus polls until ok(status of name) or fails after within.
+// waitStatus waits until ok(status of name) and returns that status.
 func waitStatus(t *testing.T, s *Supervisor, name string, within time.Duration, what string, ok func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	var got Status
+	testkit.Eventually(t, within, 10*time.Millisecond, func() error {
 		for _, st := range s.Statuses() {
 			if st.Name == name && ok(st) {
-				return st
+				got = st
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not %s within %v (statuses %+v)", name, what, within, s.Statuses())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("%s not %s (statuses %+v)", name, what, s.Statuses())
+	})
+	return got
 }
 
 // TestAfterWaitsForReady: b is After a, and a reports ready only after

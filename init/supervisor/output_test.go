@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/sirupsen/logrus/hooks/test"
 )
 
@@ -27,16 +28,10 @@ func startReaper(t *testing.T) *Reaper {
 // waitFile waits until path exists.
 func waitFile(t *testing.T, path string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear within %v", path, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, within, 20*time.Millisecond, func() error {
+		_, err := os.Stat(path)
+		return err
+	})
 }
 
 // TestOutputNeverKillsOrStallsTheDaemon: a child writes a 100 KiB line and
@@ -78,29 +73,27 @@ func TestLongLinesAreCutAndReadingGoesOn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); s.Wait() }()
 	s.Start(ctx, Service{Name: "long", Path: "/bin/sh", Args: []string{"-c", `head -c 70000 /dev/zero | tr '\0' y; echo; echo after; exec sleep 60`}})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
 		mu.Lock()
-		got := buf.String()
-		mu.Unlock()
-		if strings.Contains(got, "long| after\n") {
-			lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
-			if len(lines) != 2 {
-				t.Fatalf("got %d lines, want the cut line and 'after'", len(lines))
-			}
-			want := "long| " + strings.Repeat("y", MaxLine) + CutMark
-			if lines[0] != want {
-				t.Fatalf("first line is %d bytes (%q...), want %d bytes of y then %q", len(lines[0]), lines[0][:20], MaxLine, CutMark)
-			}
-			if st := s.Statuses()[0]; !st.Running || st.Cut != 1 {
-				t.Fatalf("status %+v, want running with 1 cut line", st)
-			}
-			return
+		defer mu.Unlock()
+		if got := buf.String(); !strings.Contains(got, "long| after\n") {
+			return fmt.Errorf("no 'after' line yet; console got %d bytes", len(got))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no 'after' line within 10s; console got %d bytes", len(got))
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	mu.Lock()
+	got := buf.String()
+	mu.Unlock()
+	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want the cut line and 'after'", len(lines))
+	}
+	want := "long| " + strings.Repeat("y", MaxLine) + CutMark
+	if lines[0] != want {
+		t.Fatalf("first line is %d bytes (%q...), want %d bytes of y then %q", len(lines[0]), lines[0][:20], MaxLine, CutMark)
+	}
+	if st := s.Statuses()[0]; !st.Running || st.Cut != 1 {
+		t.Fatalf("status %+v, want running with 1 cut line", st)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/services/daemon/notify"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -153,18 +154,13 @@ func TestServeSocketIsOwnerOnly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- ServeSocket(ctx, path, http.NotFoundHandler(), nil) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		c, err := net.Dial("unix", path)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket not served: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err
+	})
 	fi, err := os.Stat(path)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (%v), want 0600 even with umask 0", fi.Mode().Perm(), err)
