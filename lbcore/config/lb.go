@@ -298,3 +298,50 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// MemberRef names one pool member: its pool, its address and its configured
+// port (0: the port the client connected to). It is the one spelling of a
+// member for health checks, operator overrides, status and the API.
+type MemberRef struct {
+	Pool string
+	Addr netip.Addr
+	Port uint16
+}
+
+// Ref is the member's reference within pool.
+func (m *Member) Ref(pool string) MemberRef {
+	return MemberRef{Pool: pool, Addr: m.Address.Addr, Port: uint16(m.Port)}
+}
+
+// Endpoint is the member's address and configured port.
+func (r MemberRef) Endpoint() netip.AddrPort { return netip.AddrPortFrom(r.Addr, r.Port) }
+
+// String is "pool/addr:port" ("pool/198.51.100.11:0" for a member taking
+// the VS port; IPv6 addresses in brackets).
+func (r MemberRef) String() string { return r.Pool + "/" + r.Endpoint().String() }
+
+// Label is the member as an operator writes it: "addr" or "addr:port".
+func (r MemberRef) Label() string {
+	if r.Port == 0 {
+		return r.Addr.String()
+	}
+	return r.Endpoint().String()
+}
+
+// FindMember resolves an operator's spelling of a member of pool ("addr",
+// "addr:port" or "[v6]:port") to its reference, or says what the pool has.
+func (c *Config) FindMember(pool, member string) (MemberRef, error) {
+	p := c.Pools[pool]
+	if p == nil {
+		return MemberRef{}, fmt.Errorf("no pool %q (pools: %s)", pool, nameList(sortedKeys(c.Pools)))
+	}
+	var labels []string
+	for i := range p.Members {
+		r := p.Members[i].Ref(pool)
+		if member == r.Label() || member == r.Endpoint().String() || member == r.Addr.String() {
+			return r, nil
+		}
+		labels = append(labels, r.Label())
+	}
+	return MemberRef{}, fmt.Errorf("pool %s has no member %q (members: %s)", pool, member, nameList(labels))
+}

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"reflect"
 	"testing"
 )
 
@@ -51,48 +50,5 @@ func TestTrackerUnknown(t *testing.T) {
 	tr = Tracker{Rise: 5, Fall: 5}
 	if changed, _ := tr.Observe(false); !changed || tr.State != StateDown {
 		t.Errorf("first failure from unknown: %s", tr.State)
-	}
-}
-
-func TestPoolEffect(t *testing.T) {
-	members := []PoolMember{
-		{ID: "a", Weight: 5, State: StateUp},
-		{ID: "b", Weight: 1, State: StateDown},
-		{ID: "c", Weight: 2, State: StateUnknown},
-		{ID: "d", Weight: 0, State: StateUp}, // drained
-	}
-	for _, tc := range []struct {
-		name string
-		p    PoolPolicy
-		want PoolState
-	}{
-		{"remove failed", PoolPolicy{}, PoolState{
-			Destinations: []Destination{{"a", 5}, {"d", 0}}, Serving: 1, QuorumMet: true}},
-		{"inhibit", PoolPolicy{Inhibit: true}, PoolState{
-			Destinations: []Destination{{"a", 5}, {"b", 0}, {"c", 0}, {"d", 0}}, Serving: 1, QuorumMet: true}},
-		{"quorum met", PoolPolicy{Quorum: 1, SorryServer: "sorry"}, PoolState{
-			Destinations: []Destination{{"a", 5}, {"d", 0}}, Serving: 1, QuorumMet: true}},
-		{"below quorum, sorry", PoolPolicy{Quorum: 2, SorryServer: "sorry"}, PoolState{
-			Destinations: []Destination{{"sorry", 1}}, Serving: 1, SorryActive: true}},
-		{"below quorum, sorry, inhibit", PoolPolicy{Quorum: 2, SorryServer: "sorry", Inhibit: true}, PoolState{
-			Destinations: []Destination{{"a", 0}, {"b", 0}, {"c", 0}, {"d", 0}, {"sorry", 1}}, Serving: 1, SorryActive: true}},
-		{"below quorum, no sorry", PoolPolicy{Quorum: 2}, PoolState{
-			Destinations: []Destination{{"a", 5}, {"d", 0}}, Serving: 1}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := PoolEffect(members, tc.p)
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tc.want)
-			}
-		})
-	}
-	// All down, sorry set, quorum unset: the sorry server takes over.
-	down := []PoolMember{{ID: "a", Weight: 1, State: StateDown}}
-	if got := PoolEffect(down, PoolPolicy{SorryServer: "s"}); !got.SorryActive || len(got.Destinations) != 1 || got.Destinations[0].ID != "s" {
-		t.Errorf("all down: %+v", got)
-	}
-	// All down, no sorry: nothing serves.
-	if got := PoolEffect(down, PoolPolicy{}); len(got.Destinations) != 0 || got.SorryActive {
-		t.Errorf("all down without sorry: %+v", got)
 	}
 }

@@ -5,14 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
-	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"github.com/sirupsen/logrus"
 )
 
@@ -23,16 +23,16 @@ type HealthChecker interface {
 	Snapshot() []health.MemberStatus
 }
 
-// Controller is the LB daemon's core: it applies configs (Applier), keeps
-// the health checker's members equal to the pools of the running config,
-// and re-applies the IPVS side when members change state.
+// Controller is the LB daemon's core: it applies configs and operator
+// overrides synchronously (Apply), keeps the health checker's members equal
+// to the pools of the running config, and re-applies the IPVS side when
+// members change state.
 //
 // Health transitions are debounced: the first one starts a short window
 // (Debounce) in which further ones are collected, then one IPVS apply
 // covers them all, so a flapping or mass failure costs one apply per
-// window, not one per member. Every apply is all-or-nothing (the IPVS
-// reconcile rolls back a failed plan); a failed health apply is retried
-// after RetryAfter.
+// window, not one per member. Every apply is all-or-nothing; a failed health
+// apply is retried after RetryAfter.
 type Controller struct {
 	a   *Applier
 	h   HealthChecker // nil: no health checks
@@ -43,13 +43,16 @@ type Controller struct {
 	// RetryAfter is when a failed health apply is tried again (default 2s).
 	RetryAfter time.Duration
 	// Ready, if set, is called once Run has applied the first config (lbd
-	// tells init's supervisor it is ready: vrrpd starts After it).
+	// tells init it is ready).
 	Ready func()
 
 	kick chan struct{}
 
+	applyMu sync.Mutex // one apply at a time: config, overrides or health
+
 	mu          sync.Mutex
-	cfg         *config.Config // running config
+	cfg         *config.Config   // running config
+	ov          engine.Overrides // running overrides
 	path        string
 	appliedAt   time.Time
 	lastErr     string
@@ -82,10 +85,6 @@ func (c *Controller) poke() {
 	default: // an apply is already pending
 	}
 }
-
-// MemberID is the health checker's ID of a pool member: "pool/addr:port"
-// with the member's configured port (0 when it takes the VS port).
-func MemberID(pool string, m netip.AddrPort) string { return pool + "/" + m.String() }
 
 // HealthMembers lists what the health checker must check for cfg: the
 // monitors (with the source address defaulted to the Internal self IP of
@@ -139,7 +138,7 @@ func HealthMembers(cfg *config.Config) (config.Monitors, []health.Member, error)
 				mons[monName] = mon
 			}
 			members = append(members, health.Member{
-				ID:      MemberID(name, netip.AddrPortFrom(a, uint16(m.Port))),
+				ID:      m.Ref(name).String(),
 				Target:  health.Target{Addr: a, Port: port},
 				Monitor: monName,
 			})
@@ -157,30 +156,49 @@ func sortedNames[V any](m map[string]V) []string {
 	return out
 }
 
-// healthOf is the ipvs.Health of cfg's pools: members of pools without a
-// monitor are up; monitored ones serve only when their checks say up.
-func (c *Controller) healthOf(cfg *config.Config) ipvs.Health {
+// healthOf is the members' health as the engine reads it: monitored
+// members serve only when their checks say up (the engine treats members of
+// pools without a monitor as up).
+func (c *Controller) healthOf() engine.Health {
 	if c.h == nil {
-		return c.a.Health
+		return nil
 	}
-	return func(pool string, m netip.AddrPort) bool {
-		p := cfg.Pools[pool]
-		if p == nil || p.Monitor == "" {
-			return true
-		}
-		st, ok := c.h.State(MemberID(pool, m))
+	return func(r config.MemberRef) bool {
+		st, ok := c.h.State(r.String())
 		return ok && st == health.StateUp
 	}
 }
 
-// applyConfig makes cfg the running config: health members first (a bad
-// monitor changes nothing), then the kernel; when the kernel apply fails
-// the health checker goes back to the old members.
-func (c *Controller) applyConfig(path string, cfg *config.Config) error {
-	start := time.Now()
+// Running returns the running config and overrides (nil before the first
+// apply).
+func (c *Controller) Running() (*config.Config, engine.Overrides) {
 	c.mu.Lock()
-	old := c.cfg
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	return c.cfg, c.ov
+}
+
+// Apply makes cfg under ov the running state and returns when the kernel
+// holds it, or with the error that left the running state as it was. It
+// runs to the end even when ctx is cancelled (a client gone mid-request
+// cannot leave the kernel half-applied): only ctx's values are used. path
+// names where cfg came from, for status and logs.
+func (c *Controller) Apply(ctx context.Context, path string, cfg *config.Config, ov engine.Overrides) error {
+	ctx = context.WithoutCancel(ctx)
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	err := c.applyLocked(ctx, path, cfg, ov)
+	if err != nil {
+		c.recordErr(err)
+	}
+	return err
+}
+
+// applyLocked: health members first (a bad monitor changes nothing), then
+// the kernel; when the kernel apply fails the health checker goes back to
+// the old members.
+func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.Config, ov engine.Overrides) error {
+	start := time.Now()
+	old, _ := c.Running()
 	if c.h != nil {
 		mons, members, err := HealthMembers(cfg)
 		if err == nil {
@@ -190,44 +208,52 @@ func (c *Controller) applyConfig(path string, cfg *config.Config) error {
 			return fmt.Errorf("health checks: %w (nothing changed)", err)
 		}
 	}
-	plan, err := c.a.apply(cfg, c.healthOf(cfg))
-	if err != nil {
-		if c.h != nil && old != nil {
-			if mons, members, herr := HealthMembers(old); herr == nil {
-				if herr := c.h.Configure(mons, members); herr != nil {
-					c.log.WithError(herr).Error("health checks: cannot go back to the running config's members")
-				}
+	d, err := c.a.Desired(cfg, ov, c.healthOf())
+	if err == nil {
+		var res stage.Result
+		if res, err = c.a.Apply(ctx, d); err == nil {
+			c.mu.Lock()
+			c.cfg, c.ov, c.path, c.appliedAt = cfg, ov, path, time.Now()
+			c.mu.Unlock()
+			plan := ipvsPlan(res)
+			c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
+				Infof("applied %s (%d virtual servers): %s", path, len(cfg.VirtualServers), res)
+			return nil
+		}
+	}
+	if c.h != nil && old != nil {
+		if mons, members, herr := HealthMembers(old); herr == nil {
+			if herr := c.h.Configure(mons, members); herr != nil {
+				c.log.WithError(herr).Error("health checks: cannot go back to the running config's members")
 			}
 		}
-		return err
 	}
-	c.mu.Lock()
-	c.cfg, c.path, c.appliedAt = cfg, path, time.Now()
-	c.mu.Unlock()
-	c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
-		Infof("applied %s (%d virtual servers)", path, len(cfg.VirtualServers))
-	return nil
+	return err
 }
 
 // applyHealth re-applies the running config's IPVS side with the members'
-// current health.
-func (c *Controller) applyHealth() error {
-	c.mu.Lock()
-	cfg := c.cfg
-	c.mu.Unlock()
+// current health: what a health transition changes.
+func (c *Controller) applyHealth(ctx context.Context) error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	cfg, ov := c.Running()
 	if cfg == nil {
 		return nil
 	}
 	start := time.Now()
-	plan, err := c.a.ApplyHealth(cfg, c.healthOf(cfg))
+	st, err := engine.IPVS(cfg, ov, c.healthOf())
 	if err != nil {
-		return err
+		return fmt.Errorf("health apply: %w", err)
 	}
-	if !plan.Empty() {
+	ch, err := c.a.IPVS.Apply(ctx, st)
+	if err != nil {
+		return fmt.Errorf("health apply: %w", err)
+	}
+	if ch.Summary != "" {
 		c.mu.Lock()
 		c.applies++
 		c.mu.Unlock()
-		c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "took": time.Since(start).Round(time.Microsecond)}).
+		c.log.WithFields(logrus.Fields{"changes": ch.Summary, "took": time.Since(start).Round(time.Microsecond)}).
 			Info("health: pool membership re-applied")
 	}
 	return nil
@@ -239,6 +265,9 @@ func (c *Controller) recordErr(err error) {
 	c.mu.Unlock()
 }
 
+// Loader reads and validates the config (config.Load).
+type Loader func(path string) (*config.Config, error)
+
 // Run applies the config at path, then re-applies it on every value from
 // reload (SIGHUP) and the IPVS side on health transitions, until ctx is
 // done. A config that does not load or apply is logged and leaves the
@@ -248,12 +277,13 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 	apply := func() error {
 		cfg, err := load(path)
 		if err != nil {
+			c.recordErr(err)
 			return err
 		}
-		return c.applyConfig(path, cfg)
+		_, ov := c.Running()
+		return c.Apply(ctx, path, cfg, ov)
 	}
 	if err := apply(); err != nil {
-		c.recordErr(err)
 		return err
 	}
 	if c.Ready != nil {
@@ -267,31 +297,35 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 		case <-reload:
 			c.log.Info("reload requested")
 			if err := apply(); err != nil {
-				c.recordErr(err)
 				c.log.WithError(err).Error("reload rejected; running state unchanged")
 			}
 		case <-retry:
 			retry = nil
 			c.poke()
 		case <-c.kick:
-			// Collect the transitions of one debounce window.
-			window := time.NewTimer(c.Debounce)
-		collect:
-			for {
-				select {
-				case <-ctx.Done():
-					window.Stop()
-					return nil
-				case <-c.kick:
-				case <-window.C:
-					break collect
-				}
+			if !c.debounce(ctx) {
+				return nil
 			}
-			if err := c.applyHealth(); err != nil {
+			if err := c.applyHealth(ctx); err != nil {
 				c.recordErr(err)
 				c.log.WithError(err).Errorf("health apply failed (kernel unchanged); retrying in %s", c.RetryAfter)
 				retry = time.After(c.RetryAfter)
 			}
+		}
+	}
+}
+
+// debounce collects the transitions of one window; false when ctx ended.
+func (c *Controller) debounce(ctx context.Context) bool {
+	window := time.NewTimer(c.Debounce)
+	defer window.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-c.kick:
+		case <-window.C:
+			return true
 		}
 	}
 }
@@ -325,7 +359,8 @@ type MemberStatus struct {
 	Address     string        `json:"address"` // addr:port as configured
 	Weight      int           `json:"weight"`  // configured weight
 	State       health.State  `json:"state"`
-	Serving     bool          `json:"serving"` // in IPVS with weight > 0 (as the pool effect computes it)
+	Serving     bool          `json:"serving"`            // in IPVS with weight > 0 (engine.PoolPolicy)
+	Disabled    bool          `json:"disabled,omitempty"` // operator override: weight 0, draining
 	Since       time.Time     `json:"since,omitzero"`
 	Checks      uint64        `json:"checks"`
 	Transitions uint64        `json:"transitions"`
@@ -335,10 +370,12 @@ type MemberStatus struct {
 	LastLatency time.Duration `json:"last_latency_ns"`
 }
 
-// Status returns a snapshot of the running config's pools and members.
+// Status returns a snapshot of the running config's pools and members;
+// what each member serves comes from the same pool policy as the IPVS
+// destinations (engine.PoolPolicy).
 func (c *Controller) Status() Status {
 	c.mu.Lock()
-	cfg := c.cfg
+	cfg, ov := c.cfg, c.ov
 	st := Status{ConfigPath: c.path, AppliedAt: c.appliedAt, LastError: c.lastErr, LastErrorAt: c.lastErrAt,
 		Transitions: c.transitions, Applies: c.applies}
 	c.mu.Unlock()
@@ -352,39 +389,37 @@ func (c *Controller) Status() Status {
 		}
 	}
 	for _, name := range sortedNames(cfg.Pools) {
-		pool := cfg.Pools[name]
-		if pool == nil {
-			continue
+		if pool := cfg.Pools[name]; pool != nil {
+			st.Pools = append(st.Pools, poolStatus(name, pool, ov, byID))
 		}
-		ps := PoolStatus{Name: name, Monitor: pool.Monitor}
-		var pms []health.PoolMember
-		for _, m := range pool.Members {
-			a := m.Address.Addr
-			id := MemberID(name, netip.AddrPortFrom(a, uint16(m.Port)))
-			ms := MemberStatus{Address: netip.AddrPortFrom(a, uint16(m.Port)).String(), Weight: m.MemberWeight(), State: health.StateUp}
-			if pool.Monitor != "" {
-				h, ok := byID[id]
-				ms.State = health.StateUnknown
-				if ok {
-					ms.State, ms.Since, ms.Checks, ms.Transitions = h.State, h.Since, h.Checks, h.Transitions
-					ms.LastOK, ms.LastReason, ms.LastCheck, ms.LastLatency = h.LastOK, h.LastReason, h.LastCheck, h.LastLatency
-				}
-			}
-			ps.Members = append(ps.Members, ms)
-			pms = append(pms, health.PoolMember{ID: id, Weight: ms.Weight, State: ms.State})
-		}
-		eff := health.PoolEffect(pms, health.PoolPolicy{Inhibit: pool.Inhibit, Quorum: pool.Quorum, SorryServer: sorryID(pool.SorryServer)})
-		ps.Serving, ps.QuorumMet, ps.SorryActive = eff.Serving, eff.QuorumMet, eff.SorryActive
-		serving := map[string]bool{}
-		for _, d := range eff.Destinations {
-			serving[d.ID] = d.Weight > 0
-		}
-		for i := range ps.Members {
-			ps.Members[i].Serving = serving[pms[i].ID]
-		}
-		st.Pools = append(st.Pools, ps)
 	}
 	return st
+}
+
+func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[string]health.MemberStatus) PoolStatus {
+	ps := PoolStatus{Name: name, Monitor: pool.Monitor}
+	states := map[config.MemberRef]health.State{}
+	for i := range pool.Members {
+		m := &pool.Members[i]
+		r := m.Ref(name)
+		ms := MemberStatus{Address: r.Endpoint().String(), Weight: m.MemberWeight(), State: health.StateUp, Disabled: ov.Disabled[r]}
+		if pool.Monitor != "" {
+			h, ok := byID[r.String()]
+			ms.State = health.StateUnknown
+			if ok {
+				ms.State, ms.Since, ms.Checks, ms.Transitions = h.State, h.Since, h.Checks, h.Transitions
+				ms.LastOK, ms.LastReason, ms.LastCheck, ms.LastLatency = h.LastOK, h.LastReason, h.LastCheck, h.LastLatency
+			}
+		}
+		states[r] = ms.State
+		ps.Members = append(ps.Members, ms)
+	}
+	res := engine.PoolPolicy(pool, engine.PoolMembers(name, pool, ov, func(r config.MemberRef) bool { return states[r] == health.StateUp }))
+	ps.Serving, ps.QuorumMet, ps.SorryActive = res.Serving, res.QuorumMet, res.SorryActive
+	for i, d := range res.Members {
+		ps.Members[i].Serving = d.In && d.Weight > 0
+	}
+	return ps
 }
 
 // StatusHandler serves Status as JSON (GET only), for lbd's local status
@@ -400,11 +435,4 @@ func StatusHandler(c *Controller) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(c.Status())
 	})
-}
-
-func sorryID(s *config.AddrPort) string {
-	if s == nil {
-		return ""
-	}
-	return s.String()
 }

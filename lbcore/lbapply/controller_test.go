@@ -16,6 +16,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
@@ -94,16 +95,16 @@ type countingIPVS struct {
 	fail    int // fail this many applies
 }
 
-func (c *countingIPVS) Apply(st *ipvs.State) (*ipvs.Applied, error) {
+func (c *countingIPVS) Apply(_ context.Context, st *ipvs.State) (stage.Change, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fail > 0 {
 		c.fail--
-		return nil, errors.New("injected ipvs failure")
+		return stage.Change{}, errors.New("injected ipvs failure")
 	}
 	c.applied = append(c.applied, st)
-	// A non-empty plan so the controller counts the apply.
-	return &ipvs.Applied{Plan: &ipvs.Plan{Ops: []ipvs.Op{{Kind: ipvs.OpUpdateDest}}}}, nil
+	// A change, so the controller counts the apply.
+	return stage.Change{Summary: "1 changes", Detail: &ipvs.Plan{Ops: []ipvs.Op{{Kind: ipvs.OpUpdateDest}}}}, nil
 }
 
 func (c *countingIPVS) n() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.applied) }

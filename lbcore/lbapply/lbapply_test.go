@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/sirupsen/logrus"
 )
@@ -41,14 +43,14 @@ type fakeIPVS struct {
 	applied []*ipvs.State
 }
 
-func (f *fakeIPVS) Apply(st *ipvs.State) (*ipvs.Applied, error) {
+func (f *fakeIPVS) Apply(_ context.Context, st *ipvs.State) (stage.Change, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
-		return nil, errors.New("injected ipvs failure (rolled back 3 steps)")
+		return stage.Change{}, errors.New("injected ipvs failure (rolled back 3 steps)")
 	}
 	f.applied = append(f.applied, st)
-	return &ipvs.Applied{Plan: &ipvs.Plan{}}, nil
+	return stage.Change{Detail: &ipvs.Plan{}}, nil
 }
 
 func (f *fakeIPVS) count() int {
@@ -71,6 +73,17 @@ func parse(t *testing.T, doc string) *config.Config {
 	}
 	return c
 }
+
+func desired(t *testing.T, doc string) *engine.Desired {
+	t.Helper()
+	d, err := engine.Build(parse(t, doc), engine.Overrides{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+var ctx = context.Background()
 
 func tableText(t *testing.T, m *nat.Manager) string {
 	t.Helper()
@@ -98,7 +111,7 @@ func TestIPVSFailureRollsBackNftables(t *testing.T) {
 	m := nat.NewManager(ns.Fd(), quiet())
 	fi := &fakeIPVS{}
 	a := &Applier{IPVS: fi, NAT: m, Log: quiet()}
-	if _, err := a.Apply(parse(t, cfgA)); err != nil {
+	if _, err := a.Apply(ctx, desired(t, cfgA)); err != nil {
 		t.Fatal(err)
 	}
 	before := tableText(t, m)
@@ -106,15 +119,15 @@ func TestIPVSFailureRollsBackNftables(t *testing.T) {
 		t.Fatalf("table does not match VIP 203.0.113.101:\n%s", before)
 	}
 	fi.fail = true
-	_, err := a.Apply(parse(t, cfgB))
-	if err == nil || !strings.Contains(err.Error(), "nftables rolled back") {
+	_, err := a.Apply(ctx, desired(t, cfgB))
+	if err == nil || !strings.Contains(err.Error(), "ipvs: injected ipvs failure") || !strings.Contains(err.Error(), "undone") {
 		t.Fatalf("apply with failing IPVS: err = %v", err)
 	}
 	if after := tableText(t, m); after != before {
 		t.Fatalf("nftables table not restored after IPVS failure:\n%s\nwas:\n%s", after, before)
 	}
 	fi.fail = false
-	if _, err := a.Apply(parse(t, cfgB)); err != nil {
+	if _, err := a.Apply(ctx, desired(t, cfgB)); err != nil {
 		t.Fatal(err)
 	}
 	if tableText(t, m) == before {
@@ -124,8 +137,10 @@ func TestIPVSFailureRollsBackNftables(t *testing.T) {
 
 type fakeNAT struct{ applies, rollbacks int }
 
-func (f *fakeNAT) Apply(*nat.Ruleset) error { f.applies++; return nil }
-func (f *fakeNAT) Rollback() error          { f.rollbacks++; return nil }
+func (f *fakeNAT) Apply(context.Context, *nat.Ruleset) (stage.Change, error) {
+	f.applies++
+	return stage.Change{Summary: "replaced", Undo: func() error { f.rollbacks++; return nil }}, nil
+}
 
 func TestRunReloadRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
@@ -138,7 +153,7 @@ func TestRunReloadRejectsBadConfig(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	reload := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, path, config.Load, a, reload) }()
+	go func() { done <- NewController(a, nil, quiet()).Run(ctx, path, config.Load, reload) }()
 	waitFor := func(n int) {
 		t.Helper()
 		testkit.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
@@ -179,8 +194,36 @@ func TestRunReloadRejectsBadConfig(t *testing.T) {
 func TestRunFailsOnBadFirstConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(path, []byte("version: 1\nvirtual_servers: [{name: x}]\n"), 0o644)
-	err := Run(context.Background(), path, config.Load, &Applier{IPVS: &fakeIPVS{}, NAT: &fakeNAT{}, Log: quiet()}, nil)
+	err := NewController(&Applier{IPVS: &fakeIPVS{}, NAT: &fakeNAT{}, Log: quiet()}, nil, quiet()).Run(context.Background(), path, config.Load, nil)
 	if err == nil || !strings.Contains(err.Error(), "virtual_servers[0]") {
 		t.Fatalf("bad first config: %v", err)
+	}
+}
+
+// TestApplyIsSynchronousAndOutlivesItsCaller: Controller.Apply returns the
+// outcome of the kernel apply, runs to the end even when the caller's
+// context is already cancelled (a client gone mid-request), and a failed
+// apply leaves the running config and the kernel as they were.
+func TestApplyIsSynchronousAndOutlivesItsCaller(t *testing.T) {
+	fi, fn := &fakeIPVS{}, &fakeNAT{}
+	c := NewController(&Applier{IPVS: fi, NAT: fn, Log: quiet()}, nil, quiet())
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Apply(gone, "a.yaml", parse(t, cfgA), engine.Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _ := c.Running(); cfg == nil || fi.count() != 1 || fn.applies != 1 {
+		t.Fatalf("apply under a cancelled context: running %v, ipvs %d nat %d", cfg, fi.count(), fn.applies)
+	}
+	fi.fail = true
+	err := c.Apply(ctx, "b.yaml", parse(t, cfgB), engine.Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "injected ipvs failure") {
+		t.Fatalf("failing apply: %v", err)
+	}
+	if fn.rollbacks != 1 {
+		t.Errorf("nftables undone %d times, want 1", fn.rollbacks)
+	}
+	if cfg, _ := c.Running(); cfg.VirtualServers[0].VIP.String() != "203.0.113.101" || c.Status().ConfigPath != "a.yaml" {
+		t.Errorf("a failed apply changed the running view: %s %s", cfg.VirtualServers[0].VIP, c.Status().ConfigPath)
 	}
 }

@@ -2,11 +2,14 @@
 // servers with kernel counters, member health, SNAT, the running config,
 // config validate/apply/rollback, and member disable/enable.
 //
-// Disable works through the config loader: a disabled member is loaded with
-// weight 0, so the next apply keeps it in IPVS without new connections and
-// its existing ones finish (it drains). Config apply writes the new file
-// (keeping the previous one for rollback) and asks for a reload through the
-// same channel as SIGHUP.
+// Every write goes through the LB controller's synchronous Apply and answers
+// with its outcome. Disable is an operator override (engine.Overrides): the
+// member stays in IPVS at weight 0, so new connections go elsewhere and its
+// existing ones finish (it drains); the config file is not edited. Config
+// apply applies the new config first and writes the file (mode 0600,
+// atomically, the previous one kept for rollback) only once the kernel holds
+// it; the apply runs to the end even if the client goes away, so the kernel,
+// the API's view and the file never disagree.
 package lbd
 
 import (
@@ -21,10 +24,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
@@ -39,79 +42,21 @@ type KernelIPVS interface {
 	GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, error)
 }
 
-// applyStatus reports the outcome of applies (the LB controller's status):
-// when the last config was applied and the last error.
-type applyStatus func() (appliedAt time.Time, lastErr string, lastErrAt time.Time)
-
-// healthStates maps "pool/addr:port" (configured port) to up/down/unknown;
-// nil: no health checks run.
-type healthStates func() map[string]string
-
+// Server is lbd's local API.
 type Server struct {
 	path   string
-	load   func(string) (*config.Config, error)
-	reload chan<- struct{}
+	ctrl   *lbapply.Controller
 	kernel KernelIPVS
 	log    logrus.FieldLogger
-	status applyStatus  // optional
-	health healthStates // optional
 	// statusHandler serves GET /status (the controller's own JSON).
 	statusHandler http.Handler
-
-	mu       sync.Mutex
-	disabled map[string]bool // "pool/addr" or "pool/addr:port" as given
-	running  *config.Config  // as loaded, before disables
-	loads    uint64
-	applyMu  sync.Mutex
+	writeMu       sync.Mutex // one config or override change at a time
 }
 
-// New returns the local API server for the config at path.
-func New(path string, load func(string) (*config.Config, error), reload chan<- struct{}, k KernelIPVS, log logrus.FieldLogger) *Server {
-	return &Server{path: path, load: load, reload: reload, kernel: k, log: log, disabled: map[string]bool{}}
-}
-
-// Loader is what the apply loop loads configs with: the file, then disabled
-// members at weight 0.
-func (a *Server) Loader(path string) (*config.Config, error) {
-	cfg, err := a.load(path)
-	if err != nil {
-		return nil, err
-	}
-	pristine, _ := config.Parse(cfg.Source())
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.loads++
-	if pristine != nil {
-		a.running = pristine
-	} else {
-		a.running = cfg
-	}
-	zero := 0
-	for name, p := range cfg.Pools {
-		for i := range p.Members {
-			if a.isDisabled(name, p.Members[i]) {
-				p.Members[i].Weight = &zero
-			}
-		}
-	}
-	return cfg, nil
-}
-
-func memberKeys(pool string, m config.Member) []string {
-	keys := []string{pool + "/" + m.Address.String()}
-	if m.Port != 0 {
-		keys = append(keys, pool+"/"+netip.AddrPortFrom(m.Address.Addr, uint16(m.Port)).String())
-	}
-	return keys
-}
-
-func (a *Server) isDisabled(pool string, m config.Member) bool {
-	for _, k := range memberKeys(pool, m) {
-		if a.disabled[k] {
-			return true
-		}
-	}
-	return false
+// New returns the local API server for the config at path, applying
+// through ctrl.
+func New(path string, ctrl *lbapply.Controller, k KernelIPVS, log logrus.FieldLogger) *Server {
+	return &Server{path: path, ctrl: ctrl, kernel: k, log: log, statusHandler: lbapply.StatusHandler(ctrl)}
 }
 
 // Handler serves the local API.
@@ -133,9 +78,7 @@ func (a *Server) Handler() http.Handler {
 }
 
 func (a *Server) runningConfig() (*config.Config, error) {
-	a.mu.Lock()
-	cfg := a.running
-	a.mu.Unlock()
+	cfg, _ := a.ctrl.Running()
 	if cfg == nil {
 		return nil, errors.New("lbd has not applied a config yet")
 	}
@@ -175,19 +118,11 @@ func toAddr(ip net.IP) netip.Addr {
 // virtualServers reads the kernel table and names it from the config.
 func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 	cfg, _ := a.runningConfig()
-	type vsInfo struct {
-		vs *config.VirtualServer
-	}
 	named := map[string]*config.VirtualServer{}
 	if cfg != nil {
-		if st, err := ipvs.Desired(cfg, nil); err == nil {
-			byName := map[string]*config.VirtualServer{}
-			for i := range cfg.VirtualServers {
-				byName[cfg.VirtualServers[i].Name] = &cfg.VirtualServers[i]
-			}
-			for k, s := range st.Services {
-				named[serviceID(k.Protocol, k.Addr, k.Port, k.FWMark)] = byName[s.Name]
-			}
+		for i := range cfg.VirtualServers {
+			k := engine.ServiceKey(&cfg.VirtualServers[i])
+			named[serviceID(k.Protocol, k.Addr, k.Port, k.FWMark)] = &cfg.VirtualServers[i]
 		}
 	}
 	health := a.memberHealth()
@@ -221,7 +156,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 				if p := cfg.Pools[v.Pool]; p != nil {
 					for _, cm := range p.Members {
 						if cm.Address.Addr == ap.Addr() && (cm.Port == 0 || uint16(cm.Port) == ap.Port()) {
-							h := health[v.Pool+"/"+cm.Address.String()+"/"+fmt.Sprint(cm.Port)]
+							h := health[cm.Ref(v.Pool)]
 							m.Health, m.Disabled = h.Health, h.Disabled
 						}
 					}
@@ -236,34 +171,31 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 	return out, nil
 }
 
-// memberHealth lists every configured member, keyed "pool/addr/port".
-func (a *Server) memberHealth() map[string]localapi.MemberHealth {
-	out := map[string]localapi.MemberHealth{}
-	cfg, err := a.runningConfig()
-	if err != nil {
+// memberHealth lists every configured member with its health and admin
+// state.
+func (a *Server) memberHealth() map[config.MemberRef]localapi.MemberHealth {
+	out := map[config.MemberRef]localapi.MemberHealth{}
+	cfg, ov := a.ctrl.Running()
+	if cfg == nil {
 		return out
 	}
-	var states map[string]string
-	if a.health != nil {
-		states = a.health()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for name, p := range cfg.Pools {
+	states := map[string]string{}
+	for _, p := range a.ctrl.Status().Pools {
 		for _, m := range p.Members {
-			ap := m.Address.Addr
-			label := ap.String()
-			if m.Port != 0 {
-				label = netip.AddrPortFrom(ap, uint16(m.Port)).String()
-			}
-			h := localapi.MemberHealth{Pool: name, Member: label, Monitor: p.Monitor, Health: "unmonitored", Disabled: a.isDisabled(name, m)}
+			states[p.Name+"/"+m.Address] = m.State.String()
+		}
+	}
+	for name, p := range cfg.Pools {
+		for i := range p.Members {
+			r := p.Members[i].Ref(name)
+			h := localapi.MemberHealth{Pool: name, Member: r.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: ov.Disabled[r]}
 			if p.Monitor != "" {
 				h.Health = "unknown"
-				if s, ok := states[name+"/"+netip.AddrPortFrom(ap, uint16(m.Port)).String()]; ok {
+				if s, ok := states[r.String()]; ok {
 					h.Health = s
 				}
 			}
-			out[name+"/"+m.Address.String()+"/"+fmt.Sprint(m.Port)] = h
+			out[r] = h
 		}
 	}
 	return out
@@ -358,7 +290,8 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusRequestEntityTooLarge, localapi.ConfigResult{Message: err.Error()})
 			return
 		}
-		if _, err := config.Parse(body); err != nil {
+		cfg, err := config.Parse(body)
+		if err != nil {
 			localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "config is invalid; nothing changed", Errors: configErrors(err)})
 			return
 		}
@@ -366,7 +299,7 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusOK, localapi.ConfigResult{OK: true, Message: "config is valid"})
 			return
 		}
-		res := a.applyFile(r.Context(), body, true)
+		res := a.applyFile(r.Context(), body, cfg, true)
 		code := http.StatusOK
 		if !res.OK {
 			code = http.StatusUnprocessableEntity
@@ -377,25 +310,33 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 
 func (a *Server) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }
 
-// applyFile writes body to the config path (the old file kept for
-// rollback when keep), asks for a reload and waits for its outcome; a
-// failed apply puts the old file back.
-func (a *Server) applyFile(ctx context.Context, body []byte, keep bool) localapi.ConfigResult {
-	a.applyMu.Lock()
-	defer a.applyMu.Unlock()
+// applyFile applies body (already parsed as cfg) through the controller
+// and, once the kernel holds it, writes it to the config path (the old file
+// kept for rollback when keep). If the file cannot be written the old config
+// is applied again, so the file and the running state stay the same.
+func (a *Server) applyFile(ctx context.Context, body []byte, cfg *config.Config, keep bool) localapi.ConfigResult {
+	a.writeMu.Lock()
+	defer a.writeMu.Unlock()
+	ctx = context.WithoutCancel(ctx) // a client gone mid-apply must not stop it half-way
 	old, err := os.ReadFile(a.path)
 	if err != nil {
 		return localapi.ConfigResult{Message: fmt.Sprintf("reading the running config file: %v; nothing changed", err)}
 	}
-	if err := writeAtomic(a.path, body); err != nil {
-		return localapi.ConfigResult{Message: fmt.Sprintf("writing %s: %v; nothing changed", a.path, err)}
-	}
-	if err := a.reloadAndWait(ctx); err != nil {
-		if werr := writeAtomic(a.path, old); werr != nil {
-			a.log.WithError(werr).Error("config apply failed and the old file could not be put back")
-		}
-		a.reloadAndWait(ctx)
+	running, ov := a.ctrl.Running()
+	if err := a.ctrl.Apply(ctx, a.path, cfg, ov); err != nil {
 		return localapi.ConfigResult{Message: "config not applied; running state unchanged", Errors: []string{err.Error()}}
+	}
+	if err := writeAtomic(a.path, body); err != nil {
+		msg := fmt.Sprintf("writing %s: %v", a.path, err)
+		if running != nil {
+			if rerr := a.ctrl.Apply(ctx, a.path, running, ov); rerr != nil {
+				a.log.WithError(rerr).Error("config file not written and the old config could not be applied again")
+				msg += "; the old config could not be applied again: " + rerr.Error()
+			} else {
+				msg += "; the old config is running again"
+			}
+		}
+		return localapi.ConfigResult{Message: msg}
 	}
 	if keep {
 		if err := os.MkdirAll(filepath.Dir(a.prevPath()), 0o755); err == nil {
@@ -417,55 +358,18 @@ func writeAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// reloadAndWait asks for a reload and waits until the loader ran and the
-// apply loop reported success or failure.
-func (a *Server) reloadAndWait(ctx context.Context) error {
-	a.mu.Lock()
-	loads := a.loads
-	a.mu.Unlock()
-	var before time.Time
-	if a.status != nil {
-		before, _, _ = a.status()
-	}
-	start := time.Now()
-	select {
-	case a.reload <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		a.mu.Lock()
-		loaded := a.loads > loads
-		a.mu.Unlock()
-		if loaded {
-			if a.status == nil {
-				return nil
-			}
-			applied, lastErr, errAt := a.status()
-			if applied.After(before) {
-				return nil
-			}
-			if lastErr != "" && !errAt.Before(start) {
-				return errors.New(lastErr)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return errors.New("the LB daemon did not finish the reload within 20s")
-}
-
 func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
 	prev, err := os.ReadFile(a.prevPath())
 	if err != nil {
 		localapi.WriteJSON(w, http.StatusConflict, localapi.ConfigResult{Message: "no earlier config to roll back to (no apply since boot); nothing changed"})
 		return
 	}
-	res := a.applyFile(r.Context(), prev, false)
+	cfg, err := config.Parse(prev)
+	if err != nil {
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "the earlier config no longer parses; nothing changed", Errors: configErrors(err)})
+		return
+	}
+	res := a.applyFile(r.Context(), prev, cfg, false)
 	if res.OK {
 		os.Remove(a.prevPath())
 		res.Message = "rolled back to the config before the last apply"
@@ -479,93 +383,39 @@ func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
 
 func (a *Server) postMember(enable bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var ref localapi.MemberRef
-		if err := localapi.ReadJSON(r, &ref); err != nil {
+		var req localapi.MemberRef
+		if err := localapi.ReadJSON(r, &req); err != nil {
 			localapi.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
-		cfg, err := a.runningConfig()
+		a.writeMu.Lock()
+		defer a.writeMu.Unlock()
+		cfg, ov := a.ctrl.Running()
+		if cfg == nil {
+			localapi.WriteError(w, http.StatusServiceUnavailable, errors.New("lbd has not applied a config yet"))
+			return
+		}
+		ref, err := cfg.FindMember(req.Pool, req.Member)
 		if err != nil {
-			localapi.WriteError(w, http.StatusServiceUnavailable, err)
+			localapi.WriteError(w, http.StatusNotFound, fmt.Errorf("%v; nothing changed", err))
 			return
 		}
-		p := cfg.Pools[ref.Pool]
-		if p == nil {
-			var names []string
-			for n := range cfg.Pools {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			localapi.WriteError(w, http.StatusNotFound, fmt.Errorf("no pool %q (pools: %s); nothing changed", ref.Pool, strings.Join(names, ", ")))
+		state := map[bool]string{true: "enabled", false: "disabled"}[enable]
+		if ov.Disabled[ref] != enable {
+			localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: fmt.Sprintf("member %s of pool %s is already %s", req.Member, req.Pool, state)})
 			return
 		}
-		key := ""
-		for _, m := range p.Members {
-			for _, k := range memberKeys(ref.Pool, m) {
-				if k == ref.Pool+"/"+ref.Member {
-					key = memberKeys(ref.Pool, m)[0]
-				}
-			}
-		}
-		if key == "" {
-			var names []string
-			for _, m := range p.Members {
-				names = append(names, m.Address.String())
-			}
-			localapi.WriteError(w, http.StatusNotFound, fmt.Errorf("pool %s has no member %q (members: %s); nothing changed", ref.Pool, ref.Member, strings.Join(names, ", ")))
+		if err := a.ctrl.Apply(context.WithoutCancel(r.Context()), a.path, cfg, ov.With(ref, !enable)); err != nil {
+			localapi.WriteError(w, http.StatusInternalServerError, fmt.Errorf("member %s: %v; admin state unchanged", req.Member, err))
 			return
 		}
-		a.applyMu.Lock()
-		defer a.applyMu.Unlock()
-		a.mu.Lock()
-		was := a.disabled[key]
+		msg := fmt.Sprintf("member %s of pool %s disabled: weight 0, existing connections drain", req.Member, req.Pool)
 		if enable {
-			delete(a.disabled, key)
-		} else {
-			a.disabled[key] = true
+			msg = fmt.Sprintf("member %s of pool %s enabled", req.Member, req.Pool)
 		}
-		a.mu.Unlock()
-		if was == !enable {
-			localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: fmt.Sprintf("member %s of pool %s is already %s", ref.Member, ref.Pool, map[bool]string{true: "enabled", false: "disabled"}[enable])})
-			return
-		}
-		if err := a.reloadAndWait(r.Context()); err != nil {
-			a.mu.Lock()
-			if enable {
-				a.disabled[key] = true
-			} else {
-				delete(a.disabled, key)
-			}
-			a.mu.Unlock()
-			localapi.WriteError(w, http.StatusInternalServerError, fmt.Errorf("member %s: %v; admin state unchanged", ref.Member, err))
-			return
-		}
-		msg := fmt.Sprintf("member %s of pool %s disabled: weight 0, existing connections drain", ref.Member, ref.Pool)
-		if enable {
-			msg = fmt.Sprintf("member %s of pool %s enabled", ref.Member, ref.Pool)
-		}
-		a.log.WithFields(logrus.Fields{"pool": ref.Pool, "member": ref.Member, "enabled": enable}).Info("member admin state changed")
+		a.log.WithFields(logrus.Fields{"pool": req.Pool, "member": ref.Label(), "enabled": enable}).Info("member admin state changed")
 		localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: msg})
 	}
-}
-
-// UseController takes apply outcomes, health states and /status from the
-// LB controller.
-func (a *Server) UseController(c *lbapply.Controller) {
-	a.status = func() (time.Time, string, time.Time) {
-		st := c.Status()
-		return st.AppliedAt, st.LastError, st.LastErrorAt
-	}
-	a.health = func() map[string]string {
-		out := map[string]string{}
-		for _, p := range c.Status().Pools {
-			for _, m := range p.Members {
-				out[p.Name+"/"+m.Address] = m.State.String()
-			}
-		}
-		return out
-	}
-	a.statusHandler = lbapply.StatusHandler(c)
 }
 
 func rangeStrings(rs []config.AddrRange) []string {

@@ -4,15 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
+	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
@@ -39,57 +46,63 @@ func (noKernel) GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, err
 	return nil, nil
 }
 
-// server starts the API with a stand-in for lbd's apply loop: every reload
-// request loads the config through Loader, as the real loop does, and the
-// weights it loaded are recorded.
-func server(t *testing.T) (*httptest.Server, func() map[string]int) {
+// recIPVS records the IPVS states the controller applies.
+type recIPVS struct {
+	mu   sync.Mutex
+	last *ipvs.State
+	fail bool
+}
+
+func (r *recIPVS) Apply(_ context.Context, st *ipvs.State) (stage.Change, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail {
+		return stage.Change{}, errors.New("injected ipvs failure")
+	}
+	r.last = st
+	return stage.Change{}, nil
+}
+
+// weights are the web members' weights in the last applied state.
+func (r *recIPVS) weights() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := map[string]int{}
+	for _, s := range r.last.Services {
+		for k, d := range s.Dests {
+			w[k.Addr.String()] = d.Weight
+		}
+	}
+	return w
+}
+
+type noNAT struct{}
+
+func (noNAT) Apply(context.Context, *nat.Ruleset) (stage.Change, error) { return stage.Change{}, nil }
+
+// server starts the API over a real LB controller (kernel stages faked) that
+// has applied the config file, as lbd does at start.
+func server(t *testing.T) (*httptest.Server, *recIPVS, string, *Server) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cfgDoc), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(cfgDoc), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	reload := make(chan struct{})
-	a := New(path, config.Load, reload, noKernel{}, log)
-	if _, err := a.Loader(path); err != nil { // lbd's first apply
+	ip := &recIPVS{}
+	ctrl := lbapply.NewController(&lbapply.Applier{IPVS: ip, NAT: noNAT{}, Log: log}, nil, log)
+	cfg, err := config.Load(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	weights := make(chan map[string]int, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-reload:
-				cfg, err := a.Loader(path)
-				if err != nil {
-					continue
-				}
-				w := map[string]int{}
-				for _, m := range cfg.Pools["web"].Members {
-					w[m.Address.String()] = 1 // the schema's default weight
-					if m.Weight != nil {
-						w[m.Address.String()] = *m.Weight
-					}
-				}
-				weights <- w
-			}
-		}
-	}()
-	srv := httptest.NewServer(a.Handler())
-	t.Cleanup(srv.Close)
-	last := func() map[string]int {
-		select {
-		case w := <-weights:
-			return w
-		default:
-			return nil
-		}
+	if err := ctrl.Apply(context.Background(), path, cfg, engine.Overrides{}); err != nil {
+		t.Fatal(err)
 	}
-	return srv, last
+	api := New(path, ctrl, noKernel{}, log)
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return srv, ip, path, api
 }
 
 func post(t *testing.T, srv *httptest.Server, path string, ref localapi.MemberRef) (int, string) {
@@ -105,34 +118,83 @@ func post(t *testing.T, srv *httptest.Server, path string, ref localapi.MemberRe
 }
 
 func TestDisableDrainsAtWeightZeroAndEnableRestoresWeight(t *testing.T) {
-	srv, last := server(t)
+	srv, ip, path, _ := server(t)
 	code, body := post(t, srv, localapi.PathMemberDisable, localapi.MemberRef{Pool: "web", Member: "198.51.100.12:8080"})
 	if code != http.StatusOK || !strings.Contains(body, "drain") {
 		t.Fatalf("disable: %d %s", code, body)
 	}
-	if w := last(); w["198.51.100.12"] != 0 || w["198.51.100.11"] != 1 {
+	if w := ip.weights(); w["198.51.100.12"] != 0 || w["198.51.100.11"] != 1 {
 		t.Fatalf("weights after disable %v, want .12 at 0 and .11 untouched", w)
+	}
+	if b, _ := os.ReadFile(path); string(b) != cfgDoc {
+		t.Fatal("disable edited the config file; overrides are a value, not file edits")
 	}
 	code, body = post(t, srv, localapi.PathMemberDisable, localapi.MemberRef{Pool: "web", Member: "198.51.100.12"})
 	if code != http.StatusOK || !strings.Contains(body, "already disabled") {
 		t.Fatalf("second disable: %d %s", code, body)
 	}
 	code, _ = post(t, srv, localapi.PathMemberEnable, localapi.MemberRef{Pool: "web", Member: "198.51.100.12"})
-	if w := last(); code != http.StatusOK || w["198.51.100.12"] != 3 {
+	if w := ip.weights(); code != http.StatusOK || w["198.51.100.12"] != 3 {
 		t.Fatalf("enable: %d, weights %v, want .12 back at its configured 3", code, w)
 	}
 }
 
 func TestUnknownPoolOrMemberChangesNothing(t *testing.T) {
-	srv, last := server(t)
+	srv, ip, _, _ := server(t)
+	before := ip.last
 	for _, ref := range []localapi.MemberRef{{Pool: "api", Member: "198.51.100.11"}, {Pool: "web", Member: "198.51.100.99"}} {
 		code, body := post(t, srv, localapi.PathMemberDisable, ref)
 		if code != http.StatusNotFound || !strings.Contains(body, "nothing changed") {
 			t.Errorf("%+v: %d %s, want 404 saying nothing changed", ref, code, body)
 		}
 	}
-	if w := last(); w != nil {
-		t.Fatalf("a refused request triggered a reload (weights %v)", w)
+	if ip.last != before {
+		t.Fatalf("a refused request applied (weights %v)", ip.weights())
+	}
+}
+
+// TestConfigApplyWritesTheFileOnlyAfterTheKernel: a config the kernel
+// refuses leaves the file, the running view and the kernel as they were; a
+// good one is applied, then written 0600, even when the client is gone.
+func TestConfigApplyWritesTheFileOnlyAfterTheKernel(t *testing.T) {
+	srv, ip, path, api := server(t)
+	next := strings.Replace(cfgDoc, "weight: 3}", "weight: 4}", 1)
+	ip.mu.Lock()
+	ip.fail = true
+	ip.mu.Unlock()
+	resp, err := http.Post(srv.URL+localapi.PathConfigApply, "application/yaml", strings.NewReader(next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b, _ := os.ReadFile(path); resp.StatusCode == http.StatusOK || string(b) != cfgDoc {
+		t.Fatalf("refused apply: status %d, file changed %v", resp.StatusCode, string(b) != cfgDoc)
+	}
+	if w := ip.weights(); w["198.51.100.12"] != 3 {
+		t.Fatalf("refused apply changed the kernel: %v", w)
+	}
+	ip.mu.Lock()
+	ip.fail = false
+	ip.mu.Unlock()
+	// The client is gone before the apply starts: it still runs to the end.
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	cfg, err := config.Parse([]byte(next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := api.applyFile(gone, []byte(next), cfg, true); !res.OK {
+		t.Fatalf("apply: %+v", res)
+	}
+	fi, err := os.Stat(path)
+	if b, _ := os.ReadFile(path); err != nil || string(b) != next || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file written %v, mode %v", string(b) == next, fi.Mode())
+	}
+	if w := ip.weights(); w["198.51.100.12"] != 4 {
+		t.Fatalf("good apply not in the kernel: %v", w)
+	}
+	if running, _ := api.ctrl.Running(); *running.Pools["web"].Members[1].Weight != 4 {
+		t.Fatal("the API's view is not the applied config")
 	}
 }
 

@@ -20,15 +20,16 @@
 package addrs
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"net"
 	"net/netip"
-	"slices"
 	"sort"
 	"sync"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -56,67 +57,6 @@ type Plan struct {
 	// interfaces).
 	Links []string
 	Addrs []Want // sorted by link and address
-}
-
-// Desired computes the plan for cfg (validated). See the package comment
-// for the rules.
-func Desired(cfg *config.Config) Plan {
-	seen := map[key]bool{}
-	var out []Want
-	add := func(link string, a netip.Addr, why string) {
-		if link == "" || !a.IsValid() {
-			return
-		}
-		k := key{link, a.Unmap()}
-		if seen[k] {
-			return
-		}
-		seen[k] = true
-		out = append(out, Want{Link: link, Addr: k.addr, Why: why})
-	}
-	internal, external := cfg.Network.Internal.Bond, cfg.Network.External.Bond
-	for _, a := range cfg.LocalAddresses() {
-		add(internal, a, "local address")
-	}
-	if !cfg.VRRP.Enabled() {
-		for _, v := range cfg.VirtualServers {
-			vip := v.VIP.Addr
-			if v.Internal {
-				add(internal, vip, "VIP of "+v.Name)
-			} else {
-				add(external, vip, "VIP of "+v.Name)
-			}
-		}
-		for _, r := range cfg.SNAT.Rules {
-			p := cfg.SNAT.IPools[r.IPool]
-			if p == nil {
-				continue
-			}
-			rg, err := p.Range()
-			if err != nil {
-				continue
-			}
-			for a := rg.First; ; a = a.Next() {
-				add(cfg.OutInterface(r.Out), a, "SNAT ipool "+r.IPool)
-				if a == rg.Last {
-					break
-				}
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Link != out[j].Link {
-			return out[i].Link < out[j].Link
-		}
-		return out[i].Addr.Less(out[j].Addr)
-	})
-	links := []string{internal, external}
-	for _, r := range cfg.SNAT.Rules {
-		if l := cfg.OutInterface(r.Out); !slices.Contains(links, l) {
-			links = append(links, l)
-		}
-	}
-	return Plan{Links: links, Addrs: out}
 }
 
 // Netlink is the part of *netlink.Handle the owner uses (tests: a fake).
@@ -159,12 +99,27 @@ type Change struct {
 // Empty reports whether nothing changed.
 func (c Change) Empty() bool { return len(c.Added) == 0 && len(c.Removed) == 0 }
 
-// Apply adds the wanted addresses that are missing and removes the ones it
+// Apply makes the owner's addresses match p (the stage contract: Undo
+// reverts what it added and removed).
+func (o *Owner) Apply(_ context.Context, p Plan) (stage.Change, error) {
+	ch, undo, err := o.Reconcile(p)
+	if err != nil {
+		return stage.Change{}, err
+	}
+	c := stage.Change{Detail: ch}
+	if !ch.Empty() {
+		c.Summary = fmt.Sprintf("%d added, %d removed", len(ch.Added), len(ch.Removed))
+		c.Undo = undo
+	}
+	return c, nil
+}
+
+// Reconcile adds the wanted addresses that are missing and removes the ones it
 // owns that are no longer wanted, on the plan's links, the links of its
 // addresses and the links it added addresses to before. On error it undoes what it did and returns the
 // error. The returned undo function reverts a successful Apply (for a
 // larger apply that fails later).
-func (o *Owner) Apply(p Plan) (Change, func() error, error) {
+func (o *Owner) Reconcile(p Plan) (Change, func() error, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	want := p.Addrs

@@ -1,8 +1,10 @@
-package addrs
+package addrs_test
 
 import (
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
 	"io"
 	"net"
 	"net/netip"
@@ -54,7 +56,7 @@ func parse(t *testing.T, doc string) *config.Config {
 	return c
 }
 
-func planText(ws []Want) string {
+func planText(ws []addrs.Want) string {
 	var s []string
 	for _, w := range ws {
 		s = append(s, w.Link+" "+w.Addr.String())
@@ -63,7 +65,7 @@ func planText(ws []Want) string {
 }
 
 func TestPlanStandaloneOwnsEverything(t *testing.T) {
-	got := planText(Desired(parse(t, network)).Addrs)
+	got := planText(engine.Addrs(parse(t, network)).Addrs)
 	want := "external 203.0.113.100, external 203.0.113.200, external 203.0.113.201, internal 198.51.100.100, internal 198.51.100.201, internal 198.51.100.202"
 	if got != want {
 		t.Fatalf("standalone plan:\n got %s\nwant %s", got, want)
@@ -71,7 +73,7 @@ func TestPlanStandaloneOwnsEverything(t *testing.T) {
 }
 
 func TestPlanWithVRRPOwnsLocalAddressesOnly(t *testing.T) {
-	got := planText(Desired(parse(t, network+vrrpSection)).Addrs)
+	got := planText(engine.Addrs(parse(t, network+vrrpSection)).Addrs)
 	if want := "internal 198.51.100.201, internal 198.51.100.202"; got != want {
 		t.Fatalf("vrrp plan:\n got %s\nwant %s", got, want)
 	}
@@ -152,8 +154,8 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 		// 203.0.113.100 already there, put by someone else (vrrpd, an operator).
 		"external": {selfIP("203.0.113.2/24", "external"), selfIP("203.0.113.100/32", "")},
 	}}
-	o := NewOwner(nl, quiet())
-	ch, _, err := o.Apply(Desired(parse(t, network)))
+	o := addrs.NewOwner(nl, quiet())
+	ch, _, err := o.Reconcile(engine.Addrs(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,12 +167,12 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 	}
 	// Same plan: nothing to do.
 	nl.calls = nil
-	if ch, _, err := o.Apply(Desired(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
+	if ch, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
 		t.Fatalf("second apply: %+v %v calls %v", ch, err, nl.calls)
 	}
 	// Going VRRP: VIPs and SNAT addresses are vrrpd's now and leave; the
 	// address someone else put there stays; self IPs stay.
-	ch, _, err = o.Apply(Desired(parse(t, network+vrrpSection)))
+	ch, _, err = o.Reconcile(engine.Addrs(parse(t, network+vrrpSection)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +192,8 @@ func TestApplyRecognisesLabelledAddressesAfterRestart(t *testing.T) {
 		"internal": {selfIP("198.51.100.2/24", "internal"), selfIP("198.51.100.207/32", "internal:lb"), selfIP("198.51.100.201/32", "internal:lb")},
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}}
-	o := NewOwner(nl, quiet()) // a fresh daemon: remembers nothing
-	if _, _, err := o.Apply(Desired(parse(t, network+vrrpSection))); err != nil {
+	o := addrs.NewOwner(nl, quiet()) // a fresh daemon: remembers nothing
+	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := nl.list("internal"), "198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
@@ -204,8 +206,8 @@ func TestApplyFailureUndoes(t *testing.T) {
 		"internal": {selfIP("198.51.100.2/24", "internal")},
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}, failAdd: netip.MustParseAddr("203.0.113.201")}
-	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Desired(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
+	o := addrs.NewOwner(nl, quiet())
+	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
 		t.Fatalf("injected failure: %v", err)
 	}
 	if nl.list("external") != "203.0.113.2/24" || nl.list("internal") != "198.51.100.2/24" {
@@ -213,7 +215,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 	}
 	// The undo function of a successful apply reverts it.
 	nl.failAdd = netip.Addr{}
-	_, undo, err := o.Apply(Desired(parse(t, network)))
+	_, undo, err := o.Reconcile(engine.Addrs(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,8 +229,8 @@ func TestApplyFailureUndoes(t *testing.T) {
 
 func TestApplyMissingLinkIsAnError(t *testing.T) {
 	nl := &fakeNL{addrs: map[string][]netlink.Addr{"internal": nil}}
-	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Desired(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
+	o := addrs.NewOwner(nl, quiet())
+	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
 		t.Fatalf("missing external bond: %v", err)
 	}
 	if len(nl.addrs["internal"]) != 0 {

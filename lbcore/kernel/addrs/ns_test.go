@@ -1,6 +1,8 @@
-package addrs
+package addrs_test
 
 import (
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
 	"testing"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
@@ -43,8 +45,8 @@ func TestOwnerOnRealLinks(t *testing.T) {
 		}
 		return out
 	}
-	o := NewOwner(nl, quiet())
-	if _, _, err := o.Apply(Desired(parse(t, network))); err != nil {
+	o := addrs.NewOwner(nl, quiet())
+	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err != nil {
 		t.Fatal(err)
 	}
 	ext := list("external")
@@ -61,8 +63,8 @@ func TestOwnerOnRealLinks(t *testing.T) {
 	}
 	// A new owner (daemon restart) going VRRP removes the floating ones by
 	// their label.
-	o2 := NewOwner(nl, quiet())
-	if _, _, err := o2.Apply(Desired(parse(t, network+vrrpSection))); err != nil {
+	o2 := addrs.NewOwner(nl, quiet())
+	if _, _, err := o2.Reconcile(engine.Addrs(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if ext := list("external"); len(ext) != 1 {

@@ -1,8 +1,11 @@
 package filter
 
 import (
+	"context"
+
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"sync"
 
 	"github.com/google/nftables"
@@ -16,9 +19,7 @@ type Manager struct {
 	nsFd int // -1: the current namespace
 	log  logrus.FieldLogger
 
-	mu   sync.Mutex
-	prev *snapshot // what the table held before the last Apply
-	have bool      // prev is valid (an Apply or Remove happened)
+	mu sync.Mutex
 }
 
 // NewManager returns a manager for the namespace open at nsFd (-1 for the
@@ -132,50 +133,41 @@ func (m *Manager) read() (*snapshot, error) {
 	return s, nil
 }
 
-// Apply validates p and replaces the table with it in one batch. The
-// table's content before the call (as the kernel reports it) is
-// remembered for Rollback. An invalid policy changes nothing.
-func (m *Manager) Apply(p *Policy) error {
+// Apply validates p and replaces the table with it in one batch (the stage
+// contract: the change's Undo puts back what the table held before, as the
+// kernel reported it). An invalid policy changes nothing.
+func (m *Manager) Apply(_ context.Context, p *Policy) (stage.Change, error) {
 	if err := p.Validate(); err != nil {
-		return fmt.Errorf("input filter: %w", err)
+		return stage.Change{}, fmt.Errorf("input filter: %w", err)
 	}
 	return m.replace(build(p), fmt.Sprintf("input filter applied (%d zones)", len(p.Zones)))
 }
 
-// Remove deletes the table (input is then unfiltered); Rollback puts the
-// previous table back.
-func (m *Manager) Remove() error {
+// Remove deletes the table (input is then unfiltered); Undo puts it back.
+func (m *Manager) Remove() (stage.Change, error) {
 	return m.replace(nil, "input filter removed")
 }
 
-func (m *Manager) replace(next *snapshot, msg string) error {
+func (m *Manager) replace(next *snapshot, msg string) (stage.Change, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	before, err := m.read()
 	if err != nil {
-		return err
+		return stage.Change{}, err
 	}
 	if err := m.install(next); err != nil {
-		return err
+		return stage.Change{}, err
 	}
-	m.prev, m.have = before, true
 	m.log.Info(msg)
-	return nil
-}
-
-// Rollback puts back what the table held before the last Apply or Remove
-// (no table, if it had none). Without an earlier Apply it does nothing.
-func (m *Manager) Rollback() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.have {
+	undo := func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if err := m.install(before); err != nil {
+			return fmt.Errorf("input filter rollback: %w", err)
+		}
 		return nil
 	}
-	if err := m.install(m.prev); err != nil {
-		return fmt.Errorf("input filter rollback: %w", err)
-	}
-	m.have = false
-	return nil
+	return stage.Change{Summary: msg, Undo: undo}, nil
 }
 
 // Rules returns the table's rules as the kernel reports them, by chain

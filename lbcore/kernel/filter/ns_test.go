@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -222,7 +223,7 @@ func TestInputFilterRealPackets(t *testing.T) {
 	}
 
 	m := NewManager(l.app.Fd(), quiet())
-	if err := m.Apply(labPolicy()); err != nil {
+	if _, err := m.Apply(ctx, labPolicy()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -271,7 +272,7 @@ func TestInputFilterRealPackets(t *testing.T) {
 	}
 
 	// Remove: everything answers again.
-	if err := m.Remove(); err != nil {
+	if _, err := m.Remove(); err != nil {
 		t.Fatal(err)
 	}
 	if !open(l.client, "198.51.100.2:8080") {
@@ -324,15 +325,18 @@ func dump(t *testing.T, m *Manager) string {
 	return b.String()
 }
 
+var ctx = context.Background()
+
 func TestRollbackRestoresExactly(t *testing.T) {
 	ns := testkit.NewNS(t, "appliance")
 	m := NewManager(ns.Fd(), quiet())
 
 	// Nothing → A → rollback: no table again.
-	if err := m.Apply(labPolicy()); err != nil {
+	ch, err := m.Apply(ctx, labPolicy())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Rollback(); err != nil {
+	if err := ch.Undo(); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(t, m); got != "<no table>" {
@@ -340,7 +344,7 @@ func TestRollbackRestoresExactly(t *testing.T) {
 	}
 
 	// A → B → rollback: exactly A.
-	if err := m.Apply(labPolicy()); err != nil {
+	if _, err := m.Apply(ctx, labPolicy()); err != nil {
 		t.Fatal(err)
 	}
 	a := dump(t, m)
@@ -351,14 +355,15 @@ func TestRollbackRestoresExactly(t *testing.T) {
 	b.Zones[0].Services = append(b.Zones[0].Services, Service{Name: "dns", Addr: netip.MustParseAddr("2001:db8:3::100"), Proto: UDP, From: 53, To: 53})
 	b.Zones[2].Peers = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/25")}
 	b.PingRate = 1
-	if err := m.Apply(b); err != nil {
+	ch, err = m.Apply(ctx, b)
+	if err != nil {
 		t.Fatal(err)
 	}
 	bd := dump(t, m)
 	if bd == a || !strings.Contains(bd, "dns 2001:db8:3::100") {
 		t.Fatalf("policy B not installed:\n%s", bd)
 	}
-	if err := m.Rollback(); err != nil {
+	if err := ch.Undo(); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(t, m); got != a {
@@ -368,14 +373,14 @@ func TestRollbackRestoresExactly(t *testing.T) {
 	// A rejected policy changes nothing.
 	bad := labPolicy()
 	bad.Zones[1].Iface = "lbext"
-	if err := m.Apply(bad); err == nil || !strings.Contains(err.Error(), "interface lbext is in two zones") {
+	if _, err := m.Apply(ctx, bad); err == nil || !strings.Contains(err.Error(), "interface lbext is in two zones") {
 		t.Fatalf("invalid policy: err = %v", err)
 	}
 	if got := dump(t, m); got != a {
 		t.Fatalf("a rejected policy changed the table:\n%s", got)
 	}
 	// Idempotent: applying A again gives the same table.
-	if err := m.Apply(labPolicy()); err != nil {
+	if _, err := m.Apply(ctx, labPolicy()); err != nil {
 		t.Fatal(err)
 	}
 	if got := dump(t, m); got != a {

@@ -62,12 +62,12 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 	}
 	defer h.Close()
 	rec := ipvs.NewReconciler(h, discard(), ipvs.Options{DrainTimeout: time.Minute})
-	if _, err := rec.Apply(ipvs.NewState()); err != nil { // start empty
+	if _, err := rec.Reconcile(ipvs.NewState()); err != nil { // start empty
 		t.Fatal(err)
 	}
 	st := bigState(nVS, nDest)
 	start := time.Now()
-	a, err := rec.Apply(st)
+	a, err := rec.Reconcile(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		s.SortedDests()[0].Weight = 7
 	}
 	start = time.Now()
-	a, err = rec.Apply(st)
+	a, err = rec.Reconcile(st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		t.Fatalf("one-member change planned %d ops", len(a.Plan.Ops))
 	}
 	start = time.Now()
-	if a, err = rec.Apply(st); err != nil || !a.Plan.Empty() {
+	if a, err = rec.Reconcile(st); err != nil || !a.Plan.Empty() {
 		t.Fatalf("no-op apply: %v %v", err, a.Plan)
 	}
 	r.noop = time.Since(start)
@@ -97,11 +97,11 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		s.SortedDests()[0].Weight = 1
 	}
 	start = time.Now()
-	if a, err = full.Apply(st); err != nil || len(a.Plan.Ops) != 1 {
+	if a, err = full.Reconcile(st); err != nil || len(a.Plan.Ops) != 1 {
 		t.Fatalf("full-read change: %v %v", err, a.Plan)
 	}
 	r.changeFull = time.Since(start)
-	if _, err := rec.Apply(ipvs.NewState()); err != nil {
+	if _, err := rec.Reconcile(ipvs.NewState()); err != nil {
 		t.Fatal(err)
 	}
 	return r

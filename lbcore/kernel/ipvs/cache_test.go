@@ -2,11 +2,9 @@ package ipvs
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	mobyipvs "github.com/moby/ipvs"
 	"golang.org/x/sys/unix"
 )
@@ -18,16 +16,16 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	if k.destReads != 0 || r.Stats().Full != 1 {
 		t.Fatalf("cold apply on an empty kernel: %d destination reads, stats %+v", k.destReads, r.Stats())
 	}
 	k.serviceReads, k.destReads = 0, 0
-	changed := strings.Replace(testLB, "{address: 198.51.100.12, port: 8080, weight: 2}", "{address: 198.51.100.12, port: 8080, weight: 5}", 1)
-	want := desired(t, changed)
-	a, err := r.Apply(want)
+	changed := withWeight(5)
+	want := withWeight(5)
+	a, err := r.Reconcile(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,11 +38,11 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	// The caller editing its desired state afterwards must not change the
 	// reconciler's memory: the same config again is a no-op.
 	want.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)].Dests[dk("198.51.100.12", 8080)].Weight = 99
-	if a, err := r.Apply(desired(t, changed)); err != nil || !a.Plan.Empty() {
+	if a, err := r.Reconcile(changed); err != nil || !a.Plan.Empty() {
 		t.Fatalf("re-apply: %v %v", err, a.Plan)
 	}
 	got, _ := r.Read()
-	if p := Diff(desired(t, changed), got, DiffOptions{}); !p.Empty() {
+	if p := Diff(changed, got, DiffOptions{}); !p.Empty() {
 		t.Fatalf("kernel differs from desired:\n%s", p)
 	}
 }
@@ -57,15 +55,15 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk, FullReadEvery: time.Minute})
-	want := desired(t, testLB)
-	if _, err := r.Apply(want); err != nil {
+	want := testState()
+	if _, err := r.Reconcile(want); err != nil {
 		t.Fatal(err)
 	}
 	stray := &mobyipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: netip.MustParseAddr("203.0.113.140").AsSlice(), Port: 9, SchedName: "rr"}
 	if err := k.NewService(stray); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Apply(desired(t, testLB))
+	a, err := r.Reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +74,11 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 	// touch: invisible to the cheap check, fixed by the periodic full read.
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	k.svcs[web].dests[dk("198.51.100.11", 8080)].Weight = 42
-	if a, err := r.Apply(desired(t, testLB)); err != nil || !a.Plan.Empty() {
+	if a, err := r.Reconcile(testState()); err != nil || !a.Plan.Empty() {
 		t.Fatalf("before the full-read period: %v %s", err, a.Plan)
 	}
 	clk.advance(time.Minute)
-	a, err = r.Apply(desired(t, testLB))
+	a, err = r.Reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,17 +92,17 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 func TestFailedApplyForgetsTheTable(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	k.failAt = k.n + 1
-	changed := strings.Replace(testLB, "weight: 2}", "weight: 3}", 1)
-	if _, err := r.Apply(desired(t, changed)); err == nil {
+	changed := withWeight(3)
+	if _, err := r.Reconcile(changed); err == nil {
 		t.Fatal("injected failure not reported")
 	}
 	k.failAt = 0
 	full := r.Stats().Full
-	if _, err := r.Apply(desired(t, changed)); err != nil {
+	if _, err := r.Reconcile(changed); err != nil {
 		t.Fatal(err)
 	}
 	if r.Stats().Full != full+1 {
@@ -117,12 +115,12 @@ func TestFailedApplyForgetsTheTable(t *testing.T) {
 func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	cfg := parse(t, testLB)
-	if _, err := r.Apply(mustDesired(t, cfg, nil)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	down := func(pool string, m netip.AddrPort) bool { return m.Addr() != netip.MustParseAddr("198.51.100.11") }
-	a, err := r.Apply(mustDesired(t, cfg, down))
+	down := without11()
+	down.Unhealthy = map[DrainRef]bool{{Service: webKey, Dest: dk("198.51.100.11", 8080)}: true}
+	a, err := r.Reconcile(down)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,17 +132,8 @@ func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 		t.Fatal("health-down member still in the kernel")
 	}
 	// Back up: added again.
-	a, err = r.Apply(mustDesired(t, cfg, nil))
+	a, err = r.Reconcile(testState())
 	if err != nil || len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpAddDest {
 		t.Fatalf("member back up: %v %s", err, a.Plan)
 	}
-}
-
-func mustDesired(t *testing.T, cfg *config.Config, h Health) *State {
-	t.Helper()
-	st, err := Desired(cfg, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
 }

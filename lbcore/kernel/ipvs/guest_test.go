@@ -18,6 +18,7 @@ package ipvs_test
 // the nftables table through lbcore/kernel/nat, both applied by lbcore/lbapply.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
@@ -133,9 +135,17 @@ func (l *guestLab) apply(doc string) *ipvs.Plan {
 	if err != nil {
 		l.t.Fatalf("config: %v", err)
 	}
-	p, err := l.applier.Apply(cfg)
+	d, err := engine.Build(cfg, engine.Overrides{}, nil)
+	if err != nil {
+		l.t.Fatalf("desired state: %v", err)
+	}
+	res, err := l.applier.Apply(context.Background(), d)
 	if err != nil {
 		l.t.Fatalf("apply: %v", err)
+	}
+	p, _ := res["ipvs"].Detail.(*ipvs.Plan)
+	if p == nil {
+		p = &ipvs.Plan{}
 	}
 	return p
 }

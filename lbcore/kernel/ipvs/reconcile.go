@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"sync"
 	"time"
 
@@ -137,8 +138,8 @@ func (r *Reconciler) read() (*State, error) {
 	return st, nil
 }
 
-// Applied is a successful apply that can still be undone (when a later step
-// of a larger apply, such as the nftables ruleset, fails).
+// Applied is a successful reconcile that can still be undone (when a later
+// stage of a larger apply fails).
 type Applied struct {
 	Plan *Plan
 	r    *Reconciler
@@ -146,8 +147,23 @@ type Applied struct {
 	new  []DrainRef
 }
 
-// Rollback undoes the apply.
-func (a *Applied) Rollback() error {
+// Apply makes the kernel's IPVS table match desired (the stage contract:
+// Detail is the *Plan, Undo reverts it).
+func (r *Reconciler) Apply(_ context.Context, desired *State) (stage.Change, error) {
+	a, err := r.Reconcile(desired)
+	if err != nil {
+		return stage.Change{}, err
+	}
+	c := stage.Change{Detail: a.Plan}
+	if !a.Plan.Empty() {
+		c.Summary = fmt.Sprintf("%d changes", len(a.Plan.Ops))
+		c.Undo = a.undoAll
+	}
+	return c, nil
+}
+
+// undoAll reverts the reconcile.
+func (a *Applied) undoAll() error {
 	a.r.mu.Lock()
 	defer a.r.mu.Unlock()
 	for _, d := range a.new {
@@ -157,10 +173,10 @@ func (a *Applied) Rollback() error {
 	return a.r.runUndo(a.undo)
 }
 
-// Apply makes the kernel match desired with the minimal plan. On failure the
+// Reconcile makes the kernel match desired with the minimal plan. On failure the
 // steps already taken are undone, so the kernel ends as it started; the
 // error says what failed (and whether the undo failed too).
-func (r *Reconciler) Apply(desired *State) (*Applied, error) {
+func (r *Reconciler) Reconcile(desired *State) (*Applied, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	actual, err := r.current(desired)

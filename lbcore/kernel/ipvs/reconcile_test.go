@@ -9,54 +9,54 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
-const testNetwork = `
-version: 1
-network:
-  failover: {members: [eth0, eth1], addresses: [192.0.2.1/25]}
-  internal: {members: [eth2], addresses: [198.51.100.2/24]}
-  external: {members: [eth3], addresses: [203.0.113.2/24]}
-local_address_pools:
-  la: {addresses: [198.51.100.201-209]}
-`
+// The test table: what lbcore/engine makes of a config with four virtual
+// servers (engine's tests check that translation; these test the reconciler).
+var (
+	webKey   = svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
+	apiKey   = svcKey(unix.IPPROTO_TCP, "203.0.113.101", 443)
+	rangeKey = ServiceKey{Family: unix.AF_INET, FWMark: 0x100042}
+	dnsKey   = svcKey(unix.IPPROTO_UDP, "203.0.113.103", 53)
+)
 
-const testLB = testNetwork + `
-virtual_servers:
-  - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr}
-  - {name: api, vip: 203.0.113.101, port: 443, pool: api, mode: fullnat, local_address_pool: la, persistence: {enabled: false}}
-  - {name: range, vip: 203.0.113.102, port: 8000-8010, pool: plain, mode: dr, persistence: {netmask: 255.255.255.0, timeout: 60s}}
-  - {name: dns, vip: 203.0.113.103, port: 53, protocol: udp, pool: plain, mode: tun}
-pools:
-  web:
-    members:
-      - {address: 198.51.100.11, port: 8080}
-      - {address: 198.51.100.12, port: 8080, weight: 2}
-  api:
-    members: [{address: 198.51.100.21, port: 8443}, {address: 198.51.100.22, port: 8443}]
-  plain:
-    members: [{address: 198.51.100.31}, {address: 198.51.100.32}]
-`
-
-func parse(t *testing.T, doc string) *config.Config {
-	t.Helper()
-	c, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatalf("config: %v", err)
+func testState() *State {
+	st := NewState()
+	st.Timeouts = &Timeouts{TCP: 90 * time.Second}
+	add := func(name string, k ServiceKey, sched string, timeout uint32, mask uint32, fwd uint32, dests ...Dest) {
+		s := &Service{Name: name, Key: k, Scheduler: sched, Netmask: mask, Timeout: timeout, Dests: map[DestKey]*Dest{}}
+		if timeout != 0 {
+			s.Flags = FlagPersistent
+		}
+		for _, d := range dests {
+			d.Fwd = fwd
+			s.Dests[d.Key] = &d
+		}
+		st.Services[k] = s
 	}
-	return c
+	all := NetmaskV4(32)
+	add("web", webKey, "rr", 600, all, FwdMasq, Dest{Key: dk("198.51.100.11", 8080), Weight: 1}, Dest{Key: dk("198.51.100.12", 8080), Weight: 2})
+	add("api", apiKey, "wrr", 0, all, FwdMasq, Dest{Key: dk("198.51.100.21", 8443), Weight: 1}, Dest{Key: dk("198.51.100.22", 8443), Weight: 1})
+	add("range", rangeKey, "wrr", 60, NetmaskV4(24), FwdDR, Dest{Key: dk("198.51.100.31", 0), Weight: 1}, Dest{Key: dk("198.51.100.32", 0), Weight: 1})
+	add("dns", dnsKey, "wrr", 600, all, FwdTunnel, Dest{Key: dk("198.51.100.31", 53), Weight: 1}, Dest{Key: dk("198.51.100.32", 53), Weight: 1})
+	return st
 }
 
-func desired(t *testing.T, doc string) *State {
-	t.Helper()
-	st, err := Desired(parse(t, doc), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+// edited returns the test table changed by edit.
+func edited(edit func(st *State)) *State {
+	st := testState()
+	edit(st)
 	return st
+}
+
+func withWeight(w int) *State {
+	return edited(func(st *State) { st.Services[webKey].Dests[dk("198.51.100.12", 8080)].Weight = w })
+}
+
+func without11() *State {
+	return edited(func(st *State) { delete(st.Services[webKey].Dests, dk("198.51.100.11", 8080)) })
 }
 
 func quietLog() logrus.FieldLogger {
@@ -83,85 +83,11 @@ func svcKey(proto uint16, vip string, port uint16) ServiceKey {
 
 func dk(a string, p uint16) DestKey { return DestKey{Addr: netip.MustParseAddr(a), Port: p} }
 
-func TestDesiredFromConfig(t *testing.T) {
-	c := parse(t, testLB)
-	st, err := Desired(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Services) != 4 {
-		t.Fatalf("%d services, want 4", len(st.Services))
-	}
-	web := st.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)]
-	if web == nil || web.Scheduler != "rr" || web.Flags != FlagPersistent || web.Timeout != 600 || web.Netmask != 0xffffffff {
-		t.Fatalf("web = %+v", web)
-	}
-	if d := web.Dests[dk("198.51.100.12", 8080)]; d == nil || d.Weight != 2 || d.Fwd != FwdMasq {
-		t.Errorf("web member 2 = %+v", d)
-	}
-	api := st.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.101", 443)]
-	if api == nil || api.Flags != 0 || api.Timeout != 0 || api.Scheduler != "wrr" {
-		t.Errorf("api (persistence off, default wrr) = %+v", api)
-	}
-	rangeKey := ServiceKey{Family: unix.AF_INET, FWMark: c.VirtualServers[2].Mark()}
-	rs := st.Services[rangeKey]
-	if rs == nil {
-		t.Fatalf("no fwmark service %s in %v", rangeKey, st.SortedServices())
-	}
-	if rs.Timeout != 60 || rs.Netmask != NetmaskV4(24) || NetmaskV4(24) == 0xffffffff {
-		t.Errorf("range persistence = %d s netmask %#x", rs.Timeout, rs.Netmask)
-	}
-	if d := rs.Dests[dk("198.51.100.31", 0)]; d == nil || d.Fwd != FwdDR {
-		t.Errorf("fwmark member (port 0 keeps client port, dr) = %+v in %v", d, rs.SortedDests())
-	}
-	dns := st.Services[svcKey(unix.IPPROTO_UDP, "203.0.113.103", 53)]
-	if d := dns.Dests[dk("198.51.100.31", 53)]; d == nil || d.Fwd != FwdTunnel {
-		t.Errorf("dns member (port 0 -> VS port, tun) = %+v", dns.SortedDests())
-	}
-	if st.Timeouts.TCP != 90*time.Second {
-		t.Errorf("tcp timeout %v", st.Timeouts.TCP)
-	}
-}
-
-func TestDesiredHealthInhibitSorry(t *testing.T) {
-	doc := testNetwork + `
-virtual_servers:
-  - {name: a, vip: 203.0.113.100, port: 80, pool: a}
-  - {name: b, vip: 203.0.113.101, port: 80, pool: b}
-pools:
-  a:
-    members: [{address: 198.51.100.11}, {address: 198.51.100.12}]
-  b:
-    inhibit: true
-    quorum: 2
-    sorry_server: 198.51.100.99:8080
-    members: [{address: 198.51.100.21}, {address: 198.51.100.22}]
-`
-	down := func(pool string, m netip.AddrPort) bool {
-		return m.Addr().String() != "198.51.100.12" && m.Addr().String() != "198.51.100.22"
-	}
-	st, err := Desired(parse(t, doc), down)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := st.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)]
-	if len(a.Dests) != 1 || a.Dests[dk("198.51.100.11", 80)] == nil {
-		t.Errorf("pool a: down member not removed: %v", a.SortedDests())
-	}
-	b := st.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.101", 80)]
-	if got := len(b.Dests); got != 3 {
-		t.Fatalf("pool b: %d dests, want 2 inhibited/quorum-lost + sorry", got)
-	}
-	if b.Dests[dk("198.51.100.22", 80)].Weight != 0 || b.Dests[dk("198.51.100.21", 80)].Weight != 0 || b.Dests[dk("198.51.100.99", 8080)].Weight != 1 {
-		t.Errorf("pool b below quorum: %+v", b.SortedDests())
-	}
-}
-
 func TestApplyColdThenIdempotent(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	want := desired(t, testLB)
-	a, err := r.Apply(want)
+	want := testState()
+	a, err := r.Reconcile(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +105,7 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 		t.Errorf("timeouts after apply = %+v (tcp 90s set, udp left at kernel default)", got.Timeouts)
 	}
 	before := len(k.calls)
-	a2, err := r.Apply(desired(t, testLB))
+	a2, err := r.Reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,12 +117,11 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	before := len(k.calls)
-	changed := strings.Replace(testLB, "{address: 198.51.100.12, port: 8080, weight: 2}", "{address: 198.51.100.12, port: 8080, weight: 5}", 1)
-	a, err := r.Apply(desired(t, changed))
+	a, err := r.Reconcile(withWeight(5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +131,9 @@ func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	}
 	// Scheduler change: one update-service, nothing else.
 	before = len(k.calls)
-	changed2 := strings.Replace(changed, "scheduler: rr", "scheduler: lc", 1)
-	if _, err := r.Apply(desired(t, changed2)); err != nil {
+	changed2 := withWeight(5)
+	changed2.Services[webKey].Scheduler = "lc"
+	if _, err := r.Reconcile(changed2); err != nil {
 		t.Fatal(err)
 	}
 	if calls := k.calls[before:]; len(calls) != 1 || !strings.HasPrefix(calls[0], "update-service tcp:203.0.113.100:80") {
@@ -218,17 +144,26 @@ func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 // TestRollbackOnInjectedFailure fails every step of a mixed plan in turn and
 // checks the kernel ends exactly as it started.
 func TestRollbackOnInjectedFailure(t *testing.T) {
-	next := strings.NewReplacer(
-		"{name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr}", "{name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: sh}",
-		"{address: 198.51.100.12, port: 8080, weight: 2}", "{address: 198.51.100.13, port: 8080, weight: 4}",
-		"  - {name: dns, vip: 203.0.113.103, port: 53, protocol: udp, pool: plain, mode: tun}\n", "  - {name: new, vip: 203.0.113.110, port: 25, pool: plain}\n",
-	).Replace(testLB) + "ipvs_timeouts: {tcp: 120s, udp: 30s}\n"
+	nextState := func() *State {
+		return edited(func(st *State) {
+			web := st.Services[webKey]
+			web.Scheduler = "sh"
+			delete(web.Dests, dk("198.51.100.12", 8080))
+			web.Dests[dk("198.51.100.13", 8080)] = &Dest{Key: dk("198.51.100.13", 8080), Weight: 4, Fwd: FwdMasq}
+			delete(st.Services, dnsKey)
+			k := svcKey(unix.IPPROTO_TCP, "203.0.113.110", 25)
+			st.Services[k] = &Service{Name: "new", Key: k, Scheduler: "wrr", Flags: FlagPersistent, Timeout: 600, Netmask: NetmaskV4(32), Dests: map[DestKey]*Dest{
+				dk("198.51.100.31", 25): {Key: dk("198.51.100.31", 25), Weight: 1, Fwd: FwdMasq},
+				dk("198.51.100.32", 25): {Key: dk("198.51.100.32", 25), Weight: 1, Fwd: FwdMasq}}}
+			st.Timeouts = &Timeouts{TCP: 120 * time.Second, UDP: 30 * time.Second}
+		})
+	}
 	probe := newFakeKernel()
 	pr := NewReconciler(probe, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := pr.Apply(desired(t, testLB)); err != nil {
+	if _, err := pr.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := pr.Apply(desired(t, next))
+	a, err := pr.Reconcile(nextState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,12 +175,12 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 	for fail := 1; fail <= n; fail++ {
 		k := newFakeKernel()
 		r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-		if _, err := r.Apply(desired(t, testLB)); err != nil {
+		if _, err := r.Reconcile(testState()); err != nil {
 			t.Fatal(err)
 		}
 		start := k.dump()
 		k.failAt = k.n + fail
-		_, err := r.Apply(desired(t, next))
+		_, err := r.Reconcile(nextState())
 		if err == nil {
 			t.Fatalf("fail at step %d: apply succeeded", fail)
 		}
@@ -264,18 +199,18 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 func TestAppliedRollback(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	start := k.dump()
-	a, err := r.Apply(desired(t, strings.Replace(testLB, "  - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr}\n", "", 1)))
+	a, err := r.Reconcile(edited(func(st *State) { delete(st.Services, webKey) }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k.dump() == start {
 		t.Fatal("apply changed nothing")
 	}
-	if err := a.Rollback(); err != nil {
+	if err := a.undoAll(); err != nil {
 		t.Fatal(err)
 	}
 	if end := k.dump(); end != start {
@@ -287,17 +222,17 @@ func TestDrain(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	m11, m12 := dk("198.51.100.11", 8080), dk("198.51.100.12", 8080)
 	k.setActive(web, m11, 3)
 	k.setActive(web, m12, 2)
-	without := strings.Replace(testLB, "      - {address: 198.51.100.11, port: 8080}\n", "", 1)
-	without = strings.Replace(without, "      - {address: 198.51.100.12, port: 8080, weight: 2}\n", "", 1)
-	without = strings.Replace(without, "    members:\n", "    members: [{address: 198.51.100.13, port: 8080}]\n", 1)
-	a, err := r.Apply(desired(t, without))
+	without := edited(func(st *State) {
+		st.Services[webKey].Dests = map[DestKey]*Dest{dk("198.51.100.13", 8080): {Key: dk("198.51.100.13", 8080), Weight: 1, Fwd: FwdMasq}}
+	})
+	a, err := r.Reconcile(without)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +245,7 @@ func TestDrain(t *testing.T) {
 		}
 	}
 	// Same config again: still a no-op, drains stay registered.
-	if a, err := r.Apply(desired(t, without)); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
+	if a, err := r.Reconcile(without); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
 		t.Fatalf("re-apply during drain: err=%v plan=%v draining=%d", err, a.Plan, len(r.Draining()))
 	}
 	if n, err := r.DrainOnce(); err != nil || n != 0 {
@@ -339,17 +274,17 @@ func TestDrainCancelledByReAdd(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	m11 := dk("198.51.100.11", 8080)
 	k.setActive(web, m11, 1)
-	without := strings.Replace(testLB, "      - {address: 198.51.100.11, port: 8080}\n", "", 1)
-	if _, err := r.Apply(desired(t, without)); err != nil {
+	without := without11()
+	if _, err := r.Reconcile(without); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Apply(desired(t, testLB))
+	a, err := r.Reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,11 +301,11 @@ func TestRunDrainerLoop(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0), ch: make(chan time.Time)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	without := strings.Replace(testLB, "      - {address: 198.51.100.11, port: 8080}\n", "", 1)
-	if _, err := r.Apply(desired(t, without)); err != nil {
+	without := without11()
+	if _, err := r.Reconcile(without); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -396,10 +331,10 @@ func TestRunDrainerLoop(t *testing.T) {
 func TestDeleteWithoutDrain(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{})
-	if _, err := r.Apply(desired(t, testLB)); err != nil {
+	if _, err := r.Reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Apply(desired(t, strings.Replace(testLB, "      - {address: 198.51.100.11, port: 8080}\n", "", 1)))
+	a, err := r.Reconcile(without11())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -25,69 +25,34 @@ import (
 //
 // The router ns plays the appliance: its bonds are named lbint/lbext in the
 // config below.
-const natConfig = `
-version: 1
-network:
-  failover: {bond: lbfo, members: [eth0, eth1], addresses: [192.0.2.1/25]}
-  internal: {bond: lbint, members: [eth2], addresses: [198.51.100.2/24]}
-  external: {bond: lbext, members: [eth3], addresses: [203.0.113.2/24]}
-virtual_servers:
-  - {name: web, vip: 203.0.113.100, port: 80, pool: web}
-  - {name: api, vip: 203.0.113.101, port: 80, pool: api, mode: fullnat, local_address_pool: la}
-  - {name: games, vip: 203.0.113.102, port: 7000-7010, protocol: udp, pool: games, mode: fullnat, local_address_pool: la, fwmark: 0x77}
-pools:
-  web: {members: [{address: 198.51.100.11, port: 8080}]}
-  api: {members: [{address: 198.51.100.21, port: 8080}]}
-  games: {members: [{address: 198.51.100.21}]}
-local_address_pools:
-  la: {addresses: [198.51.100.201-209]}
-snat:
-  ipools:
-    out: {addresses: [203.0.113.200-203.0.113.209]}
-  rules:
-    - {source: 198.51.100.11/32, ipool: out}
-`
+// The test ruleset: what lbcore/engine makes of a config with a nat VS
+// (no rules), a FullNAT VS api (mark apiMark) and a FullNAT UDP port range
+// games (fwmark 0x77), both to local addresses 198.51.100.201-209, and SNAT
+// all-in-one of snatSource out of lbext (the router ns's External bond) to
+// 203.0.113.200-209. engine's tests check that translation.
+const apiMark = 0x100101
+
+var ctx = context.Background()
+
+func testRuleset(snatSource string) *Ruleset {
+	a := netip.MustParseAddr
+	return &Ruleset{
+		Marks: []Mark{
+			{VS: "api", VIP: a("203.0.113.101"), Proto: unix.IPPROTO_TCP, From: 80, To: 80, Mark: apiMark},
+			{VS: "games", VIP: a("203.0.113.102"), Proto: unix.IPPROTO_UDP, From: 7000, To: 7010, Mark: 0x77},
+		},
+		FullNAT: []FullNAT{
+			{VS: "api", Mark: apiMark, First: a("198.51.100.201"), Last: a("198.51.100.209")},
+			{VS: "games", Mark: 0x77, First: a("198.51.100.201"), Last: a("198.51.100.209")},
+		},
+		SNAT: []SNAT{{Source: netip.MustParsePrefix(snatSource), OutIface: "lbext", First: a("203.0.113.200"), Last: a("203.0.113.209")}},
+	}
+}
 
 func quiet() logrus.FieldLogger {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	return l
-}
-
-func mustRuleset(t *testing.T, doc string) *Ruleset {
-	t.Helper()
-	c, err := config.Parse([]byte(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := FromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
-
-func TestFromConfig(t *testing.T) {
-	c, err := config.Parse([]byte(natConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := FromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiMark := c.VirtualServers[1].Mark()
-	if len(rs.Marks) != 2 || rs.Marks[0].VS != "api" || rs.Marks[0].Mark != apiMark || rs.Marks[0].From != 80 || rs.Marks[0].To != 80 ||
-		rs.Marks[1].Mark != 0x77 || rs.Marks[1].From != 7000 || rs.Marks[1].To != 7010 || rs.Marks[1].Proto != unix.IPPROTO_UDP {
-		t.Errorf("marks = %+v (nat VS web must have none)", rs.Marks)
-	}
-	if len(rs.FullNAT) != 2 || rs.FullNAT[0].VS != "api" || rs.FullNAT[0].Mark != apiMark || rs.FullNAT[1].Mark != 0x77 ||
-		rs.FullNAT[0].First.String() != "198.51.100.201" || rs.FullNAT[0].Last.String() != "198.51.100.209" {
-		t.Errorf("fullnat = %+v", rs.FullNAT)
-	}
-	if len(rs.SNAT) != 1 || rs.SNAT[0].OutIface != "lbext" || rs.SNAT[0].First.String() != "203.0.113.200" {
-		t.Errorf("snat = %+v", rs.SNAT)
-	}
 }
 
 // render turns kernel rule expressions into nft-like text, so tests check
@@ -176,7 +141,7 @@ func newRouterNS(t *testing.T) *testkit.NS {
 func TestRulesInKernel(t *testing.T) {
 	ns := newRouterNS(t)
 	m := NewManager(ns.Fd(), quiet())
-	if err := m.Apply(mustRuleset(t, natConfig)); err != nil {
+	if _, err := m.Apply(ctx, testRuleset("198.51.100.11/32")); err != nil {
 		t.Fatal(err)
 	}
 	rules, err := m.Rules()
@@ -189,8 +154,7 @@ func TestRulesInKernel(t *testing.T) {
 			got = append(got, ch+": "+render(r.Exprs))
 		}
 	}
-	c0, _ := config.Parse([]byte(natConfig))
-	api := fmt.Sprintf("%x", binary.NativeEndian.AppendUint32(nil, c0.VirtualServers[1].Mark()))
+	api := fmt.Sprintf("%x", binary.NativeEndian.AppendUint32(nil, apiMark))
 	want := []string{
 		"mark: payload:1/16+4==203.0.113.101 l4proto==6 payload:2/2+2==80 meta-set:mark=" + api + " counter",
 		"mark: payload:1/16+4==203.0.113.102 l4proto==17 payload:2/2+2 in 7000-7010 meta-set:mark=77000000 counter",
@@ -225,8 +189,8 @@ func TestRulesInKernel(t *testing.T) {
 func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 	ns := newRouterNS(t)
 	m := NewManager(ns.Fd(), quiet())
-	first := mustRuleset(t, natConfig)
-	if err := m.Apply(first); err != nil {
+	first := testRuleset("198.51.100.11/32")
+	if _, err := m.Apply(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	snap := func() string {
@@ -246,7 +210,7 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 	// A batch the kernel refuses part-way (a new good ruleset followed by
 	// one rule with an unknown meta key) must leave the old table in place
 	// untouched: nothing half-applied.
-	refused := build(mustRuleset(t, strings.Replace(natConfig, "198.51.100.11/32", "198.51.100.0/24", 1)))
+	refused := build(testRuleset("198.51.100.0/24"))
 	last := refused.rules[ChainSNAT][len(refused.rules[ChainSNAT])-1]
 	refused.rules[ChainSNAT] = append(refused.rules[ChainSNAT], &nftables.Rule{Table: last.Table, Chain: last.Chain,
 		Exprs: []expr.Any{&expr.Meta{Key: 250, Register: 1}}})
@@ -257,27 +221,29 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 		t.Fatalf("table changed by a refused batch:\n%s\nwas:\n%s", after, before)
 	}
 	// Rollback after a good apply restores the previous content.
-	next := mustRuleset(t, strings.Replace(natConfig, "198.51.100.11/32", "198.51.100.0/24", 1))
-	if err := m.Apply(next); err != nil {
+	next := testRuleset("198.51.100.0/24")
+	ch, err := m.Apply(ctx, next)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if snap() == before {
 		t.Fatal("second apply changed nothing")
 	}
-	if err := m.Rollback(); err != nil {
+	if err := ch.Undo(); err != nil {
 		t.Fatal(err)
 	}
 	if after := snap(); after != before {
 		t.Fatalf("rollback did not restore:\n%s\nwant:\n%s", after, before)
 	}
 	// An empty ruleset removes the table; rollback brings it back.
-	if err := m.Apply(&Ruleset{}); err != nil {
+	ch, err = m.Apply(ctx, &Ruleset{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if r, err := m.Rules(); err != nil || r != nil {
 		t.Fatalf("empty ruleset left a table: %v %v", r, err)
 	}
-	if err := m.Rollback(); err != nil {
+	if err := ch.Undo(); err != nil {
 		t.Fatal(err)
 	}
 	if snap() != before {
@@ -290,15 +256,16 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 // own description of it.
 func TestRollbackOfUnknownTable(t *testing.T) {
 	ns := newRouterNS(t)
-	if err := NewManager(ns.Fd(), quiet()).Apply(mustRuleset(t, natConfig)); err != nil {
+	if _, err := NewManager(ns.Fd(), quiet()).Apply(ctx, testRuleset("198.51.100.11/32")); err != nil {
 		t.Fatal(err)
 	}
 	m := NewManager(ns.Fd(), quiet()) // a restarted daemon
 	old, _ := m.Rules()
-	if err := m.Apply(&Ruleset{}); err != nil {
+	ch, err := m.Apply(ctx, &Ruleset{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Rollback(); err != nil {
+	if err := ch.Undo(); err != nil {
 		t.Fatal(err)
 	}
 	now, _ := m.Rules()
@@ -340,7 +307,7 @@ func TestSNATAllInOneRealPackets(t *testing.T) {
 		t.Fatal("member reached the internet host before any SNAT rule: the test topology leaks")
 	}
 	m := NewManager(l.router.Fd(), quiet())
-	if err := m.Apply(mustRuleset(t, natConfig)); err != nil {
+	if _, err := m.Apply(ctx, testRuleset("198.51.100.11/32")); err != nil {
 		t.Fatal(err)
 	}
 	pool := map[string]bool{}
@@ -368,7 +335,7 @@ func TestSNATAllInOneRealPackets(t *testing.T) {
 		t.Fatalf("uncovered source was answered (%q): the rule is not selective", line)
 	}
 	// Removing the rules (empty ruleset) cuts the member off again.
-	if err := m.Apply(&Ruleset{}); err != nil {
+	if _, err := m.Apply(ctx, &Ruleset{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.member.Ask("198.51.100.11", "203.0.113.50:8080", 500*time.Millisecond); err == nil {
@@ -432,7 +399,7 @@ func TestFullNATRuleRealPackets(t *testing.T) {
 		t.Fatal("client reached the member without FullNAT: the member must not have a route back")
 	}
 	m := NewManager(router.Fd(), quiet())
-	if err := m.Apply(mustRuleset(t, natConfig)); err != nil {
+	if _, err := m.Apply(ctx, testRuleset("198.51.100.11/32")); err != nil {
 		t.Fatal(err)
 	}
 	line, err := client.Ask("", "203.0.113.101:80", 2*time.Second)

@@ -1,9 +1,12 @@
 package nat
 
 import (
+	"context"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"net/netip"
 	"sync"
 
@@ -125,14 +128,13 @@ func snatRule(s SNAT) []expr.Any {
 }
 
 // Manager applies rulesets to the table of one network namespace and can
-// put the previous one back.
+// put the previous one back (stage.Change.Undo).
 type Manager struct {
 	nsFd int // -1: the current namespace
 	log  logrus.FieldLogger
 
-	mu   sync.Mutex
-	prev *snapshot // what the table held before the last Apply
-	cur  *snapshot // what the last Apply installed
+	mu  sync.Mutex
+	cur *snapshot // what the last Apply installed
 }
 
 // NewManager returns a manager for the namespace open at nsFd (-1 for the
@@ -244,36 +246,33 @@ func (m *Manager) read() (*snapshot, error) {
 }
 
 // Apply replaces the table with rs in one batch (an empty ruleset removes
-// the table). The table's content before the call is remembered for
-// Rollback.
-func (m *Manager) Apply(rs *Ruleset) error {
+// the table); the change's Undo installs what the table held before.
+func (m *Manager) Apply(_ context.Context, rs *Ruleset) (stage.Change, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	before := m.cur
 	if before == nil {
 		var err error
 		if before, err = m.read(); err != nil {
-			return err
+			return stage.Change{}, err
 		}
 	}
 	next := build(rs)
 	if err := m.install(next); err != nil {
-		return err
+		return stage.Change{}, err
 	}
-	m.prev, m.cur = before, next
+	m.cur = next
 	m.log.WithFields(logrus.Fields{"marks": len(rs.Marks), "fullnat": len(rs.FullNAT), "snat": len(rs.SNAT)}).Info("nftables: table replaced")
-	return nil
-}
-
-// Rollback puts back what the table held before the last Apply.
-func (m *Manager) Rollback() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.install(m.prev); err != nil {
-		return fmt.Errorf("nftables rollback: %w", err)
+	undo := func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if err := m.install(before); err != nil {
+			return fmt.Errorf("nftables rollback: %w", err)
+		}
+		m.cur = before
+		return nil
 	}
-	m.cur = m.prev
-	return nil
+	return stage.Change{Summary: fmt.Sprintf("table replaced (%d marks, %d fullnat, %d snat)", len(rs.Marks), len(rs.FullNAT), len(rs.SNAT)), Undo: undo}, nil
 }
 
 // Rules returns the table's rules as the kernel reports them, by chain

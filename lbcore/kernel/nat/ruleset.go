@@ -10,7 +10,7 @@
 // nftables has no "ipvs" match like iptables' -m ipvs, so, as kube-proxy
 // does, the VS's packets are marked in prerouting (by VIP, protocol and
 // port) and postrouting SNATs packets carrying the mark. Each marked VS has
-// its own mark (config.VirtualServer.Mark): for a port range it is the IPVS
+// its own mark (the config's VirtualServer.Mark, set by lbcore/engine): for a port range it is the IPVS
 // fwmark service's mark; for a single port no fwmark service has it and IPVS
 // falls back to its protocol/address/port lookup. The mark survives IPVS's
 // masquerade (same skb), and only the first packet of a connection
@@ -28,11 +28,7 @@
 package nat
 
 import (
-	"fmt"
 	"net/netip"
-
-	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"golang.org/x/sys/unix"
 )
 
 // TableName is the appliance's nftables table (family ip).
@@ -71,49 +67,3 @@ type Ruleset struct {
 
 // Empty reports whether the ruleset has no rules (the table is then removed).
 func (r *Ruleset) Empty() bool { return len(r.Marks)+len(r.FullNAT)+len(r.SNAT) == 0 }
-
-func protoNum(p config.Protocol) uint8 {
-	if p == config.UDP {
-		return unix.IPPROTO_UDP
-	}
-	return unix.IPPROTO_TCP
-}
-
-// FromConfig builds the ruleset the config asks for. The config must have
-// been validated.
-func FromConfig(cfg *config.Config) (*Ruleset, error) {
-	rs := &Ruleset{}
-	for i := range cfg.VirtualServers {
-		vs := &cfg.VirtualServers[i]
-		if vs.NeedsMark() {
-			if !vs.VIP.Is4() {
-				return nil, fmt.Errorf("virtual server %s: port ranges and fullnat are IPv4 only", vs.Name)
-			}
-			rs.Marks = append(rs.Marks, Mark{VS: vs.Name, VIP: vs.VIP.Addr, Proto: protoNum(vs.Protocol), From: vs.Port.From, To: vs.Port.To, Mark: vs.Mark()})
-		}
-		if vs.Mode != config.ModeFullNAT {
-			continue
-		}
-		lp := cfg.LocalAddressPools[vs.LocalAddressPool]
-		if lp == nil {
-			return nil, fmt.Errorf("virtual server %s: unknown local address pool %q", vs.Name, vs.LocalAddressPool)
-		}
-		r, err := lp.Range()
-		if err != nil {
-			return nil, fmt.Errorf("virtual server %s: local address pool %s: %w", vs.Name, vs.LocalAddressPool, err)
-		}
-		rs.FullNAT = append(rs.FullNAT, FullNAT{VS: vs.Name, Mark: vs.Mark(), First: r.First, Last: r.Last})
-	}
-	for i, r := range cfg.SNAT.Rules {
-		pool := cfg.SNAT.IPools[r.IPool]
-		if pool == nil {
-			return nil, fmt.Errorf("snat rule %d: unknown ipool %q", i, r.IPool)
-		}
-		rg, err := pool.Range()
-		if err != nil {
-			return nil, fmt.Errorf("snat rule %d: ipool %s: %w", i, r.IPool, err)
-		}
-		rs.SNAT = append(rs.SNAT, SNAT{Source: r.Source.Masked(), OutIface: cfg.OutInterface(r.Out), First: rg.First, Last: rg.Last})
-	}
-	return rs, nil
-}

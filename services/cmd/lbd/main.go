@@ -60,8 +60,8 @@ func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duratio
 		return fmt.Errorf("cannot open rtnetlink: %w", err)
 	}
 	defer nl.Close()
-	a := &lbapply.Applier{IPVS: rec, NAT: nat.NewManager(-1, log), Addrs: addrs.NewOwner(nl, log),
-		Filter: filter.NewManager(-1, log), ResolveIface: func(mac string) (string, error) { return nicByMAC(nl, mac) }, Log: log}
+	a := &lbapply.Applier{Addrs: addrs.NewOwner(nl, log), NAT: nat.NewManager(-1, log), Filter: filter.NewManager(-1, log), IPVS: rec,
+		ResolveIface: func(mac string) (string, error) { return nicByMAC(nl, mac) }, Log: log}
 	ctrl := lbapply.NewController(a, nil, log)
 	ctrl.Ready = func() { daemon.Ready(ctx) }
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
@@ -73,8 +73,7 @@ func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duratio
 	}
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
-	api := lbd.New(path, config.Load, reload, reader, log)
-	api.UseController(ctrl)
+	api := lbd.New(path, ctrl, reader, log)
 	if statusSock != "" {
 		go serveStatus(ctx, log, statusSock, api.Handler())
 	}
@@ -91,7 +90,7 @@ func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duratio
 	}()
 	go rec.RunDrainer(ctx, 2*time.Second)
 
-	if err := ctrl.Run(ctx, path, api.Loader, reload); err != nil {
+	if err := ctrl.Run(ctx, path, config.Load, reload); err != nil {
 		return fmt.Errorf("initial config not applied: %w", err)
 	}
 	log.Info("stopping; IPVS and nftables state left in place")

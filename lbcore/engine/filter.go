@@ -1,4 +1,4 @@
-package lbapply
+package engine
 
 import (
 	"fmt"
@@ -9,12 +9,6 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 )
 
-// Filter is the input filter side (a *filter.Manager).
-type Filter interface {
-	Apply(*filter.Policy) error
-	Rollback() error
-}
-
 // ConntrackSyncPort is reserved for connection sync between the HA pair
 // (udp, admitted on Failover from the peers only).
 const ConntrackSyncPort = 7040
@@ -22,7 +16,7 @@ const ConntrackSyncPort = 7040
 // IfaceResolver turns a NIC given by name or MAC address into its name.
 type IfaceResolver func(nameOrMAC string) (string, error)
 
-// FilterPolicy translates the config into the input filter's policy: what
+// Filter translates the config into the input filter's policy: what
 // each NIC group (and the management NIC) admits to the appliance itself.
 //
 //   - External: the external virtual services (VIP, protocol, ports), ping
@@ -37,7 +31,7 @@ type IfaceResolver func(nameOrMAC string) (string, error)
 // Everywhere: replies to the appliance's own connections (health checks,
 // DHCP, DNS, syslog), loopback, IPv6 neighbour discovery. resolve turns a
 // management NIC given by MAC into its name (nil: names only).
-func FilterPolicy(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, error) {
+func Filter(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, error) {
 	ext := filter.Zone{Name: "external", Iface: cfg.Network.External.Bond, Ping: true}
 	in := filter.Zone{Name: "internal", Iface: cfg.Network.Internal.Bond, Ping: true}
 	fo := filter.Zone{Name: "failover", Iface: cfg.Network.Failover.Bond}

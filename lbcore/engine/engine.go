@@ -1,0 +1,70 @@
+// Package engine is the LB core's one translation layer: it turns the config,
+// the operator's overrides and the members' health into the kernel's desired
+// state (addresses, the nftables ruleset, the input filter policy, the IPVS
+// table), and computes pool
+// status with the same pool policy that chooses IPVS destinations. The kernel
+// back-ends (lbcore/kernel/...) take only their own types; nothing else reads
+// the config to program the kernel.
+package engine
+
+import (
+	"fmt"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
+)
+
+// Health reports whether a pool member's checks say it is up. A nil Health
+// treats every member as up.
+type Health func(config.MemberRef) bool
+
+// Overrides are the operator's changes on top of the config: disabled
+// members stay in IPVS at weight 0, so new connections go elsewhere and
+// existing ones finish (they drain). They are a value handed to Desired,
+// never edits of the config.
+type Overrides struct {
+	Disabled map[config.MemberRef]bool
+}
+
+// With returns a copy of o with ref disabled or enabled.
+func (o Overrides) With(ref config.MemberRef, disabled bool) Overrides {
+	out := Overrides{Disabled: map[config.MemberRef]bool{}}
+	for r := range o.Disabled {
+		out.Disabled[r] = true
+	}
+	if disabled {
+		out.Disabled[ref] = true
+	} else {
+		delete(out.Disabled, ref)
+	}
+	return out
+}
+
+// Desired is what the kernel must hold for one config.
+type Desired struct {
+	Addrs  addrs.Plan
+	NAT    *nat.Ruleset
+	Filter *filter.Policy // nil: not computed (see Filter)
+	IPVS   *ipvs.State
+}
+
+// Build computes the whole desired state of cfg (validated) under ov with
+// members' health from h.
+func Build(cfg *config.Config, ov Overrides, h Health) (*Desired, error) {
+	st, err := IPVS(cfg, ov, h)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := NAT(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Desired{Addrs: Addrs(cfg), NAT: rs, IPVS: st}, nil
+}
+
+func wrap(vs *config.VirtualServer, err error) error {
+	return fmt.Errorf("virtual server %s: %w", vs.Name, err)
+}

@@ -1,0 +1,76 @@
+package engine
+
+import "github.com/fulcrum-lb/fulcrum/lbcore/config"
+
+// MemberState is one pool member as the pool policy sees it.
+type MemberState struct {
+	Ref      config.MemberRef
+	Weight   int  // configured weight
+	Disabled bool // operator override: weight 0
+	Up       bool // health checks say up (always, without a monitor)
+}
+
+// Dest is one member's place in the pool's service.
+type Dest struct {
+	Ref    config.MemberRef
+	In     bool // in the service at all
+	Weight int  // when In
+}
+
+// PoolResult is what a pool serves.
+type PoolResult struct {
+	Members     []Dest // in member order
+	Serving     int    // members up, enabled, with weight > 0
+	QuorumMet   bool
+	SorryActive bool // the sorry server (weight 1) serves new connections
+}
+
+// PoolPolicy is the one pool policy: the IPVS destinations and the status
+// reports both come from it.
+//   - an up member keeps its configured weight (0 when disabled);
+//   - a member that is down or not yet known leaves the service, or stays
+//     at weight 0 when the pool inhibits;
+//   - when fewer members serve than the quorum (at least 1) and the pool has
+//     a sorry server, the sorry server alone takes new connections: every
+//     member still in the service goes to weight 0 and its connections finish.
+func PoolPolicy(p *config.Pool, members []MemberState) PoolResult {
+	res := PoolResult{Members: make([]Dest, len(members))}
+	for i, m := range members {
+		w := m.Weight
+		if m.Disabled {
+			w = 0
+		}
+		d := Dest{Ref: m.Ref, In: m.Up || p.Inhibit}
+		if m.Up {
+			d.Weight = w
+		}
+		if d.In && d.Weight > 0 {
+			res.Serving++
+		}
+		res.Members[i] = d
+	}
+	quorum := p.Quorum
+	if p.SorryServer != nil {
+		quorum = max(quorum, 1)
+	}
+	res.QuorumMet = res.Serving >= quorum
+	res.SorryActive = !res.QuorumMet && p.SorryServer != nil
+	if res.SorryActive {
+		for i := range res.Members {
+			res.Members[i].Weight = 0
+		}
+	}
+	return res
+}
+
+// PoolMembers lists the members of pool with their overrides and health.
+func PoolMembers(name string, p *config.Pool, ov Overrides, h Health) []MemberState {
+	out := make([]MemberState, len(p.Members))
+	for i := range p.Members {
+		m := &p.Members[i]
+		r := m.Ref(name)
+		up := h == nil || p.Monitor == "" || h(r)
+		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: up}
+	}
+	return out
+}
