@@ -75,7 +75,7 @@ func (a *api) handler() http.Handler {
 			localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: done})
 		}
 	}
-	localapi.Route(mux, "POST", localapi.PathSwitchover, act(vrrpNode.Switchover, "switchover done: the peer takes over; this node does not preempt back until 'ha resume' or it becomes master again"))
+	localapi.Route(mux, "POST", localapi.PathSwitchover, act(vrrpNode.Switchover, "switchover started: the peer takes over (this node keeps the addresses until the peer has announced them); this node does not preempt back until 'ha resume' or it becomes master again"))
 	localapi.Route(mux, "POST", localapi.PathResume, act(vrrpNode.ResumePreempt, "preemption resumed"))
 	return mux
 }

@@ -51,6 +51,10 @@ type Params struct {
 	// Primary is this router's own address the adverts come from, which
 	// breaks ties between masters of equal priority.
 	Primary netip.Addr
+	// HandoverHold is how long a master handing over (Switchover) keeps
+	// the addresses after the new master's first advert, so the new master
+	// has announced them before the old one lets go. Default 2 intervals.
+	HandoverHold time.Duration
 }
 
 // Advert is what the machine needs of a received (already validated) advert.
@@ -107,7 +111,19 @@ type Machine struct {
 	adverAt             time.Time // MASTER
 	preemptFrom         time.Time
 	holdPreempt         bool // manual switchover: do not take back
+	handover            handover
 	master              netip.Addr
+}
+
+// handover is a manual switchover in progress (make-before-break): the
+// master stays master, advertising priority 0, until another router's
+// advert shows it took over; then it keeps the addresses for
+// Params.HandoverHold more and becomes backup. If no one takes over by
+// giveUpAt, it stays master.
+type handover struct {
+	active    bool
+	giveUpAt  time.Time
+	releaseAt time.Time // zero until the new master is heard
 }
 
 // New returns a machine in INIT.
@@ -149,10 +165,21 @@ func (m *Machine) Deadline() time.Time {
 	case Backup:
 		return m.masterDownAt
 	case Master:
+		h := m.handover
+		switch {
+		case h.active && !h.releaseAt.IsZero():
+			return h.releaseAt
+		case h.active && h.giveUpAt.Before(m.adverAt):
+			return h.giveUpAt
+		}
 		return m.adverAt
 	}
 	return time.Time{}
 }
+
+// HandingOver reports whether a switchover is in progress (still master,
+// waiting for the peer to take over).
+func (m *Machine) HandingOver() bool { return m.handover.active }
 
 func (m *Machine) to(s State, why string, acts []Action) []Action {
 	if s == m.state {
@@ -173,6 +200,7 @@ func (m *Machine) becomeMaster(now time.Time, why string, acts []Action) []Actio
 }
 
 func (m *Machine) becomeBackup(now time.Time, why string, acts []Action) []Action {
+	m.handover = handover{}
 	m.masterDownAt = now.Add(m.MasterDownInterval())
 	m.adverAt = time.Time{}
 	return m.to(Backup, why, acts)
@@ -214,10 +242,33 @@ func (m *Machine) Tick(now time.Time) []Action {
 			return m.becomeMaster(now, "master down timer expired", nil)
 		}
 	case Master:
+		if m.handover.active {
+			return m.tickHandover(now)
+		}
 		if !now.Before(m.adverAt) {
 			m.adverAt = now.Add(m.p.Interval)
 			return []Action{{Kind: SendAdvert, Priority: m.priority}}
 		}
+	}
+	return nil
+}
+
+func (m *Machine) tickHandover(now time.Time) []Action {
+	h := &m.handover
+	switch {
+	case !h.releaseAt.IsZero():
+		if now.Before(h.releaseAt) {
+			return nil
+		}
+		return m.becomeBackup(now, fmt.Sprintf("manual switchover: %s is master and has announced the addresses", m.master), nil)
+	case !now.Before(h.giveUpAt):
+		// Nobody took over: stay master and say so to the network.
+		m.handover, m.holdPreempt = handover{}, false
+		m.adverAt = now.Add(m.p.Interval)
+		return []Action{{Kind: SendAdvert, Priority: m.priority}, {Kind: Announce, Reason: "manual switchover: no peer took over; staying master"}}
+	case !now.Before(m.adverAt):
+		m.adverAt = now.Add(m.p.Interval)
+		return []Action{{Kind: SendAdvert, Priority: 0}}
 	}
 	return nil
 }
@@ -256,6 +307,16 @@ func (m *Machine) Receive(now time.Time, a Advert) []Action {
 		// let the master down timer make us master.
 		return nil
 	case Master:
+		if m.handover.active {
+			// Handing over: the first advert of a new master starts
+			// the hold; the old master says nothing more (an advert at
+			// its own priority would make the new master step down).
+			if a.Priority > 0 && m.handover.releaseAt.IsZero() {
+				m.master = a.Src
+				m.handover.releaseAt = now.Add(m.handoverHold())
+			}
+			return nil
+		}
 		if a.Priority == 0 {
 			m.adverAt = now.Add(m.p.Interval)
 			return []Action{{Kind: SendAdvert, Priority: m.priority}}
@@ -309,6 +370,7 @@ func (m *Machine) SetFault(now time.Time, fault bool, why string) []Action {
 		}
 		m.masterDownAt, m.adverAt = time.Time{}, time.Time{}
 		m.master = netip.Addr{}
+		m.handover = handover{}
 		return m.to(Fault, why, acts)
 	}
 	if m.state != Fault {
@@ -322,9 +384,12 @@ func (m *Machine) SetFault(now time.Time, fault bool, why string) []Action {
 	return m.becomeBackup(now, "fault cleared: "+why, nil)
 }
 
-// Switchover makes a master hand over to its peer: it sends a priority-0
-// advert and becomes backup, and does not preempt back until it becomes
-// master again (the peer fails) or ResumePreempt is called.
+// Switchover makes a master hand over to its peer, make-before-break: it
+// advertises priority 0 (every interval) but keeps the addresses until the
+// peer's first advert as master plus HandoverHold, then becomes backup
+// and does not preempt back until it becomes master again (the peer fails)
+// or ResumePreempt is called. If no peer takes over within 3 intervals
+// plus one second, the switchover is abandoned and it stays master.
 func (m *Machine) Switchover(now time.Time) ([]Action, error) {
 	if m.state != Master {
 		return nil, fmt.Errorf("switchover: not master (%s)", m.state)
@@ -332,9 +397,20 @@ func (m *Machine) Switchover(now time.Time) ([]Action, error) {
 	if m.priority == OwnerPriority {
 		return nil, fmt.Errorf("switchover: the address owner (priority 255) cannot hand over")
 	}
+	if m.handover.active {
+		return nil, fmt.Errorf("switchover: already handing over")
+	}
 	m.holdPreempt = true
-	acts := []Action{{Kind: SendAdvert, Priority: 0}}
-	return m.becomeBackup(now, "manual switchover", acts), nil
+	m.handover = handover{active: true, giveUpAt: now.Add(3*m.p.Interval + time.Second)}
+	m.adverAt = now.Add(m.p.Interval)
+	return []Action{{Kind: SendAdvert, Priority: 0}}, nil
+}
+
+func (m *Machine) handoverHold() time.Duration {
+	if m.p.HandoverHold > 0 {
+		return m.p.HandoverHold
+	}
+	return 2 * m.p.Interval
 }
 
 // ResumePreempt ends the preemption hold of a manual switchover.
@@ -347,5 +423,6 @@ func (m *Machine) Shutdown(now time.Time) []Action {
 		acts = append(acts, Action{Kind: SendAdvert, Priority: 0})
 	}
 	m.masterDownAt, m.adverAt = time.Time{}, time.Time{}
+	m.handover = handover{}
 	return m.to(Init, "shutdown", acts)
 }

@@ -299,8 +299,26 @@ func TestSwitchover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expect(t, "switchover", as, "send-advert(prio=0)", "MASTER->BACKUP")
-	// the peer (priority 100) takes over; we must not preempt it back
+	// make-before-break: priority 0 out, but still master with the addresses
+	expect(t, "switchover", as, "send-advert(prio=0)")
+	if m.State() != Master || !m.HandingOver() {
+		t.Fatalf("after switchover: %s handing over=%v, want MASTER until the peer takes over", m.State(), m.HandingOver())
+	}
+	if _, err := m.Switchover(now); err == nil {
+		t.Error("second switchover while handing over accepted")
+	}
+	expect(t, "priority 0 again each interval", m.Tick(now.Add(200*ms)), "send-advert(prio=0)")
+	// the peer (priority 100) takes over and advertises: we hold the
+	// addresses for the hold time (2 intervals by default), silently
+	now = now.Add(300 * ms)
+	expect(t, "new master heard", m.Receive(now, Advert{Priority: 100, Interval: 200 * ms, Src: addr2}))
+	if d := m.Deadline(); d != now.Add(400*ms) {
+		t.Errorf("release at %s, want the hold (400 ms) after the new master's advert", d.Sub(now))
+	}
+	expect(t, "still holding", m.Tick(now.Add(399*ms)))
+	expect(t, "release", m.Tick(now.Add(400*ms)), "MASTER->BACKUP")
+	now = now.Add(400 * ms)
+	// we must not preempt it back
 	for i := 0; i < 30; i++ {
 		now = now.Add(200 * ms)
 		m.Receive(now, Advert{Priority: 100, Interval: 200 * ms, Src: addr2})
@@ -315,6 +333,67 @@ func TestSwitchover(t *testing.T) {
 	o.Start(t0)
 	if _, err := o.Switchover(t0); err == nil {
 		t.Error("owner switchover accepted")
+	}
+}
+
+// A switchover nobody answers (the peer is down) is abandoned: the master
+// stays master, advertises its priority again and re-announces.
+func TestSwitchoverWithoutPeer(t *testing.T) {
+	m := New(params(200))
+	m.Start(t0)
+	now := t0.Add(time.Second)
+	m.Tick(now)
+	if _, err := m.Switchover(now); err != nil {
+		t.Fatal(err)
+	}
+	var last []Action
+	for end := now.Add(3*200*ms + time.Second); now.Before(end); now = now.Add(10 * ms) {
+		if m.State() != Master {
+			t.Fatalf("gave up the master role with no one to take over (%s)", m.State())
+		}
+		last = m.Tick(now)
+	}
+	last = m.Tick(now)
+	expect(t, "abandoned", last, "send-advert(prio=200)", "announce(manual switchover: no peer took over")
+	if m.HandingOver() {
+		t.Error("still handing over")
+	}
+}
+
+// Two machines: the switchover never leaves the VIPs unowned, and the old
+// master keeps them until the new one has held them for the hold time.
+func TestSwitchoverMakeBeforeBreak(t *testing.T) {
+	p1, p2 := params(200), params(100)
+	p2.Primary = addr2
+	s := newSim(p1, p2)
+	s.run(2 * time.Second)
+	if s.m[0].State() != Master || s.m[1].State() != Backup {
+		t.Fatalf("start: %s %s", s.m[0].State(), s.m[1].State())
+	}
+	as, err := s.m[0].Switchover(s.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.handle(0, as)
+	var both, none time.Duration
+	for end := s.now.Add(3 * time.Second); s.now.Before(end); {
+		s.run(time.Millisecond)
+		m0, m1 := s.m[0].State() == Master, s.m[1].State() == Master
+		if m0 && m1 {
+			both += time.Millisecond
+		}
+		if !m0 && !m1 {
+			none += time.Millisecond
+		}
+	}
+	if s.m[0].State() != Backup || s.m[1].State() != Master {
+		t.Fatalf("after the switchover: lb1 %s lb2 %s\n%s", s.m[0].State(), s.m[1].State(), strings.Join(s.log, "\n"))
+	}
+	if none > 0 {
+		t.Errorf("no master for %s during the switchover", none)
+	}
+	if both < 400*ms {
+		t.Errorf("both held the addresses for only %s; the old master must keep them for the hold (400 ms) after the new one's advert", both)
 	}
 }
 

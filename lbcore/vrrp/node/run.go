@@ -97,6 +97,7 @@ func (n *Node) Run(ctx context.Context) error {
 			Preempt:      c.PreemptEnabled(),
 			PreemptDelay: c.PreemptDelay.D(),
 			Primary:      rt.primary[in.v6],
+			HandoverHold: handoverHold(c, in.cfg.AdvertInterval),
 		})
 	}
 	resume := rt.heldByPreviousRun()
@@ -359,6 +360,13 @@ func (rt *session) sendAdvert(in *instance, prio int) {
 	}
 }
 
+// handoverHold is how long a master handing over keeps the addresses after
+// the new master's first advert: long enough for the new master's
+// announcement burst (garp.repeat × garp.interval), at least two adverts.
+func handoverHold(c config.VRRP, advertCS int) time.Duration {
+	return max(time.Duration(c.GARP.Repeat)*c.GARP.Interval.D(), 2*config.AdvertDuration(advertCS))
+}
+
 // garpFollowUp is when the one extra announcement after a takeover burst
 // goes out (keepalived sends a second burst after garp_master_delay, 5 s;
 // we send one announcement, sooner).
@@ -367,8 +375,8 @@ const garpFollowUp = 2 * time.Second
 // pumpGARP sends the announcements that are due: the burst after takeover,
 // then the periodic refresh.
 func (rt *session) pumpGARP(in *instance, now time.Time) {
-	if in.m.State() != fsm.Master {
-		return
+	if in.m.State() != fsm.Master || in.m.HandingOver() {
+		return // handing over: announcing now would pull traffic back
 	}
 	g := rt.n.opts.Config.GARP
 	send := false
@@ -402,7 +410,7 @@ func (rt *session) deadline() time.Time {
 	}
 	for _, in := range rt.n.insts {
 		min(in.m.Deadline())
-		if in.m.State() == fsm.Master {
+		if in.m.State() == fsm.Master && !in.m.HandingOver() {
 			if in.garpLeft > 0 {
 				min(in.garpAt)
 			} else {
