@@ -176,29 +176,70 @@ func (c *Client) Obtain(ctx context.Context) (*Lease, error) {
 	return leaseFrom(raw)
 }
 
+// minLease is the shortest lease accepted: with a lease of 0 the renewal
+// loop would run DISCOVER after DISCOVER without pause.
+const minLease = 2 * time.Second
+
+// usableIPv4 reports whether ip can be an address, router or DNS server:
+// IPv4 unicast (not 0.0.0.0, loopback, multicast or broadcast).
+func usableIPv4(ip net.IP) bool {
+	ip4 := ip.To4()
+	return ip4 != nil && !ip4.IsUnspecified() && !ip4.IsLoopback() && !ip4.IsMulticast() && !ip4.Equal(net.IPv4bcast)
+}
+
+// leaseFrom checks what the server sent before anything is put on the
+// link: a server's mistake (or an attacker on the management segment) must
+// not become a /0 on the management NIC or a renewal storm. A lease that
+// cannot be used is an error (Run retries with back-off); a bad router or
+// DNS entry is dropped.
 func leaseFrom(raw *nclient4.Lease) (*Lease, error) {
 	ack := raw.ACK
 	ip := ack.YourIPAddr.To4()
 	if ip == nil || ip.IsUnspecified() {
 		return nil, fmt.Errorf("dhcp: ACK from %s carries no address", ack.ServerIdentifier())
 	}
+	if !usableIPv4(ip) {
+		return nil, fmt.Errorf("dhcp: ACK from %s offers %s, not a unicast address", ack.ServerIdentifier(), ip)
+	}
 	mask := ack.SubnetMask()
 	if mask == nil {
 		mask = ip.DefaultMask()
 	}
+	if ones, bits := mask.Size(); bits != 32 || ones == 0 {
+		return nil, fmt.Errorf("dhcp: ACK from %s has subnet mask %s, not an IPv4 prefix of 1-32 bits", ack.ServerIdentifier(), net.IP(mask))
+	}
 	d := ack.IPAddressLeaseTime(time.Hour)
+	if d < minLease {
+		return nil, fmt.Errorf("dhcp: ACK from %s has lease time %v, under the %v minimum", ack.ServerIdentifier(), d, minLease)
+	}
+	// RFC 2131 4.4.5: T1 defaults to half the lease, T2 to 7/8; out-of-order
+	// values fall back to those.
+	t1, t2 := ack.IPAddressRenewalTime(d/2), ack.IPAddressRebindingTime(d*7/8)
+	if t1 <= 0 || t1 > d {
+		t1 = d / 2
+	}
+	if t2 < t1 || t2 > d {
+		t2 = max(d*7/8, t1)
+	}
 	l := &Lease{
 		Address:  &net.IPNet{IP: ip, Mask: mask},
-		DNS:      ack.DNS(),
 		Server:   ack.ServerIdentifier(),
 		Duration: d,
-		T1:       ack.IPAddressRenewalTime(d / 2),
-		T2:       ack.IPAddressRebindingTime(d * 7 / 8),
+		T1:       t1,
+		T2:       t2,
 		Obtained: raw.CreationTime,
 		raw:      raw,
 	}
-	if r := ack.Router(); len(r) > 0 {
-		l.Router = r[0]
+	for _, r := range ack.Router() {
+		if usableIPv4(r) && !r.Equal(ip) {
+			l.Router = r.To4()
+			break
+		}
+	}
+	for _, s := range ack.DNS() {
+		if usableIPv4(s) {
+			l.DNS = append(l.DNS, s.To4())
+		}
 	}
 	return l, nil
 }
