@@ -23,11 +23,11 @@ func filterConfig(t *testing.T) []byte {
 	if !strings.Contains(cfg, "192.0.2.129/25") || !strings.Contains(cfg, "listen: internal") {
 		t.Fatal("lb1.yaml changed shape: the filter test could not edit it")
 	}
+	cfg = strings.Replace(cfg, "vrrp:\n  peers: [192.0.2.2]\n", "vrrp:\n  peers: [192.0.2.2]\n  instances:\n    - {vrid: 51, external: [203.0.113.100], internal: [198.51.100.1/24]}\n", 1)
+	if !strings.Contains(cfg, "vrid: 51") {
+		t.Fatal("lb1.yaml has no vrrp peers section: the filter test could not edit it")
+	}
 	return []byte(cfg + `
-vrrp:
-  peers: [192.0.2.2]
-  instances:
-    - {vrid: 51, external: [203.0.113.100], internal: [198.51.100.1/24]}
 virtual_servers:
   - {name: web, vip: 203.0.113.100, port: "80", mode: nat, pool: web}
 pools:
@@ -176,7 +176,7 @@ func TestInputFilterScanFromEverySegment(t *testing.T) {
 		{client, "203.0.113.2", true},
 		{member, "198.51.100.2", true},
 		{admin, "192.0.2.129", true},
-		{peer, "192.0.2.1", false},
+		{peer, "192.0.2.1", true}, // the peer may check the heartbeat link
 		{other, "192.0.2.1", false},
 	}
 	for i, p := range pings {

@@ -23,9 +23,9 @@ type IfaceResolver func(nameOrMAC string) (string, error)
 //     (rate-limited).
 //   - Internal: the internal (east-west) virtual services, the API when it
 //     listens on internal, ping.
-//   - Failover: VRRP, conntrack sync (udp/7040, reserved) and IPVS
-//     connection sync (udp/8848) from vrrp's peers only
-//     (vrrp.peers and unicast_peers); nothing else, not even ping.
+//   - Failover: VRRP, conntrack sync (udp/7040, reserved), IPVS connection
+//     sync (udp/8848) and ping (rate-limited) from vrrp's peers only
+//     (vrrp.peers and unicast_peers); nothing from any other host.
 //   - Management NIC: the API when it listens there, DHCP replies, ping.
 //
 // Everywhere: replies to the appliance's own connections (health checks,
@@ -59,6 +59,7 @@ func Filter(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, error) {
 		fo.Peers = append(fo.Peers, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	if len(fo.Peers) > 0 {
+		fo.PeerPing = true // the heartbeat link can be checked from the peer
 		fo.PeerRules = []filter.PeerRule{
 			{Name: "vrrp", Proto: filter.VRRP},
 			{Name: "conntrack-sync", Proto: filter.UDP, Port: ConntrackSyncPort},

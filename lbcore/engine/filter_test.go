@@ -32,6 +32,9 @@ management:
 func zoneText(z filter.Zone) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s@%s ping=%v", z.Name, z.Iface, z.Ping)
+	if z.PeerPing {
+		b.WriteString(" peerping")
+	}
 	for _, s := range z.Services {
 		fmt.Fprintf(&b, " svc:%s:%s:%s/%d-%d", s.Name, s.Addr, s.Proto, s.From, s.To)
 	}
@@ -55,7 +58,7 @@ func TestFilterPolicyFromConfig(t *testing.T) {
 	want := []string{
 		"external@ex0 ping=true svc:web:203.0.113.100:tcp/80-80 svc:games:203.0.113.101:udp/7000-7010",
 		"internal@in0 ping=true svc:east:198.51.100.150:tcp/80-80 port:api:tcp/9443<-0",
-		"failover@fo0 ping=false peer:192.0.2.2/32 peerrule:vrrp:vrrp/0 peerrule:conntrack-sync:udp/7040 peerrule:ipvs-sync:udp/8848",
+		"failover@fo0 ping=false peerping peer:192.0.2.2/32 peerrule:vrrp:vrrp/0 peerrule:conntrack-sync:udp/7040 peerrule:ipvs-sync:udp/8848",
 	}
 	if len(p.Zones) != len(want) {
 		t.Fatalf("%d zones, want %d (no management NIC): %+v", len(p.Zones), len(want), p.Zones)

@@ -79,7 +79,7 @@ func labPolicy() *Policy {
 			Services: []Service{{Name: "web", Addr: netip.MustParseAddr("203.0.113.100"), Proto: TCP, From: 80, To: 80}}},
 		{Name: "internal", Iface: "lbint", Ping: true,
 			Ports: []Port{{Name: "api", Proto: TCP, Port: 8080}}},
-		{Name: "failover", Iface: "lbfo",
+		{Name: "failover", Iface: "lbfo", PeerPing: true,
 			Peers:     []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")},
 			PeerRules: []PeerRule{{Name: "vrrp", Proto: VRRP}, {Name: "conntrack-sync", Proto: UDP, Port: 7040}}},
 	}}
@@ -266,9 +266,12 @@ func TestInputFilterRealPackets(t *testing.T) {
 	if got == 0 || got > allowed {
 		t.Errorf("echo flood: %d of 300 answered, want 1..%d", got, allowed)
 	}
-	// No ping on failover at all.
-	if got := pingFlood(t, l.peer, "192.0.2.1", 5, 300*time.Millisecond); got != 0 {
-		t.Errorf("ping on failover: %d answered, want 0", got)
+	// On failover only the peer gets answers to ping.
+	if got := pingFlood(t, l.peer, "192.0.2.1", 5, 300*time.Millisecond); got != 5 {
+		t.Errorf("ping from the failover peer: %d of 5 answered", got)
+	}
+	if got := pingFlood(t, l.other, "192.0.2.1", 5, 300*time.Millisecond); got != 0 {
+		t.Errorf("ping from a non-peer on failover: %d answered, want 0", got)
 	}
 
 	// Remove: everything answers again.

@@ -4,8 +4,8 @@
 // management NIC). A packet addressed to the appliance itself is accepted
 // only when its zone admits it: External the VIP services, Internal the
 // internal-side VIP services and the API when it listens there, Failover
-// VRRP and the sync ports from the peer(s), the management NIC the API and
-// DHCP replies. Loopback is always accepted, and IPv6 neighbour discovery
+// VRRP, the sync ports and ping from the peer(s), the management NIC the API
+// and DHCP replies. Loopback is always accepted, and IPv6 neighbour discovery
 // (router/neighbour solicitation and advertisement) on every interface.
 //
 // Order inside a zone chain: ICMP echo requests first (accepted under a rate
@@ -102,8 +102,10 @@ type Zone struct {
 	// Iface is the interface packets arrive on (a bond, the management NIC).
 	Iface string
 	// Ping admits ICMP/ICMPv6 echo requests under the policy's rate limit;
-	// otherwise they are dropped.
+	// PeerPing admits them from the Peers only (each peer its own limit).
+	// Otherwise they are dropped.
 	Ping     bool
+	PeerPing bool
 	Services []Service
 	Ports    []Port
 	// Peers are the sources PeerRules admit (single addresses or prefixes).
@@ -176,7 +178,7 @@ func (p *Policy) Validate() error {
 				bad("zone %s: peer rule %s: %s has no ports", z.Name, r.Name, r.Proto)
 			}
 		}
-		if len(z.PeerRules) > 0 && len(z.Peers) == 0 {
+		if (len(z.PeerRules) > 0 || z.PeerPing) && len(z.Peers) == 0 {
 			bad("zone %s: peer rules but no peers", z.Name)
 		}
 	}

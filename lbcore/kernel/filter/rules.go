@@ -177,9 +177,20 @@ func zoneRules(p *Policy, z *Zone) []rule {
 		if v6 {
 			typ, fam = icmp6EchoRequest, "icmpv6"
 		}
-		if z.Ping {
-			lim := []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(rate), Unit: expr.LimitTimeSecond, Burst: burst}}
-			rules = append(rules, r(fmt.Sprintf("%s echo %d/s burst %d", fam, rate, burst), icmpType(v6, typ), lim, accept()))
+		lim := func() []expr.Any {
+			return []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(rate), Unit: expr.LimitTimeSecond, Burst: burst}}
+		}
+		switch {
+		case z.Ping:
+			rules = append(rules, r(fmt.Sprintf("%s echo %d/s burst %d", fam, rate, burst), icmpType(v6, typ), lim(), accept()))
+		case z.PeerPing:
+			for _, peer := range z.Peers {
+				if pv6 := peer.Addr().Is6() && !peer.Addr().Is4In6(); pv6 != v6 {
+					continue
+				}
+				rules = append(rules, r(fmt.Sprintf("%s echo from %s %d/s burst %d", fam, peer, rate, burst),
+					prefixMatch(peer, true), icmpType(v6, typ), lim(), accept()))
+			}
 		}
 		rules = append(rules, r(fam+" echo over limit or not admitted", icmpType(v6, typ), drop()))
 	}
