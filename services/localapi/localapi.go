@@ -108,6 +108,11 @@ func ReadJSON(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("bad request body: %w", err)
 	}
+	// One JSON value and nothing after it: `{...} {...}` or `{...}x` was
+	// acted on as its first object (found by lbd's FuzzRequestBodies).
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("bad request body: data after the JSON value")
+	}
 	return nil
 }
 
