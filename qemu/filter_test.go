@@ -15,7 +15,8 @@ import (
 )
 
 // filterConfig turns lb1.yaml into an HA node (peer 192.0.2.2) with a
-// management NIC, the API on the Internal side and one NAT virtual server.
+// management NIC, the API on the Internal side and a NAT and a FullNAT
+// virtual server over one member.
 func filterConfig(t *testing.T) []byte {
 	cfg := string(readConfig(t, "lb1.yaml"))
 	cfg = strings.Replace(cfg, "network:\n", "network:\n  management: {interface: \""+appliance.MAC(1, netlab.Management, 1)+"\", address: 192.0.2.129/25}\n", 1)
@@ -23,15 +24,18 @@ func filterConfig(t *testing.T) []byte {
 	if !strings.Contains(cfg, "192.0.2.129/25") || !strings.Contains(cfg, "listen: internal") {
 		t.Fatal("lb1.yaml changed shape: the filter test could not edit it")
 	}
-	cfg = strings.Replace(cfg, "vrrp:\n  peers: [192.0.2.2]\n", "vrrp:\n  peers: [192.0.2.2]\n  instances:\n    - {vrid: 51, external: [203.0.113.100], internal: [198.51.100.1/24]}\n", 1)
+	cfg = strings.Replace(cfg, "vrrp:\n  peers: [192.0.2.2]\n", "vrrp:\n  peers: [192.0.2.2]\n  instances:\n    - {vrid: 51, external: [203.0.113.100, 203.0.113.101], internal: [198.51.100.1/24]}\n", 1)
 	if !strings.Contains(cfg, "vrid: 51") {
 		t.Fatal("lb1.yaml has no vrrp peers section: the filter test could not edit it")
 	}
 	return []byte(cfg + `
 virtual_servers:
   - {name: web, vip: 203.0.113.100, port: "80", mode: nat, pool: web}
+  - {name: web-fullnat, vip: 203.0.113.101, port: "80", mode: fullnat, local_address_pool: la, pool: web}
 pools:
   web: {members: [{address: 198.51.100.11, port: 80}]}
+local_address_pools:
+  la: {addresses: [198.51.100.201-202]}
 `)
 }
 
@@ -139,6 +143,11 @@ func TestInputFilterScanFromEverySegment(t *testing.T) {
 	if err != nil || !strings.HasPrefix(greeting, "member 203.0.113.10:") {
 		t.Fatalf("VIP service through the filter: %q, %v", greeting, err)
 	}
+	// FullNAT: the member answers a local address of the appliance, so its
+	// replies do take the input path (as conntrack replies).
+	if greeting, err = ask(client, "203.0.113.101:80"); err != nil || !strings.HasPrefix(greeting, "member 198.51.100.20") {
+		t.Errorf("FullNAT VIP service through the filter: %q, %v", greeting, err)
+	}
 
 	scans := []struct {
 		from *netlab.Namespace
@@ -147,6 +156,7 @@ func TestInputFilterScanFromEverySegment(t *testing.T) {
 	}{
 		{client, "203.0.113.100:80", portOpen}, // the VIP service
 		{client, "203.0.113.100:81", portFiltered},
+		{client, "203.0.113.101:80", portOpen}, // FullNAT
 		{client, "198.51.100.2:8080", portFiltered}, // the API through the External side: the defect
 		{client, "203.0.113.2:8080", portFiltered},
 		{client, "203.0.113.2:22", portFiltered},
