@@ -315,20 +315,9 @@ type StatusSpec []StatusRange
 
 // UnmarshalYAML reads "200", "200-299", "301,302" or "200,301-302".
 func (s *StatusSpec) UnmarshalYAML(n *yaml.Node) error {
-	v, err := scalar(n, "a status list")
-	if err != nil {
-		return err
-	}
-	spec, err := ParseStatusSpec(v)
-	if err != nil {
-		return decodeError(n, "%v", err)
-	}
-	*s = spec
-	return nil
+	return decodeScalar(n, "a status list", s, ParseStatusSpec)
 }
 
-// MarshalYAML writes the list as in the config.
-func (s StatusSpec) MarshalYAML() (any, error) { return s.String(), nil }
 
 // StatusRange is an inclusive range of status codes.
 type StatusRange struct{ Lo, Hi int }

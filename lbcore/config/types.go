@@ -30,6 +30,21 @@ func scalar(n *yaml.Node, what string) (string, error) {
 	return strings.TrimSpace(n.Value), nil
 }
 
+// decodeScalar reads a scalar node into out with parse; a parse error is
+// reported at the node.
+func decodeScalar[T any](n *yaml.Node, what string, out *T, parse func(string) (T, error)) error {
+	s, err := scalar(n, what)
+	if err != nil {
+		return err
+	}
+	v, err := parse(s)
+	if err != nil {
+		return decodeError(n, "%v", err)
+	}
+	*out = v
+	return nil
+}
+
 // Duration is a time.Duration written with a unit: "5s", "500ms", "1m30s".
 // A bare 0 means zero; any other bare number is rejected, so "5" can never
 // silently mean seconds in one section and nanoseconds in another.
@@ -37,24 +52,14 @@ type Duration time.Duration
 
 // UnmarshalYAML reads a duration with a unit.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "a duration")
-	if err != nil {
-		return err
-	}
-	if s == "0" {
-		*d = 0
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return decodeError(n, "%q is not a duration with a unit (write 5s, 500ms or 1m30s)", s)
-	}
-	*d = Duration(v)
-	return nil
+	return decodeScalar(n, "a duration", d, func(s string) (Duration, error) {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration with a unit (write 5s, 500ms or 1m30s)", s)
+		}
+		return Duration(v), nil
+	})
 }
-
-// MarshalYAML writes the Go duration string.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
@@ -66,16 +71,13 @@ type Port uint16
 
 // UnmarshalYAML reads 0..65535.
 func (p *Port) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "a port")
-	if err != nil {
-		return err
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 || v > 65535 {
-		return decodeError(n, "%q is not a port (1..65535, or 0 for unset)", s)
-	}
-	*p = Port(v)
-	return nil
+	return decodeScalar(n, "a port", p, func(s string) (Port, error) {
+		v, err := strconv.ParseUint(s, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a port (1..65535, or 0 for unset)", s)
+		}
+		return Port(v), nil
+	})
 }
 
 // PortRange is one port (From == To) or an inclusive range.
@@ -83,16 +85,7 @@ type PortRange struct{ From, To uint16 }
 
 // UnmarshalYAML reads "80" or "8000-8010".
 func (r *PortRange) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "a port")
-	if err != nil {
-		return err
-	}
-	v, err := ParsePortRange(s)
-	if err != nil {
-		return decodeError(n, "%v", err)
-	}
-	*r = v
-	return nil
+	return decodeScalar(n, "a port", r, ParsePortRange)
 }
 
 // ParsePortRange parses "80" or "8000-8010".
@@ -136,28 +129,19 @@ func (r PortRange) String() string {
 	return fmt.Sprintf("%d-%d", r.From, r.To)
 }
 
-// MarshalYAML writes the range as in the config.
-func (r PortRange) MarshalYAML() (any, error) { return r.String(), nil }
-
 // IP is an IP address without a zone.
 type IP struct{ netip.Addr }
 
 // UnmarshalYAML reads an IPv4 or IPv6 address.
 func (a *IP) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "an IP address")
-	if err != nil {
-		return err
-	}
-	v, err := netip.ParseAddr(s)
-	if err != nil || v.Zone() != "" {
-		return decodeError(n, "%q is not an IP address", s)
-	}
-	a.Addr = v
-	return nil
+	return decodeScalar(n, "an IP address", a, func(s string) (IP, error) {
+		v, err := netip.ParseAddr(s)
+		if err != nil || v.Zone() != "" {
+			return IP{}, fmt.Errorf("%q is not an IP address", s)
+		}
+		return IP{v}, nil
+	})
 }
-
-// MarshalYAML writes the address.
-func (a IP) MarshalYAML() (any, error) { return a.Addr.String(), nil }
 
 // Prefix is an address with its prefix length ("198.51.100.2/24"); the
 // address keeps its host bits.
@@ -165,20 +149,14 @@ type Prefix struct{ netip.Prefix }
 
 // UnmarshalYAML reads CIDR notation.
 func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "an address in CIDR form")
-	if err != nil {
-		return err
-	}
-	v, err := netip.ParsePrefix(s)
-	if err != nil {
-		return decodeError(n, "%q is not an address in CIDR form (e.g. 198.51.100.2/24)", s)
-	}
-	p.Prefix = v
-	return nil
+	return decodeScalar(n, "an address in CIDR form", p, func(s string) (Prefix, error) {
+		v, err := netip.ParsePrefix(s)
+		if err != nil {
+			return Prefix{}, fmt.Errorf("%q is not an address in CIDR form (e.g. 198.51.100.2/24)", s)
+		}
+		return Prefix{v}, nil
+	})
 }
-
-// MarshalYAML writes CIDR notation.
-func (p Prefix) MarshalYAML() (any, error) { return p.Prefix.String(), nil }
 
 // HostPrefix is a prefix that may be written as a bare address, which means
 // the host route (/32 or /128): the floating addresses of VRRP instances.
@@ -186,16 +164,7 @@ type HostPrefix struct{ netip.Prefix }
 
 // UnmarshalYAML reads "a.b.c.d/nn", "a.b.c.d" or the IPv6 forms.
 func (p *HostPrefix) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "an address")
-	if err != nil {
-		return err
-	}
-	v, err := ParseHostPrefix(s)
-	if err != nil {
-		return decodeError(n, "%v", err)
-	}
-	p.Prefix = v
-	return nil
+	return decodeScalar(n, "an address", &p.Prefix, ParseHostPrefix)
 }
 
 // ParseHostPrefix reads "a.b.c.d/nn", "a.b.c.d" (→ /32) or the IPv6 forms.
@@ -213,67 +182,43 @@ func ParseHostPrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// MarshalYAML writes CIDR notation.
-func (p HostPrefix) MarshalYAML() (any, error) { return p.Prefix.String(), nil }
-
 // RoutePrefix is a route destination: CIDR or "default" (0.0.0.0/0).
 type RoutePrefix struct{ netip.Prefix }
 
 // UnmarshalYAML reads CIDR notation or "default".
 func (p *RoutePrefix) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "a route destination")
-	if err != nil {
-		return err
-	}
-	if s == "default" {
-		s = "0.0.0.0/0"
-	}
-	v, err := netip.ParsePrefix(s)
-	if err != nil {
-		return decodeError(n, "%q is not a CIDR prefix or \"default\"", s)
-	}
-	p.Prefix = v
-	return nil
+	return decodeScalar(n, "a route destination", &p.Prefix, func(s string) (netip.Prefix, error) {
+		if s == "default" {
+			return netip.MustParsePrefix("0.0.0.0/0"), nil
+		}
+		v, err := netip.ParsePrefix(s)
+		if err != nil {
+			return v, fmt.Errorf("%q is not a CIDR prefix or \"default\"", s)
+		}
+		return v, nil
+	})
 }
-
-// MarshalYAML writes CIDR notation.
-func (p RoutePrefix) MarshalYAML() (any, error) { return p.Prefix.String(), nil }
 
 // AddrPort is address:port with a port other than 0.
 type AddrPort struct{ netip.AddrPort }
 
 // UnmarshalYAML reads "198.51.100.9:80" or "[2001:db8::9]:80".
 func (a *AddrPort) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "address:port")
-	if err != nil {
-		return err
-	}
-	v, err := netip.ParseAddrPort(s)
-	if err != nil || v.Port() == 0 {
-		return decodeError(n, "%q is not address:port", s)
-	}
-	a.AddrPort = v
-	return nil
+	return decodeScalar(n, "address:port", &a.AddrPort, func(s string) (netip.AddrPort, error) {
+		v, err := netip.ParseAddrPort(s)
+		if err != nil || v.Port() == 0 {
+			return v, fmt.Errorf("%q is not address:port", s)
+		}
+		return v, nil
+	})
 }
-
-// MarshalYAML writes address:port.
-func (a AddrPort) MarshalYAML() (any, error) { return a.AddrPort.String(), nil }
 
 // AddrRange is one address or an inclusive range of IPv4 addresses.
 type AddrRange struct{ First, Last netip.Addr }
 
 // UnmarshalYAML reads "a.b.c.d", "a.b.c.d-a.b.c.e" or "a.b.c.d-e".
 func (r *AddrRange) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "an address range")
-	if err != nil {
-		return err
-	}
-	v, err := ParseAddressRange(s)
-	if err != nil {
-		return decodeError(n, "%v", err)
-	}
-	*r = v
-	return nil
+	return decodeScalar(n, "an address range", r, ParseAddressRange)
 }
 
 // ParseAddressRange parses one address or a range of IPv4 addresses
@@ -315,9 +260,6 @@ func (r AddrRange) String() string {
 	return r.First.String() + "-" + r.Last.String()
 }
 
-// MarshalYAML writes the range as in the config.
-func (r AddrRange) MarshalYAML() (any, error) { return r.String(), nil }
-
 // Netmask groups persistent clients: a prefix length, written "24", "/24"
 // or (IPv4) "255.255.255.0". The zero value means unset: every client
 // address on its own.
@@ -329,16 +271,7 @@ type Netmask struct {
 
 // UnmarshalYAML reads a prefix length or a dotted IPv4 netmask.
 func (m *Netmask) UnmarshalYAML(n *yaml.Node) error {
-	s, err := scalar(n, "a netmask")
-	if err != nil {
-		return err
-	}
-	v, err := parseNetmask(s)
-	if err != nil {
-		return decodeError(n, "%v", err)
-	}
-	*m = v
-	return nil
+	return decodeScalar(n, "a netmask", m, parseNetmask)
 }
 
 func parseNetmask(s string) (Netmask, error) {
@@ -392,30 +325,14 @@ func (m Netmask) check(v6 bool) error {
 	return nil
 }
 
-// MarshalYAML writes the prefix length.
-func (m Netmask) MarshalYAML() (any, error) {
-	if !m.Set {
-		return "", nil
-	}
-	return m.Bits, nil
-}
-
 // enum reads a scalar into a string-kinded value that must be one of allowed.
 func enum[T ~string](n *yaml.Node, out *T, what string, allowed []T) error {
-	s, err := scalar(n, what)
-	if err != nil {
-		return err
-	}
-	v := T(strings.ToLower(s))
-	if !slices.Contains(allowed, v) {
-		names := make([]string, len(allowed))
-		for i, a := range allowed {
-			names[i] = string(a)
+	return decodeScalar(n, what, out, func(s string) (T, error) {
+		if v := T(strings.ToLower(s)); slices.Contains(allowed, v) {
+			return v, nil
 		}
-		return decodeError(n, "unknown %s %q (one of %s)", what, s, strings.Join(names, ", "))
-	}
-	*out = v
-	return nil
+		return "", fmt.Errorf("unknown %s %q (one of %s)", what, s, strings.Join(strings.Fields(fmt.Sprint(allowed)[1:len(fmt.Sprint(allowed))-1]), ", "))
+	})
 }
 
 // Protocol is a virtual server's transport protocol.

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,7 +27,6 @@ import (
 	"sync"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
-	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
@@ -254,33 +254,13 @@ func (a *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 	w.Write(cfg.Source())
 }
 
-// configErrors lists a config error's field errors one per line.
-func configErrors(err error) []string {
-	var l *cfgerr.List
-	if errors.As(err, &l) {
-		var out []string
-		for _, e := range l.Errors() {
-			out = append(out, e.Error())
-		}
-		return out
-	}
-	return []string{err.Error()}
-}
-
+// readBody reads a request body of at most 1 MiB.
 func readBody(r *http.Request) ([]byte, error) {
-	b := make([]byte, 0, 4096)
-	buf := make([]byte, 4096)
-	for {
-		n, err := r.Body.Read(buf)
-		b = append(b, buf[:n]...)
-		if len(b) > 1<<20 {
-			return nil, errors.New("config larger than 1 MiB")
-		}
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if len(b) > 1<<20 {
+		return nil, errors.New("config larger than 1 MiB")
 	}
-	return b, nil
+	return b, err
 }
 
 func (a *Server) postConfig(apply bool) http.HandlerFunc {
@@ -292,7 +272,7 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 		}
 		cfg, err := config.Parse(body)
 		if err != nil {
-			localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "config is invalid; nothing changed", Errors: configErrors(err)})
+			localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "config is invalid; nothing changed", Errors: config.Problems(err)})
 			return
 		}
 		if !apply {
@@ -366,7 +346,7 @@ func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
 	}
 	cfg, err := config.Parse(prev)
 	if err != nil {
-		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "the earlier config no longer parses; nothing changed", Errors: configErrors(err)})
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "the earlier config no longer parses; nothing changed", Errors: config.Problems(err)})
 		return
 	}
 	res := a.applyFile(r.Context(), prev, cfg, false)

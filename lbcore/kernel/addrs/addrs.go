@@ -124,51 +124,12 @@ func (o *Owner) Reconcile(p Plan) (Change, func() error, error) {
 	defer o.mu.Unlock()
 	want := p.Addrs
 	wanted := map[key]Want{}
-	links := map[string]bool{}
-	for _, l := range p.Links {
-		if l != "" {
-			links[l] = true
-		}
-	}
 	for _, w := range want {
 		wanted[w.key()] = w
-		links[w.Link] = true
 	}
-	for k := range o.owned {
-		links[k.link] = true
-	}
-	// What is on the links now, and which of it is ours.
-	present := map[key]bool{}
-	var ours []Want
-	linkNames := make([]string, 0, len(links))
-	for l := range links {
-		linkNames = append(linkNames, l)
-	}
-	sort.Strings(linkNames)
-	for _, name := range linkNames {
-		link, err := o.nl.LinkByName(name)
-		if err != nil {
-			if _, isWanted := firstOn(wanted, name); isWanted || !errors.As(err, &netlink.LinkNotFoundError{}) {
-				return Change{}, nil, fmt.Errorf("addresses: link %s: %w", name, err)
-			}
-			continue // a link we once used is gone, and its addresses with it
-		}
-		list, err := nldump.Retry(func() ([]netlink.Addr, error) { return o.nl.AddrList(link, netlink.FAMILY_ALL) })
-		if err != nil {
-			return Change{}, nil, fmt.Errorf("addresses: list %s: %w", name, err)
-		}
-		lbl := Label(name)
-		for _, a := range list {
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if !ok {
-				continue
-			}
-			k := key{name, ip.Unmap()}
-			present[k] = true
-			if o.owned[k] || (lbl != "" && a.Label == lbl && isHost(a)) {
-				ours = append(ours, Want{Link: name, Addr: k.addr, Why: "no longer configured"})
-			}
-		}
+	present, ours, err := o.scan(o.links(p), wanted)
+	if err != nil {
+		return Change{}, nil, err
 	}
 	for k := range o.owned {
 		if !present[k] {
@@ -231,6 +192,60 @@ func (o *Owner) Reconcile(p Plan) (Change, func() error, error) {
 		return errors.Join(errs...)
 	}
 	return ch, undo, nil
+}
+
+// links are the links to look at, sorted: the plan's, those with wanted
+// addresses and those holding addresses of ours.
+func (o *Owner) links(p Plan) []string {
+	links := map[string]bool{}
+	for _, l := range p.Links {
+		if l != "" {
+			links[l] = true
+		}
+	}
+	for _, w := range p.Addrs {
+		links[w.Link] = true
+	}
+	for k := range o.owned {
+		links[k.link] = true
+	}
+	names := make([]string, 0, len(links))
+	for l := range links {
+		names = append(names, l)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// scan reads what is on the links now, and which of it is ours.
+func (o *Owner) scan(links []string, wanted map[key]Want) (present map[key]bool, ours []Want, err error) {
+	present = map[key]bool{}
+	for _, name := range links {
+		link, err := o.nl.LinkByName(name)
+		if err != nil {
+			if _, isWanted := firstOn(wanted, name); isWanted || !errors.As(err, &netlink.LinkNotFoundError{}) {
+				return nil, nil, fmt.Errorf("addresses: link %s: %w", name, err)
+			}
+			continue // a link we once used is gone, and its addresses with it
+		}
+		list, err := nldump.Retry(func() ([]netlink.Addr, error) { return o.nl.AddrList(link, netlink.FAMILY_ALL) })
+		if err != nil {
+			return nil, nil, fmt.Errorf("addresses: list %s: %w", name, err)
+		}
+		lbl := Label(name)
+		for _, a := range list {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			k := key{name, ip.Unmap()}
+			present[k] = true
+			if o.owned[k] || (lbl != "" && a.Label == lbl && isHost(a)) {
+				ours = append(ours, Want{Link: name, Addr: k.addr, Why: "no longer configured"})
+			}
+		}
+	}
+	return present, ours, nil
 }
 
 func firstOn(wanted map[key]Want, link string) (Want, bool) {
