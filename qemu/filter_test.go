@@ -156,7 +156,7 @@ func TestInputFilterScanFromEverySegment(t *testing.T) {
 	}{
 		{client, "203.0.113.100:80", portOpen}, // the VIP service
 		{client, "203.0.113.100:81", portFiltered},
-		{client, "203.0.113.101:80", portOpen}, // FullNAT
+		{client, "203.0.113.101:80", portOpen},      // FullNAT
 		{client, "198.51.100.2:8080", portFiltered}, // the API through the External side: the defect
 		{client, "203.0.113.2:8080", portFiltered},
 		{client, "203.0.113.2:22", portFiltered},

@@ -318,7 +318,6 @@ func (s *StatusSpec) UnmarshalYAML(n *yaml.Node) error {
 	return decodeScalar(n, "a status list", s, ParseStatusSpec)
 }
 
-
 // StatusRange is an inclusive range of status codes.
 type StatusRange struct{ Lo, Hi int }
 
