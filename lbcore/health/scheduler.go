@@ -63,6 +63,16 @@ type MemberStatus struct {
 	FailRun     int
 }
 
+// Settled reports whether the member's state comes from this scheduler's
+// own checks: at least one check ran and its result agrees with the state
+// (an up member's last check passed, a down member's failed). A member
+// still in its initial state, or between rise/fall counts, is not settled:
+// a restarted LB daemon waits for this before it changes what the kernel
+// serves.
+func (m MemberStatus) Settled() bool {
+	return m.Checks > 0 && ((m.State == StateUp && m.LastOK) || (m.State == StateDown && !m.LastOK))
+}
+
 // Options configure a Scheduler. All fields are optional.
 type Options struct {
 	Log logrus.FieldLogger

@@ -45,6 +45,9 @@ type Controller struct {
 	// Ready, if set, is called once Run has applied the first config (lbd
 	// tells init it is ready).
 	Ready func()
+	// AdoptPoll is how often an adopted IPVS table's hold checks whether
+	// every member has settled (default 200ms; see adopt.go).
+	AdoptPoll time.Duration
 
 	kick chan struct{}
 
@@ -57,13 +60,15 @@ type Controller struct {
 	appliedAt   time.Time
 	lastErr     string
 	lastErrAt   time.Time
-	transitions uint64 // health transitions seen
-	applies     uint64 // health-triggered applies that changed the kernel
+	transitions uint64    // health transitions seen
+	applies     uint64    // health-triggered applies that changed the kernel
+	adopting    bool      // IPVS left as the previous daemon left it (adopt.go)
+	adoptUntil  time.Time // the hold ends by then at the latest
 }
 
 // NewController returns a controller over a and h (h may be nil).
 func NewController(a *Applier, h HealthChecker, log logrus.FieldLogger) *Controller {
-	return &Controller{a: a, h: h, log: log, Debounce: 100 * time.Millisecond, RetryAfter: 2 * time.Second, kick: make(chan struct{}, 1)}
+	return &Controller{a: a, h: h, log: log, Debounce: 100 * time.Millisecond, RetryAfter: 2 * time.Second, AdoptPoll: 200 * time.Millisecond, kick: make(chan struct{}, 1)}
 }
 
 // SetHealth sets the health checker (before Run; for wiring a scheduler
@@ -209,6 +214,10 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 		}
 	}
 	d, err := c.a.Desired(cfg, ov, c.healthOf())
+	held := false
+	if err == nil && c.holdIPVS(cfg) {
+		d.IPVS, held = nil, true // computed (so validated), not applied
+	}
 	if err == nil {
 		var res stage.Result
 		if res, err = c.a.Apply(ctx, d); err == nil {
@@ -218,6 +227,10 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 			plan := ipvsPlan(res)
 			c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
 				Infof("applied %s (%d virtual servers): %s", path, len(cfg.VirtualServers), res)
+			if held {
+				_, until := c.Adopting()
+				c.log.Infof("IPVS table held as adopted until every monitored member has a fresh health result (at most until %s)", until.UTC().Format(time.RFC3339))
+			}
 			return nil
 		}
 	}
@@ -232,10 +245,19 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 }
 
 // applyHealth re-applies the running config's IPVS side with the members'
-// current health: what a health transition changes.
+// current health: what a health transition changes. While an adopted table
+// is held it does nothing (the hold's own poll ends it).
 func (c *Controller) applyHealth(ctx context.Context) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
+	if adopting, _ := c.Adopting(); adopting {
+		return nil
+	}
+	return c.applyIPVSLocked(ctx)
+}
+
+// applyIPVSLocked applies the running config's IPVS side (applyMu held).
+func (c *Controller) applyIPVSLocked(ctx context.Context) error {
 	cfg, ov := c.Running()
 	if cfg == nil {
 		return nil
@@ -283,17 +305,33 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 		_, ov := c.Running()
 		return c.Apply(ctx, path, cfg, ov)
 	}
+	c.detectAdoption()
 	if err := apply(); err != nil {
 		return err
 	}
 	if c.Ready != nil {
 		c.Ready()
 	}
-	var retry <-chan time.Time
+	var retry, adoptTick <-chan time.Time
+	if adopting, _ := c.Adopting(); adopting {
+		t := time.NewTicker(c.AdoptPoll)
+		defer t.Stop()
+		adoptTick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-adoptTick:
+			done, err := c.endAdoption(ctx)
+			if done {
+				adoptTick = nil
+			}
+			if err != nil {
+				c.recordErr(err)
+				c.log.WithError(err).Errorf("IPVS apply failed (kernel unchanged); retrying in %s", c.RetryAfter)
+				retry = time.After(c.RetryAfter)
+			}
 		case <-reload:
 			c.log.Info("reload requested")
 			if err := apply(); err != nil {
@@ -336,11 +374,15 @@ type Status struct {
 	ConfigPath string    `json:"config_path"`
 	AppliedAt  time.Time `json:"applied_at"`
 	// LastError is the last rejected reload or failed apply ("" if none).
-	LastError   string       `json:"last_error,omitempty"`
-	LastErrorAt time.Time    `json:"last_error_at,omitzero"`
-	Transitions uint64       `json:"health_transitions"`
-	Applies     uint64       `json:"health_applies"`
-	Pools       []PoolStatus `json:"pools"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Transitions uint64    `json:"health_transitions"`
+	Applies     uint64    `json:"health_applies"`
+	// Adopting: the IPVS table is held as a previous daemon left it until
+	// every monitored member has a fresh result, at the latest AdoptUntil.
+	Adopting   bool         `json:"adopting,omitempty"`
+	AdoptUntil time.Time    `json:"adopt_until,omitzero"`
+	Pools      []PoolStatus `json:"pools"`
 }
 
 // PoolStatus is one pool's health and what it serves.
@@ -377,7 +419,10 @@ func (c *Controller) Status() Status {
 	c.mu.Lock()
 	cfg, ov := c.cfg, c.ov
 	st := Status{ConfigPath: c.path, AppliedAt: c.appliedAt, LastError: c.lastErr, LastErrorAt: c.lastErrAt,
-		Transitions: c.transitions, Applies: c.applies}
+		Transitions: c.transitions, Applies: c.applies, Adopting: c.adopting}
+	if c.adopting {
+		st.AdoptUntil = c.adoptUntil
+	}
 	c.mu.Unlock()
 	if cfg == nil {
 		return st

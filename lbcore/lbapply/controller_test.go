@@ -47,6 +47,7 @@ type fakeHealth struct {
 	monitors  config.Monitors
 	failNext  bool
 	configure int
+	checked   map[string]bool // members with a fresh result (settle)
 }
 
 func (f *fakeHealth) Configure(m config.Monitors, ms []health.Member) error {
@@ -77,7 +78,11 @@ func (f *fakeHealth) Snapshot() []health.MemberStatus {
 	defer f.mu.Unlock()
 	var out []health.MemberStatus
 	for _, m := range f.members {
-		out = append(out, health.MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: f.states[m.ID], LastReason: "fake"})
+		ms := health.MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: f.states[m.ID], LastReason: "fake"}
+		if f.checked[m.ID] {
+			ms.Checks, ms.LastOK = 1, ms.State == health.StateUp
+		}
+		out = append(out, ms)
 	}
 	return out
 }

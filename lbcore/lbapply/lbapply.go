@@ -49,7 +49,8 @@ func (a *Applier) Desired(cfg *config.Config, ov engine.Overrides, h engine.Heal
 	return d, nil
 }
 
-// Apply makes the kernel match d. On error the kernel is as it was before
+// Apply makes the kernel match d; a nil d.IPVS leaves the IPVS table as it
+// is (a restarted daemon adopting the table, see Controller). On error the kernel is as it was before
 // the call, unless the error says an undo failed too.
 //
 // Order: the daemon's addresses first (a new VIP or local address exists
@@ -68,7 +69,9 @@ func (a *Applier) Apply(ctx context.Context, d *engine.Desired) (stage.Result, e
 	if a.Filter != nil && d.Filter != nil {
 		steps = append(steps, stage.Bind("filter", a.Filter, d.Filter))
 	}
-	steps = append(steps, stage.Bind("ipvs", a.IPVS, d.IPVS))
+	if d.IPVS != nil {
+		steps = append(steps, stage.Bind("ipvs", a.IPVS, d.IPVS))
+	}
 	res, err := stage.Run(ctx, steps...)
 	if err != nil {
 		return nil, fmt.Errorf("lb apply: %w", err)

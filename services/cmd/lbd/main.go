@@ -8,7 +8,9 @@
 // re-applies on SIGHUP (a rejected config leaves the running state as it
 // was), drains removed members, serves its status as JSON on a unix socket,
 // and stops on SIGTERM/SIGINT. It leaves the kernel state in place when it
-// stops, so traffic keeps flowing across daemon restarts.
+// stops, so traffic keeps flowing across daemon restarts; a restarted lbd
+// adopts the IPVS table it finds and changes it only once its health checks
+// have results (lbapply's adopt.go).
 //
 // ip_vs must be loaded before lbd starts (init does this); otherwise
 // github.com/moby/ipvs tries to run modprobe itself.
