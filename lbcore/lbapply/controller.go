@@ -45,6 +45,9 @@ type Controller struct {
 	// Ready, if set, is called once Run has applied the first config (lbd
 	// tells init it is ready).
 	Ready func()
+	// Restore, if set, gives the operator overrides to start with for the
+	// first config Run applies (lbd reads the ones a previous run saved).
+	Restore func(*config.Config) engine.Overrides
 	// AdoptPoll is how often an adopted IPVS table's hold checks whether
 	// every member has settled (default 200ms; see adopt.go).
 	AdoptPoll time.Duration
@@ -296,13 +299,18 @@ type Loader func(path string) (*config.Config, error)
 // running state as it was. Run returns an error only when the first config
 // cannot be loaded or applied. The health checker (if any) must be running.
 func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <-chan struct{}) error {
+	first := true
 	apply := func() error {
 		cfg, err := load(path)
 		if err != nil {
 			c.recordErr(err)
 			return err
 		}
-		_, ov := c.Running()
+		running, ov := c.Running()
+		if running == nil && first && c.Restore != nil {
+			ov = c.Restore(cfg)
+		}
+		first = false
 		return c.Apply(ctx, path, cfg, ov)
 	}
 	c.detectAdoption()

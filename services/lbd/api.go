@@ -393,6 +393,11 @@ func (a *Server) postMember(enable bool) http.HandlerFunc {
 		if enable {
 			msg = fmt.Sprintf("member %s of pool %s enabled", req.Member, req.Pool)
 		}
+		_, now := a.ctrl.Running()
+		if err := SaveOverrides(OverridesPath(a.path), now); err != nil {
+			a.log.WithError(err).Error("member admin state not saved; it will not survive an lbd restart")
+			msg += fmt.Sprintf(" (not saved, lost if lbd restarts: %v)", err)
+		}
 		a.log.WithFields(logrus.Fields{"pool": req.Pool, "member": ref.Label(), "enabled": enable}).Info("member admin state changed")
 		localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: msg})
 	}

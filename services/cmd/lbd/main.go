@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/addrs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
@@ -66,6 +67,20 @@ func run(ctx context.Context, path string, log *logrus.Entry, drain time.Duratio
 		ResolveIface: func(mac string) (string, error) { return nicByMAC(nl, mac) }, Log: log}
 	ctrl := lbapply.NewController(a, nil, log)
 	ctrl.Ready = func() { daemon.Ready(ctx) }
+	ctrl.Restore = func(cfg *config.Config) engine.Overrides {
+		ovPath := lbd.OverridesPath(path)
+		ov, dropped, err := lbd.LoadOverrides(ovPath, cfg)
+		if err != nil {
+			log.WithError(err).Error("operator overrides not restored; every member starts enabled")
+		}
+		if len(dropped) > 0 {
+			log.WithField("members", dropped).Warn("saved overrides name members the config no longer has; dropped")
+		}
+		if len(ov.Disabled) > 0 {
+			log.WithField("disabled", len(ov.Disabled)).Infof("operator overrides restored from %s", ovPath)
+		}
+		return ov
+	}
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
 	ctrl.SetHealth(sched)
 	go sched.Run(ctx)
