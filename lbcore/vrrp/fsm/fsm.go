@@ -112,6 +112,7 @@ type Machine struct {
 	preemptFrom         time.Time
 	holdPreempt         bool // manual switchover: do not take back
 	handover            handover
+	peerPriority        int // of the last advert heard from another router (0: none)
 	master              netip.Addr
 }
 
@@ -176,6 +177,12 @@ func (m *Machine) Deadline() time.Time {
 	}
 	return time.Time{}
 }
+
+// PeerOutranks reports whether the last other router heard advertised a
+// higher priority than this one's: in a split brain (the two masters no
+// longer hear each other) it tells the lower-priority master it is the one
+// that should yield.
+func (m *Machine) PeerOutranks() bool { return m.peerPriority > m.priority }
 
 // HandingOver reports whether a switchover is in progress (still master,
 // waiting for the peer to take over).
@@ -289,6 +296,9 @@ func (m *Machine) preempts(now time.Time) bool {
 // Receive processes a valid advert for this virtual router from another
 // router.
 func (m *Machine) Receive(now time.Time, a Advert) []Action {
+	if a.Priority > 0 {
+		m.peerPriority = a.Priority
+	}
 	switch m.state {
 	case Backup:
 		if a.Priority == 0 {

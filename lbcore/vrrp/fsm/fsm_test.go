@@ -500,3 +500,22 @@ func TestResume(t *testing.T) {
 	expect(t, "higher master", m.Receive(t0.Add(50*ms), Advert{Priority: 150, Interval: 200 * ms, Src: addr2}),
 		"send-advert(prio=100)", "MASTER->BACKUP")
 }
+
+// The priority last heard from another router is remembered across the
+// transition to master, so a split brain's lower-priority master knows it.
+func TestPeerOutranks(t *testing.T) {
+	m := New(params(100))
+	m.Start(t0)
+	if m.PeerOutranks() {
+		t.Error("outranked before hearing anyone")
+	}
+	m.Receive(t0.Add(10*ms), Advert{Priority: 200, Interval: 200 * ms, Src: addr2})
+	m.Tick(t0.Add(2 * time.Second)) // the master goes quiet: master down
+	if m.State() != Master || !m.PeerOutranks() {
+		t.Errorf("after taking over from a priority-200 master: %s outranked=%v", m.State(), m.PeerOutranks())
+	}
+	m.Receive(t0.Add(3*time.Second), Advert{Priority: 50, Interval: 200 * ms, Src: addr2})
+	if m.PeerOutranks() {
+		t.Error("still outranked after hearing a priority-50 router")
+	}
+}

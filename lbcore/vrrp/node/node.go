@@ -117,6 +117,8 @@ type instance struct {
 	// instant, reached a host or switch after ours.
 	followUp time.Time
 	refresh  time.Time
+	// foreignAt is when another MAC last claimed one of the addresses.
+	foreignAt time.Time
 }
 
 // New checks the options and prepares a node; Run starts it.

@@ -69,6 +69,10 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}(c)
 	}
+	claims := make(chan foreignClaim, 16)
+	for _, a := range rt.announce {
+		go a.watchARP(rt.virtual, claims, ctx.Done())
+	}
 	links := make(chan netlink.LinkUpdate, 32)
 	linkDone := make(chan struct{})
 	defer close(linkDone)
@@ -157,6 +161,8 @@ func (n *Node) Run(ctx context.Context) error {
 			rt.receive(time.Now(), p)
 		case u := <-links:
 			rt.linkUpdate(time.Now(), u)
+		case c := <-claims:
+			rt.foreignClaimSeen(time.Now(), c)
 		case f := <-n.cmds:
 			f(time.Now())
 		case <-timer.C:
@@ -386,9 +392,10 @@ func (rt *session) pumpGARP(in *instance, now time.Time) {
 		send = true
 	} else if in.garpLeft == 0 && !in.followUp.IsZero() && !now.Before(in.followUp) {
 		in.followUp = time.Time{}
-		send = true
+		send = !rt.refreshHeld(in, now)
 	} else if in.garpLeft == 0 && rt.refreshIv > 0 && !now.Before(in.refresh) {
-		send = true
+		send = !rt.refreshHeld(in, now)
+		in.refresh = now.Add(rt.refreshIv)
 	}
 	if !send {
 		return
