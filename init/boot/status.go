@@ -18,7 +18,8 @@ func statusHandler(sup *supervisor.Supervisor, ring *logring.Ring) http.Handler 
 	localapi.Route(mux, "GET", localapi.PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var out []localapi.ServiceStatus
 		for _, s := range sup.Statuses() {
-			out = append(out, localapi.ServiceStatus{Name: s.Name, PID: s.PID, Running: s.Running, Restarts: s.Restarts, LastExit: s.LastExit, Since: s.Since})
+			out = append(out, localapi.ServiceStatus{Name: s.Name, PID: s.PID, Running: s.Running, Restarts: s.Restarts, LastExit: s.LastExit, Since: s.Since,
+				Ready: s.Ready, WatchdogKills: s.WatchdogKills, OutputCut: s.Cut, OutputDropped: s.Dropped})
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 		localapi.WriteJSON(w, http.StatusOK, out)

@@ -131,6 +131,14 @@ type ServiceStatus struct {
 	Restarts int       `json:"restarts"`
 	LastExit string    `json:"last_exit,omitempty"`
 	Since    time.Time `json:"since"`
+	// Ready: the daemon has reported ready (services After it may run).
+	Ready bool `json:"ready"`
+	// WatchdogKills counts the runs killed for missing heartbeats.
+	WatchdogKills int `json:"watchdog_kills"`
+	// Output lines cut at the line cap, and dropped because the console
+	// could not take them.
+	OutputCut     uint64 `json:"output_lines_cut"`
+	OutputDropped uint64 `json:"output_lines_dropped"`
 }
 
 // LogLine is one line of the console log ring.

@@ -51,6 +51,8 @@ var (
 
 	descDaemonUp       = prometheus.NewDesc("fulcrum_daemon_up", "1 when the daemon is running.", []string{"daemon"}, nil)
 	descDaemonRestarts = prometheus.NewDesc("fulcrum_daemon_restarts_total", "Times init restarted the daemon.", []string{"daemon"}, nil)
+	descDaemonWatchdog = prometheus.NewDesc("fulcrum_daemon_watchdog_kills_total", "Times init killed the daemon for missing heartbeats (hung).", []string{"daemon"}, nil)
+	descDaemonDropped  = prometheus.NewDesc("fulcrum_daemon_output_lines_dropped_total", "Lines of the daemon's output dropped because the console could not take them.", []string{"daemon"}, nil)
 
 	descScrapeError = prometheus.NewDesc("fulcrum_scrape_source_up", "1 when the source answered this scrape.", []string{"source"}, nil)
 )
@@ -60,7 +62,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descScrapeError} {
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descScrapeError} {
 		ch <- d
 	}
 }
@@ -171,6 +173,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range svcs {
 			gauge(descDaemonUp, b2f(s.Running), s.Name)
 			counter(descDaemonRestarts, float64(s.Restarts), s.Name)
+			counter(descDaemonWatchdog, float64(s.WatchdogKills), s.Name)
+			counter(descDaemonDropped, float64(s.OutputDropped), s.Name)
 		}
 	}
 }
