@@ -3,6 +3,7 @@ package mgmtd
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
@@ -57,7 +58,7 @@ var (
 	descScrapeError = prometheus.NewDesc("fulcrum_scrape_source_up", "1 when the source answered this scrape.", []string{"source"}, nil)
 )
 
-var vrrpStates = []string{"init", "backup", "master"}
+var vrrpStates = []string{"init", "backup", "master", "fault"}
 var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
@@ -127,7 +128,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if source("vrrpd", err) {
 		for _, in := range st.Instances {
 			for _, s := range vrrpStates {
-				gauge(descVRRPState, b2f(in.State == s), in.Instance, s)
+				gauge(descVRRPState, b2f(strings.EqualFold(in.State, s)), in.Instance, s)
 			}
 			gauge(descVRRPPriority, float64(in.Priority), in.Instance)
 			counter(descVRRPTransitions, float64(in.Transitions), in.Instance)
