@@ -90,13 +90,24 @@ func mgmtLab(t *testing.T, files map[string]string) (*netlab.Lab, *netlab.Namesp
 }
 
 // guestHasAddr reports whether `ip addr` in the guest shows addr as an inet
-// address (line based: daemon output may interleave).
+// address (line based: daemon output may interleave). Both answers come
+// from a complete dump: when the kernel interrupts the address dump (a
+// lease being applied changes the table meanwhile), u-root's ip exits 1
+// with "results may be incomplete", and the dump is taken again.
 func guestHasAddr(t *testing.T, v *vm.VM, addr string) (bool, string) {
 	t.Helper()
-	out, err := v.Run("ip addr", 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var out string
+	testkit.Eventually(t, 20*time.Second, 500*time.Millisecond, func() error {
+		var err error
+		out, err = v.Run("ip addr", 30*time.Second)
+		if err != nil && strings.Contains(err.Error(), "incomplete") {
+			return fmt.Errorf("address dump interrupted: %w", err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
 	re := regexp.MustCompile(`(?m)^\s*inet ` + regexp.QuoteMeta(addr) + `/25\b`)
 	return re.MatchString(out), out
 }

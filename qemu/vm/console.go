@@ -193,8 +193,16 @@ func (c *Console) Send(s string) error {
 }
 
 // Run types a shell command on the console and returns its output and exit
-// status. Output is framed by markers built so that the echo of the typed
-// line cannot match them.
+// status.
+//
+// The console is shared: daemons' log lines (init's "lbd| ..." lines) and
+// kernel messages land in the middle of a command's output, even inside
+// one of its lines when the command writes a line in pieces. So the
+// command's output goes to a file in the guest first; the shell then
+// prints it back one line per write, each tagged "@@<n>|", and only tagged
+// lines between the begin and end markers are the output. Tags and
+// markers are typed split ('@@B”n', "@@""n|") so the echo of the typed
+// line can never match them.
 func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
 	c.mu.Lock()
 	c.seq++
@@ -203,19 +211,44 @@ func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
 	if err := c.waitAutoLogin(timeout); err != nil {
 		return "", -1, fmt.Errorf("running %q: %w", cmd, err)
 	}
-	begin := fmt.Sprintf("@@B%d@@", n)
-	end := fmt.Sprintf("@@E%d@@", n)
-	line := fmt.Sprintf("echo '@@B''%d@@'; %s; echo '@@E''%d@@' $?\n", n, cmd, n)
+	line := RunLine(n, cmd)
 	if err := c.Send(line); err != nil {
 		return "", -1, fmt.Errorf("console: %w", err)
 	}
-	re := regexp.MustCompile(`(?s)` + regexp.QuoteMeta(begin) + `\r?\n(.*?)` + regexp.QuoteMeta(end) + ` (\d+)`)
+	re := regexp.MustCompile(`(?s)` + regexp.QuoteMeta(fmt.Sprintf("@@B%d@@", n)) + `(.*?)` + regexp.QuoteMeta(fmt.Sprintf("@@E%d@@", n)) + ` (\d+)`)
 	m, err := c.Expect(re, timeout)
 	if err != nil {
 		return "", -1, fmt.Errorf("running %q: %w", cmd, err)
 	}
 	status, _ := strconv.Atoi(m[2])
-	return strings.ReplaceAll(m[1], "\r\n", "\n"), status, nil
+	return TaggedOutput(n, m[1]), status, nil
+}
+
+// RunLine is the shell line Run types for command number n. It works in
+// the guest's shell (u-root's gosh, which has no rm: the one file is
+// overwritten by the next command) and in POSIX sh.
+func RunLine(n int, cmd string) string {
+	const f = "/tmp/.console-run"
+	return fmt.Sprintf("echo '@@B''%d@@'; { %s; } >%s 2>&1; s=$?; "+
+		"while IFS= read -r l || [ -n \"$l\" ]; do echo \"@@\"\"%d|$l\"; done <%s; "+
+		"echo '@@E''%d@@' $s\n", n, cmd, f, n, f, n)
+}
+
+// TaggedOutput picks the lines tagged "@@<n>|" out of framed console text
+// (interleaved lines and carriage returns dropped) and returns them, each
+// ending in a newline.
+func TaggedOutput(n int, framed string) string {
+	tag := fmt.Sprintf("@@%d|", n)
+	var b strings.Builder
+	for _, line := range strings.Split(framed, "\n") {
+		i := strings.Index(line, tag)
+		if i < 0 {
+			continue
+		}
+		b.WriteString(strings.TrimRight(line[i+len(tag):], "\r"))
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // waitAutoLogin waits until an AutoLogin has reached the shell, so a
