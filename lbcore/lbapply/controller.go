@@ -189,7 +189,9 @@ func (c *Controller) Running() (*config.Config, engine.Overrides) {
 // holds it, or with the error that left the running state as it was. It
 // runs to the end even when ctx is cancelled (a client gone mid-request
 // cannot leave the kernel half-applied): only ctx's values are used. path
-// names where cfg came from, for status and logs.
+// names where cfg came from, for status and logs. While an adopted IPVS
+// table is held (adopt.go) the IPVS part is computed but applied when the
+// hold ends.
 func (c *Controller) Apply(ctx context.Context, path string, cfg *config.Config, ov engine.Overrides) error {
 	ctx = context.WithoutCancel(ctx)
 	c.applyMu.Lock()
