@@ -2,12 +2,15 @@ package guard
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 func TestClip(t *testing.T) {
@@ -91,14 +94,12 @@ func get(addr string) (string, error) {
 // waitOpen waits until the server counts n open connections.
 func waitOpen(t *testing.T, s *Server, n int) {
 	t.Helper()
-	for i := 0; i < 200; i++ {
-		if open, _, _ := s.Conns.Stats(); open == n {
-			return
+	testkit.Eventually(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if open, _, _ := s.Conns.Stats(); open != n {
+			return fmt.Errorf("server has %d connections open, want %d", open, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	open, _, _ := s.Conns.Stats()
-	t.Fatalf("server has %d connections open, want %d", open, n)
+		return nil
+	})
 }
 
 func TestCapEvictsTheOldestIdle(t *testing.T) {
