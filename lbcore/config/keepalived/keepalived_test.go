@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -289,10 +290,8 @@ func TestDefinitionsAsKeepalivedReadsThem(t *testing.T) {
 // goldens start from a config keepalived really accepts. Complaints about
 // the host (interfaces that do not exist here, no script user) are expected.
 func TestPairIsValidKeepalived(t *testing.T) {
-	bin, err := exec.LookPath("keepalived")
-	if err != nil {
-		t.Skip("keepalived is not installed (make deps installs it)")
-	}
+	testkit.Require(t, testkit.Tool("keepalived")) // make deps installs it
+	bin, _ := exec.LookPath("keepalived")
 	abs, _ := filepath.Abs("testdata/pair/keepalived.conf")
 	for _, id := range []string{"lb1", "lb2"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestDebianSamples(t *testing.T) {
 	files, _ := filepath.Glob("/usr/share/doc/keepalived/samples/keepalived.conf.*")
 	if len(files) == 0 {
-		t.Skip("keepalived's samples are not installed (make deps installs the keepalived package)")
+		testkit.Missing(t, "keepalived's samples are not installed (make deps installs the keepalived package)")
 	}
 	base, err := os.ReadFile("testdata/samples-base.yaml")
 	if err != nil {
