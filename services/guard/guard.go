@@ -170,8 +170,22 @@ func (c *Conns) makeRoom() bool {
 	}
 	delete(c.conns, victim)
 	c.evicted++
-	victim.Close()
+	abort(victim)
 	return true
+}
+
+// abort closes conn with a reset rather than a FIN: an evicted idle client
+// gets no graceful close, and the server keeps no FIN_WAIT state for it
+// (under a flood of idle connections, every packet and timer counts).
+func abort(conn net.Conn) {
+	raw := conn
+	if t, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		raw = t.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
 }
 
 // Listener wraps l: Accept makes room under the cap first.
