@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,5 +43,27 @@ func TestConfigHidesSecrets(t *testing.T) {
 	}
 	if _, err := Config([]byte("management: [\n  token: x")); err == nil {
 		t.Error("an unparsable config was shown")
+	}
+}
+
+// A redacted config sent back to apply is refused on the redacted fields:
+// the marker never silently becomes the token or the password hash.
+func TestRedactedConfigDoesNotValidate(t *testing.T) {
+	base := "version: 1\nnetwork:\n  failover: {members: [eth0]}\n  internal: {members: [eth1], addresses: [198.51.100.2/24]}\n  external: {members: [eth2]}\n"
+	for _, mgmt := range []string{
+		"management:\n  api: {token: \"s3cret-token-0123456789\"}\n",
+		"management:\n  api: {token_sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae}\n",
+		"management:\n  console: {password_hash: \"$2a$10$oNRa3xwoTZDbKXuGAXWJDOf2fNO3b545OnrK75alM.qhaXk9zGCZm\"}\n",
+	} {
+		if _, err := config.Parse([]byte(base + mgmt)); err != nil {
+			t.Fatalf("the original does not validate: %v", err)
+		}
+		red, err := Config([]byte(base + mgmt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := config.Parse(red); err == nil || !strings.Contains(err.Error(), "management.") {
+			t.Errorf("redacted config accepted or refused for another reason: %v\n%s", err, red)
+		}
 	}
 }
