@@ -325,6 +325,10 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("MasterExternalBondLostFailsOverToTheBackup", func(t *testing.T) {
+		externalBondLost(t, ha)
+	})
+
 	killed := t.Run("MasterGuestKilledBackupServesTheVIPs", func(t *testing.T) {
 		masterKilled(t, ha, "master guest killed (QEMU SIGKILL), default adverts (200 ms)")
 	})
@@ -487,4 +491,43 @@ func ipvsLines(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// externalBondLost: both External links of lb1 (master) cut. Tracking of
+// the External and Internal bonds is on by default in HA configs, so lb1
+// faults (priority-0 advert) and lb2 takes over; when the links return lb1
+// preempts after preempt_delay. (Before, without a track section, losing
+// the master's External bond was a full outage with no failover.)
+func externalBondLost(t *testing.T, ha *scenario.HA) {
+	loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+	time.Sleep(time.Second)
+	v := ha.Node(1)
+	t0 := time.Now()
+	for m := 1; m <= 2; m++ {
+		if err := v.SetLink(fmt.Sprintf("%s%d", netlab.External, m), false); err != nil {
+			loop.Stop()
+			t.Fatal(err)
+		}
+	}
+	err := ha.WaitServing(scenario.VIPNAT, 2, 15*time.Second)
+	dOver := time.Since(t0)
+	for m := 1; m <= 2; m++ {
+		if err := v.SetLink(fmt.Sprintf("%s%d", netlab.External, m), true); err != nil {
+			t.Error(err)
+		}
+	}
+	if err != nil {
+		loop.Stop()
+		t.Fatalf("lb1's External bond down: %v", err)
+	}
+	t1 := time.Now()
+	errBack := ha.WaitServing(scenario.VIPNAT, 1, preemptDelay+30*time.Second)
+	dBack := time.Since(t1)
+	s := scenario.Summarize(loop.Stop())
+	ha.Report.Add("master's External bond lost (both links cut)", "cut → lb2 serves the VIP", "%.2f s", dOver.Seconds())
+	ha.Report.Add("master's External bond lost (both links cut)", "links back → lb1 serves again (preempt_delay 8 s)", "%.2f s", dBack.Seconds())
+	ha.Report.Add("master's External bond lost (both links cut)", "requests sent / lost", "%d / %d", s.Sent, s.Lost)
+	if errBack != nil {
+		t.Errorf("lb1 did not take the VIP back after its External links returned: %v", errBack)
+	}
 }
