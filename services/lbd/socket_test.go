@@ -1,4 +1,4 @@
-package main
+package lbd
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func TestStatusSocketIsOwnerOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lbd.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go serveStatus(ctx, logrus.NewEntry(logrus.New()), path, http.NotFoundHandler())
+	go serveSocket(ctx, logrus.NewEntry(logrus.New()), path, http.NotFoundHandler())
 	testkit.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		c, err := net.Dial("unix", path)
 		if err == nil {
