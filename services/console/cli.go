@@ -367,7 +367,14 @@ func (c *CLI) showServices(ctx context.Context, _ []string) error {
 		if s.Running {
 			state = fmt.Sprintf("running pid %d since %s", s.PID, s.Since.Format("15:04:05"))
 		}
-		fmt.Fprintf(c.Out, "%-10s %-40s restarts %d  %s\n", s.Name, state, s.Restarts, s.LastExit)
+		extra := ""
+		if s.WatchdogKills > 0 {
+			extra += fmt.Sprintf("  watchdog kills %d", s.WatchdogKills)
+		}
+		if s.OutputDropped > 0 {
+			extra += fmt.Sprintf("  output lines dropped %d", s.OutputDropped)
+		}
+		fmt.Fprintf(c.Out, "%-10s %-40s restarts %d  %s%s\n", s.Name, state, s.Restarts, s.LastExit, extra)
 	}
 	return nil
 }
