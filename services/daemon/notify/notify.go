@@ -74,13 +74,6 @@ func FromEnv(getenv func(string) string) (*Notifier, error) {
 	if err != nil || fd < 0 {
 		return nil, fmt.Errorf("%s=%q: not a file descriptor", EnvFD, v)
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-		return nil, fmt.Errorf("%s=%d: %w", EnvFD, fd, err)
-	}
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, fmt.Errorf("%s=%d: non-blocking: %w", EnvFD, fd, err)
-	}
 	n := &Notifier{fd: fd}
 	if w := getenv(EnvWatchdog); w != "" {
 		d, err := time.ParseDuration(w)
@@ -88,6 +81,13 @@ func FromEnv(getenv func(string) string) (*Notifier, error) {
 			return nil, fmt.Errorf("%s=%q: not a positive duration", EnvWatchdog, w)
 		}
 		n.watchdog = d
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		return nil, fmt.Errorf("%s=%d: %w", EnvFD, fd, err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("%s=%d: non-blocking: %w", EnvFD, fd, err)
 	}
 	return n, nil
 }
