@@ -254,17 +254,6 @@ func (c *Config) LocalAddresses() []netip.Addr {
 	return poolAddrs(c.LocalAddressPools, used)
 }
 
-// SNATAddresses lists every address of the SNAT IPools a rule uses. The
-// appliance must own them on the rule's out interface (the External bond,
-// floating with VRRP like the VIPs) so replies from the outside reach it.
-func (c *Config) SNATAddresses() []netip.Addr {
-	used := map[string]bool{}
-	for _, r := range c.SNAT.Rules {
-		used[r.IPool] = true
-	}
-	return poolAddrs(c.SNAT.IPools, used)
-}
-
 func poolAddrs(pools map[string]*AddressPool, used map[string]bool) []netip.Addr {
 	seen := map[netip.Addr]bool{}
 	var out []netip.Addr

@@ -107,9 +107,6 @@ func TestLBGoodConfigAndDefaults(t *testing.T) {
 	if la := c.LocalAddresses(); len(la) != 9 || la[0].String() != "198.51.100.201" || la[8].String() != "198.51.100.209" {
 		t.Errorf("local addresses = %v", la)
 	}
-	if sa := c.SNATAddresses(); len(sa) != 10 || sa[9].String() != "203.0.113.209" {
-		t.Errorf("snat addresses = %v", sa)
-	}
 	if !c.VirtualServers[1].IsRange() || c.VirtualServers[1].Mark() == 0 || c.VirtualServers[0].IsRange() {
 		t.Errorf("range detection wrong")
 	}

@@ -216,13 +216,20 @@ type VRRPAddress struct {
 	Addr   netip.Addr // Prefix.Addr(), for convenience
 }
 
+// groupAddrs are an instance's floating addresses on one group.
+type groupAddrs struct {
+	group Group
+	addrs []HostPrefix
+}
+
+func (in *VRRPInstance) groups() []groupAddrs {
+	return []groupAddrs{{Internal, in.Internal}, {External, in.External}}
+}
+
 // Addresses lists the instance's floating addresses, internal first.
 func (in *VRRPInstance) Addresses() []VRRPAddress {
 	var out []VRRPAddress
-	for _, g := range []struct {
-		group Group
-		addrs []HostPrefix
-	}{{Internal, in.Internal}, {External, in.External}} {
+	for _, g := range in.groups() {
 		for _, p := range g.addrs {
 			out = append(out, VRRPAddress{Group: g.group, Prefix: p.Prefix, Addr: p.Addr()})
 		}
@@ -351,10 +358,7 @@ func (c *VRRP) validateInstance(errs *cfgerr.List, p string, in *VRRPInstance, s
 	}
 	validPriority(errs, cfgerr.Join(p, "priority"), in.Priority)
 	validInterval(errs, cfgerr.Join(p, "advert_interval"), c.Version, in.AdvertInterval)
-	for _, g := range []struct {
-		group Group
-		addrs []HostPrefix
-	}{{Internal, in.Internal}, {External, in.External}} {
+	for _, g := range in.groups() {
 		for j, pfx := range g.addrs {
 			ap := cfgerr.Index(cfgerr.Join(p, string(g.group)), j)
 			a := pfx.Addr()
@@ -449,10 +453,7 @@ func (c *Config) validateVRRP(errs *cfgerr.List) {
 		if in.Family == IPv4 && !hasIPv4(failNets) {
 			errs.Add(cfgerr.Join(p, "family"), "an IPv4 heartbeat needs an IPv4 address on the failover bond (network.failover.addresses)")
 		}
-		for _, g := range []struct {
-			group Group
-			addrs []HostPrefix
-		}{{Internal, in.Internal}, {External, in.External}} {
+		for _, g := range in.groups() {
 			nets := prefixes(c.Network.Group(g.group).Addresses)
 			for j, pfx := range g.addrs {
 				ap := cfgerr.Index(cfgerr.Join(p, string(g.group)), j)

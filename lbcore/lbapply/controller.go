@@ -408,18 +408,19 @@ type PoolStatus struct {
 // MemberStatus is one member's health. Members of pools without a monitor
 // are always up and have no check fields.
 type MemberStatus struct {
-	Address     string        `json:"address"` // addr:port as configured
-	Weight      int           `json:"weight"`  // configured weight
-	State       health.State  `json:"state"`
-	Serving     bool          `json:"serving"`            // in IPVS with weight > 0 (engine.PoolPolicy)
-	Disabled    bool          `json:"disabled,omitempty"` // operator override: weight 0, draining
-	Since       time.Time     `json:"since,omitzero"`
-	Checks      uint64        `json:"checks"`
-	Transitions uint64        `json:"transitions"`
-	LastOK      bool          `json:"last_ok"`
-	LastReason  string        `json:"last_reason,omitempty"`
-	LastCheck   time.Time     `json:"last_check,omitzero"`
-	LastLatency time.Duration `json:"last_latency_ns"`
+	Ref         config.MemberRef `json:"-"`
+	Address     string           `json:"address"` // addr:port as configured
+	Weight      int              `json:"weight"`  // configured weight
+	State       health.State     `json:"state"`
+	Serving     bool             `json:"serving"`            // in IPVS with weight > 0 (engine.PoolPolicy)
+	Disabled    bool             `json:"disabled,omitempty"` // operator override: weight 0, draining
+	Since       time.Time        `json:"since,omitzero"`
+	Checks      uint64           `json:"checks"`
+	Transitions uint64           `json:"transitions"`
+	LastOK      bool             `json:"last_ok"`
+	LastReason  string           `json:"last_reason,omitempty"`
+	LastCheck   time.Time        `json:"last_check,omitzero"`
+	LastLatency time.Duration    `json:"last_latency_ns"`
 }
 
 // Status returns a snapshot of the running config's pools and members;
@@ -457,7 +458,7 @@ func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[st
 	for i := range pool.Members {
 		m := &pool.Members[i]
 		r := m.Ref(name)
-		ms := MemberStatus{Address: r.Endpoint().String(), Weight: m.MemberWeight(), State: health.StateUp, Disabled: ov.Disabled[r]}
+		ms := MemberStatus{Ref: r, Address: r.Endpoint().String(), Weight: m.MemberWeight(), State: health.StateUp, Disabled: ov.Disabled[r]}
 		if pool.Monitor != "" {
 			h, ok := byID[r.String()]
 			ms.State = health.StateUnknown

@@ -172,30 +172,16 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 }
 
 // memberHealth lists every configured member with its health and admin
-// state.
+// state, from the controller's status (the pool policy's view).
 func (a *Server) memberHealth() map[config.MemberRef]localapi.MemberHealth {
 	out := map[config.MemberRef]localapi.MemberHealth{}
-	cfg, ov := a.ctrl.Running()
-	if cfg == nil {
-		return out
-	}
-	states := map[string]string{}
 	for _, p := range a.ctrl.Status().Pools {
 		for _, m := range p.Members {
-			states[p.Name+"/"+m.Address] = m.State.String()
-		}
-	}
-	for name, p := range cfg.Pools {
-		for i := range p.Members {
-			r := p.Members[i].Ref(name)
-			h := localapi.MemberHealth{Pool: name, Member: r.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: ov.Disabled[r]}
+			h := localapi.MemberHealth{Pool: p.Name, Member: m.Ref.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: m.Disabled}
 			if p.Monitor != "" {
-				h.Health = "unknown"
-				if s, ok := states[r.String()]; ok {
-					h.Health = s
-				}
+				h.Health = m.State.String()
 			}
-			out[r] = h
+			out[m.Ref] = h
 		}
 	}
 	return out
