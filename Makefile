@@ -52,6 +52,7 @@ lab-down:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags guest ./...   # the guest-only tests (//go:build guest) too
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-clean: $$bad"; exit 1; fi
 
 # Everything CI runs: vet, unit and namespace tests with the race detector,
