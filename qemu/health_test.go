@@ -119,6 +119,11 @@ func ipvsDests(t *testing.T, v *vm.VM) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parseIPVSDests(out)
+}
+
+// parseIPVSDests reads /proc/net/ip_vs text as ipvsDests returns it.
+func parseIPVSDests(out string) map[string]string {
 	svcRE := regexp.MustCompile(`^(?:TCP|UDP)\s+([0-9A-F]{8}:[0-9A-F]{4})\s`)
 	destRE := regexp.MustCompile(`->\s+([0-9A-F]{8}:[0-9A-F]{4})\s+\w+\s+(\d+)`)
 	got := map[string]string{}
