@@ -1,7 +1,10 @@
+//go:build guest
+
 package ctnl_test
 
-// Kernel tests: they need nf_nat and ctnetlink (the appliance guest's
-// kernel; qemu's TestConntrackSyncOnTheRealKernel runs them there).
+// Kernel tests: they need nf_nat and ctnetlink of the appliance guest's
+// kernel, so they are built only with the "guest" tag (qemu/guesttest
+// sets it); qemu's TestConntrackSyncOnTheRealKernel runs them there.
 //
 //	client ns 198.51.100.11 ── 198.51.100.2  A (master: SNAT to 203.0.113.200)  203.0.113.2 ── 203.0.113.50 server ns
 //	B (backup): an empty namespace the entry is installed into
