@@ -325,6 +325,10 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("VRRPDaemonKilledOnTheMasterResumesWithoutAFailover", func(t *testing.T) {
+		vrrpdKilledOnMaster(t, ha)
+	})
+
 	t.Run("MasterExternalBondLostFailsOverToTheBackup", func(t *testing.T) {
 		externalBondLost(t, ha)
 	})
@@ -491,6 +495,64 @@ func ipvsLines(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+var (
+	resumedRE      = regexp.MustCompile(`vrrpd\|.*resuming as master`)
+	runningVRRPDRE = regexp.MustCompile(`(?m)^vrrpd\s+running pid (\d+)`)
+)
+
+// vrrpdKilledOnMaster: kill -9 of vrrpd on lb1 (master). init restarts it at
+// once (it ran longer than the stable period), the new vrrpd finds the VIPs
+// still on the bonds and resumes as master, advertising at once: lb2 never
+// becomes master and no request is lost (issue 12.5; before: lb2 took over
+// at 0.7 s and lb1 preempted back at 9.9 s).
+func vrrpdKilledOnMaster(t *testing.T, ha *scenario.HA) {
+	out, err := ha.Run(1, "lbctl show services")
+	if err != nil {
+		t.Fatalf("lbctl show services: %v\n%s", err, out)
+	}
+	m := runningVRRPDRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("vrrpd not running on lb1:\n%s", out)
+	}
+	pid := m[1]
+	// init restarts a daemon at once only after a run longer than its
+	// stable period (10 s); right after boot it would wait 1 s first.
+	time.Sleep(12 * time.Second)
+	before1, before2 := ha.VRRPStates(1), ha.VRRPStates(2)
+	resumedBefore := len(resumedRE.FindAllString(ha.Node(1).Console.Output(), -1))
+	loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	if out, err := ha.Run(1, "kill -9 "+pid); err != nil {
+		loop.Stop()
+		t.Fatalf("kill -9 %s: %v\n%s", pid, err, out)
+	}
+	var dResume time.Duration
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if len(resumedRE.FindAllString(ha.Node(1).Console.Output(), -1)) > resumedBefore {
+			dResume = time.Since(t0)
+			break
+		}
+	}
+	time.Sleep(5 * time.Second) // longer than lb2's master-down interval
+	s := scenario.Summarize(loop.Stop())
+	after1, after2 := ha.VRRPStates(1), ha.VRRPStates(2)
+	ha.Report.Add("kill -9 vrrpd on the master", "kill → restarted vrrpd resumed as master (console)", "%.2f s", dResume.Seconds())
+	ha.Report.Add("kill -9 vrrpd on the master", "backup takeovers / requests sent / lost", "%d / %d / %d", countOf(after2, "MASTER")-countOf(before2, "MASTER"), s.Sent, s.Lost)
+	if dResume == 0 {
+		t.Errorf("lb1's vrrpd did not resume as master within 30 s of kill -9 (states %v → %v)", before1, after1)
+	}
+	if n := countOf(after2, "MASTER") - countOf(before2, "MASTER"); n != 0 {
+		t.Errorf("lb2 became master %d times after vrrpd was killed on lb1: %v → %v", n, before2, after2)
+	}
+	if s.Lost > 0 {
+		t.Errorf("%d of %d requests lost across the vrrpd restart (first: %v)", s.Lost, s.Sent, s.FirstErr)
+	}
+	if n, err := ha.ServingNode(scenario.VIPNAT); err != nil || n != 1 {
+		t.Errorf("after the vrrpd restart the VIP is served by lb%d (%v), want lb1", n, err)
+	}
 }
 
 // externalBondLost: both External links of lb1 (master) cut. Tracking of
