@@ -43,6 +43,23 @@ type member struct {
 	monSrc *Node
 }
 
+// vsOptions are a virtual_server block's own directives, keepalived's
+// defaults filled in.
+type vsOptions struct {
+	mode, sched, proto string
+	persist            *yaml.Node
+	netmask            string
+	quorum             int
+	quorumNode         *Node
+	sorry              string
+	inhibit, alpha     bool
+	host               string
+	delayLoop          time.Duration
+	connectTimeout     *time.Duration
+	retry              int
+	members            []*member
+}
+
 // virtualServer converts one virtual_server block (one Fulcrum virtual
 // server per address and port it covers, sharing one pool).
 func (c *converter) virtualServer(n *Node) {
@@ -52,153 +69,140 @@ func (c *converter) virtualServer(n *Node) {
 		n.noted = true // the reason is reported; nothing inside is used
 		return
 	}
-	mode, sched, proto := "nat", "wlc", "tcp" // keepalived's defaults
-	var persist *yaml.Node
-	netmask := ""
-	quorum := 1
-	var quorumNode *Node
-	sorry := ""
-	inhibit := false
-	alpha := false
-	host := ""
-	delayLoop := kaDelayLoop
-	var connectTimeout *time.Duration
-	retry := -1
-	var members []*member
+	o := &vsOptions{mode: "nat", sched: "wlc", proto: "tcp", quorum: 1, delayLoop: kaDelayLoop, retry: -1} // keepalived's defaults
 	for _, d := range n.Children {
 		d.read = true
-		switch d.Key {
-		case "delay_loop":
-			if v, err := secondsArg(d); err == nil && v >= 10*time.Millisecond {
-				delayLoop = v
-			} else {
-				c.note(d, "%sdelay_loop %s: not a usable interval; keepalived's 60 s kept", ctx, strings.Join(d.Args, " "))
-			}
-		case "lb_algo", "lvs_sched":
-			if len(d.Args) == 1 && slices.Contains(schedulers, d.Args[0]) {
-				sched = d.Args[0]
-			} else {
-				c.note(d, "%s%s %s: not an IPVS scheduler Fulcrum offers (%s); keepalived's default wlc used", ctx, d.Key, strings.Join(d.Args, " "), strings.Join(schedulers, ", "))
-			}
-		case "lb_kind", "lvs_method":
-			switch strings.ToUpper(strings.Join(d.Args, " ")) {
-			case "NAT":
-				mode = "nat"
-			case "DR":
-				mode = "dr"
-			case "TUN":
-				mode = "tun"
-			default:
-				c.note(d, "%s%s %s: not a forwarding method (NAT, DR or TUN); NAT used", ctx, d.Key, strings.Join(d.Args, " "))
-			}
-		case "protocol":
-			switch strings.ToUpper(strings.Join(d.Args, " ")) {
-			case "TCP":
-				proto = "tcp"
-			case "UDP":
-				proto = "udp"
-			default:
-				c.note(d, "%sprotocol %s: Fulcrum balances TCP and UDP only; virtual server not converted", ctx, strings.Join(d.Args, " "))
-				n.noted = true
-				return
-			}
-		case "persistence_timeout":
-			t := kaPersistence
-			if len(d.Args) > 0 {
-				v, err := secondsArg(d)
-				if err != nil || v < time.Second || v > 30*24*time.Hour || v%time.Second != 0 {
-					c.note(d, "%spersistence_timeout %s: not whole seconds (1..2592000); keepalived's 360 s used", ctx, strings.Join(d.Args, " "))
-				} else {
-					t = v
-				}
-			}
-			persist = ymap()
-			yset(persist, "enabled", ybool(true))
-			yset(persist, "timeout", ystr(t.String()))
-		case "persistence_granularity":
-			if len(d.Args) == 1 {
-				netmask = d.Args[0]
-			}
-		case "quorum":
-			if v, err := intArg(d); err == nil && v >= 0 {
-				quorum, quorumNode = v, d
-			} else {
-				c.note(d, "%squorum %s: not a whole number", ctx, strings.Join(d.Args, " "))
-			}
-		case "sorry_server":
-			if len(d.Args) == 2 {
-				if a, err := netip.ParseAddr(d.Args[0]); err == nil {
-					if p, err := strconv.Atoi(d.Args[1]); err == nil && p > 0 && p < 65536 {
-						sorry = netip.AddrPortFrom(a, uint16(p)).String()
-						continue
-					}
-				}
-			}
-			c.note(d, "%ssorry_server %s: not ADDRESS PORT; not converted", ctx, strings.Join(d.Args, " "))
-		case "virtualhost":
-			if len(d.Args) == 1 {
-				host = d.Args[0]
-			}
-		case "alpha":
-			alpha = true
-		case "inhibit_on_failure":
-			inhibit = true
-		case "connect_timeout":
-			if v, err := secondsArg(d); err == nil {
-				connectTimeout = &v
-			}
-		case "retry":
-			if v, err := intArg(d); err == nil && v >= 0 {
-				retry = v
-			}
-		case "real_server":
-			if m := c.realServer(d, ctx); m != nil {
-				members = append(members, m)
-			}
-		default:
-			c.unsupportedNote(d, ctx)
+		if !c.vsDirective(o, d, ctx) {
+			n.noted = true
+			return
 		}
 	}
-	// Health checks: defaults from the virtual server, one monitor per pool.
+	poolMon := c.vsMonitor(o, ctx)
+	if len(o.members) == 0 {
+		c.note(n, "%sno real_server; virtual server not converted", ctx)
+		return
+	}
+	first := targets[0]
+	name := c.uniqueName(fmt.Sprintf("%s-%s-%d", o.proto, first.vip, first.port))
+	c.vsPool(n, o, name, poolMon, first.port, ctx)
+	c.vsEntries(n, o, name, targets)
+}
+
+// vsDirective reads one directive of a virtual_server block into o; false
+// means the whole virtual server cannot be converted (the reason is noted).
+func (c *converter) vsDirective(o *vsOptions, d *Node, ctx string) bool {
+	args := strings.Join(d.Args, " ")
+	switch d.Key {
+	case "delay_loop":
+		if v, err := secondsArg(d); err == nil && v >= 10*time.Millisecond {
+			o.delayLoop = v
+		} else {
+			c.note(d, "%sdelay_loop %s: not a usable interval; keepalived's 60 s kept", ctx, args)
+		}
+	case "lb_algo", "lvs_sched":
+		if len(d.Args) == 1 && slices.Contains(schedulers, d.Args[0]) {
+			o.sched = d.Args[0]
+		} else {
+			c.note(d, "%s%s %s: not an IPVS scheduler Fulcrum offers (%s); keepalived's default wlc used", ctx, d.Key, args, strings.Join(schedulers, ", "))
+		}
+	case "lb_kind", "lvs_method":
+		if m, ok := map[string]string{"NAT": "nat", "DR": "dr", "TUN": "tun"}[strings.ToUpper(args)]; ok {
+			o.mode = m
+		} else {
+			c.note(d, "%s%s %s: not a forwarding method (NAT, DR or TUN); NAT used", ctx, d.Key, args)
+		}
+	case "protocol":
+		p, ok := map[string]string{"TCP": "tcp", "UDP": "udp"}[strings.ToUpper(args)]
+		if !ok {
+			c.note(d, "%sprotocol %s: Fulcrum balances TCP and UDP only; virtual server not converted", ctx, args)
+			return false
+		}
+		o.proto = p
+	case "persistence_timeout":
+		o.persist = c.vsPersistence(d, ctx)
+	case "persistence_granularity":
+		if len(d.Args) == 1 {
+			o.netmask = d.Args[0]
+		}
+	case "quorum":
+		if v, err := intArg(d); err == nil && v >= 0 {
+			o.quorum, o.quorumNode = v, d
+		} else {
+			c.note(d, "%squorum %s: not a whole number", ctx, args)
+		}
+	case "sorry_server":
+		if s := c.sorryServer(d, ctx); s != "" {
+			o.sorry = s
+		}
+	case "virtualhost":
+		if len(d.Args) == 1 {
+			o.host = d.Args[0]
+		}
+	case "alpha":
+		o.alpha = true
+	case "inhibit_on_failure":
+		o.inhibit = true
+	case "connect_timeout":
+		if v, err := secondsArg(d); err == nil {
+			o.connectTimeout = &v
+		}
+	case "retry":
+		if v, err := intArg(d); err == nil && v >= 0 {
+			o.retry = v
+		}
+	case "real_server":
+		if m := c.realServer(d, ctx); m != nil {
+			o.members = append(o.members, m)
+		}
+	default:
+		c.unsupportedNote(d, ctx)
+	}
+	return true
+}
+
+// vsPersistence converts persistence_timeout (keepalived's 360 s without
+// an argument or with an unusable one).
+func (c *converter) vsPersistence(d *Node, ctx string) *yaml.Node {
+	t := kaPersistence
+	if len(d.Args) > 0 {
+		v, err := secondsArg(d)
+		if err != nil || v < time.Second || v > 30*24*time.Hour || v%time.Second != 0 {
+			c.note(d, "%spersistence_timeout %s: not whole seconds (1..2592000); keepalived's 360 s used", ctx, strings.Join(d.Args, " "))
+		} else {
+			t = v
+		}
+	}
+	persist := ymap()
+	yset(persist, "enabled", ybool(true))
+	yset(persist, "timeout", ystr(t.String()))
+	return persist
+}
+
+// sorryServer converts "sorry_server ADDRESS PORT"; "" if it is not that.
+func (c *converter) sorryServer(d *Node, ctx string) string {
+	if len(d.Args) == 2 {
+		if a, err := netip.ParseAddr(d.Args[0]); err == nil {
+			if p, err := strconv.Atoi(d.Args[1]); err == nil && p > 0 && p < 65536 {
+				return netip.AddrPortFrom(a, uint16(p)).String()
+			}
+		}
+	}
+	c.note(d, "%ssorry_server %s: not ADDRESS PORT; not converted", ctx, strings.Join(d.Args, " "))
+	return ""
+}
+
+// vsMonitor fills the members' checks with the virtual server's defaults
+// and picks the pool's one monitor (the first member's), noting members
+// whose check differs or is missing. nil: no member has a check.
+func (c *converter) vsMonitor(o *vsOptions, ctx string) *monitor {
 	var poolMon *monitor
 	var poolMonSrc *member
-	for _, m := range members {
+	for _, m := range o.members {
 		if m.mon == nil {
 			continue
 		}
 		mon := m.mon
-		if mon.Interval == 0 {
-			mon.Interval = delayLoop
-		}
-		if mon.Timeout == 0 {
-			mon.Timeout = kaConnectTimeout
-			if connectTimeout != nil {
-				mon.Timeout = *connectTimeout
-			}
-		}
-		if mon.Fall == 0 {
-			r := kaRetry
-			if retry >= 0 {
-				r = retry
-			}
-			mon.Fall = r + 1
-		}
-		if mon.Host == "" && host != "" && (mon.Type == "http" || mon.Type == "https") {
-			mon.Host = host
-		}
-		if mon.Type == "https" && mon.SNI == "sni" {
-			mon.SNI = mon.Host
-		} else if mon.SNI == "sni" {
-			mon.SNI = ""
-		}
-		mon.Initial = "up" // keepalived starts real servers in service
-		if alpha {
-			mon.Initial = "down"
-		}
-		if mon.Timeout >= mon.Interval {
-			c.note(m.monSrc, "%sconnect_timeout %s is not shorter than delay_loop %s: Fulcrum needs timeout < interval; timeout set to %s", ctx, mon.Timeout, mon.Interval, mon.Interval/2)
-			mon.Timeout = mon.Interval / 2
-		}
+		c.monitorDefaults(o, m, ctx)
 		if poolMon == nil {
 			poolMon, poolMonSrc = mon, m
 		} else if *mon != *poolMon {
@@ -206,43 +210,79 @@ func (c *converter) virtualServer(n *Node) {
 		}
 	}
 	if poolMon != nil {
-		for _, m := range members {
+		for _, m := range o.members {
 			if m.mon == nil {
 				c.note(m.node, "%sreal_server %s %d has no check; Fulcrum checks it with the pool's monitor", ctx, m.addr, m.port)
 			}
 		}
 	}
-	if len(members) == 0 {
-		c.note(n, "%sno real_server; virtual server not converted", ctx)
-		return
-	}
+	return poolMon
+}
 
-	first := targets[0]
-	name := c.uniqueName(fmt.Sprintf("%s-%s-%d", proto, first.vip, first.port))
+// monitorDefaults completes m's check from the virtual server's
+// delay_loop, connect_timeout, retry, virtualhost and alpha.
+func (c *converter) monitorDefaults(o *vsOptions, m *member, ctx string) {
+	mon := m.mon
+	if mon.Interval == 0 {
+		mon.Interval = o.delayLoop
+	}
+	if mon.Timeout == 0 {
+		mon.Timeout = kaConnectTimeout
+		if o.connectTimeout != nil {
+			mon.Timeout = *o.connectTimeout
+		}
+	}
+	if mon.Fall == 0 {
+		r := kaRetry
+		if o.retry >= 0 {
+			r = o.retry
+		}
+		mon.Fall = r + 1
+	}
+	if mon.Host == "" && o.host != "" && (mon.Type == "http" || mon.Type == "https") {
+		mon.Host = o.host
+	}
+	if mon.Type == "https" && mon.SNI == "sni" {
+		mon.SNI = mon.Host
+	} else if mon.SNI == "sni" {
+		mon.SNI = ""
+	}
+	mon.Initial = "up" // keepalived starts real servers in service
+	if o.alpha {
+		mon.Initial = "down"
+	}
+	if mon.Timeout >= mon.Interval {
+		c.note(m.monSrc, "%sconnect_timeout %s is not shorter than delay_loop %s: Fulcrum needs timeout < interval; timeout set to %s", ctx, mon.Timeout, mon.Interval, mon.Interval/2)
+		mon.Timeout = mon.Interval / 2
+	}
+}
+
+// vsPool emits the pool (and its monitor) of a virtual_server block.
+func (c *converter) vsPool(n *Node, o *vsOptions, name string, poolMon *monitor, vsPort int, ctx string) {
 	pool := ymap()
 	pool.HeadComment = fmt.Sprintf("from %s virtual_server %s", n.Pos(), strings.Join(n.Args, " "))
 	if poolMon != nil {
 		yset(pool, "monitor", ystr(name))
 		yset(c.monitors, name, monitorNode(poolMon))
 	}
-	if inhibit {
+	if o.inhibit {
 		yset(pool, "inhibit", ybool(true))
 	}
-	if q, ok := c.quorum(quorum, quorumNode, members, ctx); ok && q > 1 {
+	if q, ok := c.quorum(o.quorum, o.quorumNode, o.members, ctx); ok && q > 1 {
 		yset(pool, "quorum", yint(q))
 	}
-	if sorry != "" {
-		yset(pool, "sorry_server", ystr(sorry))
+	if o.sorry != "" {
+		yset(pool, "sorry_server", ystr(o.sorry))
 	}
 	mems := yseq()
-	for _, m := range members {
+	for _, m := range o.members {
 		e := yflow(ymap())
 		yset(e, "address", ystr(m.addr.String()))
 		switch {
-		case mode == "nat":
+		case o.mode == "nat":
 			yset(e, "port", yint(m.port))
-		case m.port != 0 && m.port != first.port:
-			c.note(m.node, "%sreal_server %s %d: %s cannot change the destination port (the VS port is %d); member port dropped", ctx, m.addr, m.port, strings.ToUpper(mode), first.port)
+		case m.port != 0 && m.port != vsPort:
+			c.note(m.node, "%sreal_server %s %d: %s cannot change the destination port (the VS port is %d); member port dropped", ctx, m.addr, m.port, strings.ToUpper(o.mode), vsPort)
 		}
 		if m.weight != 1 {
 			yset(e, "weight", yint(m.weight))
@@ -251,27 +291,31 @@ func (c *converter) virtualServer(n *Node) {
 	}
 	yset(pool, "members", mems)
 	yset(c.pools, name, pool)
+}
 
+// vsEntries emits one virtual server per target, all on the pool name
+// (the first one also named name).
+func (c *converter) vsEntries(n *Node, o *vsOptions, name string, targets []vsTarget) {
 	for i, t := range targets {
 		vsName := name
 		if i > 0 {
-			vsName = c.uniqueName(fmt.Sprintf("%s-%s-%d", proto, t.vip, t.port))
+			vsName = c.uniqueName(fmt.Sprintf("%s-%s-%d", o.proto, t.vip, t.port))
 		}
 		vs := ymap()
 		vs.HeadComment = fmt.Sprintf("%s virtual_server %s", t.src.Pos(), strings.Join(n.Args, " "))
 		yset(vs, "name", ystr(vsName))
 		yset(vs, "vip", ystr(t.vip.String()))
 		yset(vs, "port", ystr(strconv.Itoa(t.port)))
-		yset(vs, "protocol", ystr(proto))
-		yset(vs, "mode", ystr(mode))
-		yset(vs, "scheduler", ystr(sched))
-		if persist == nil {
+		yset(vs, "protocol", ystr(o.proto))
+		yset(vs, "mode", ystr(o.mode))
+		yset(vs, "scheduler", ystr(o.sched))
+		if o.persist == nil {
 			yset(vs, "persistence", yflow(yset(ymap(), "enabled", ybool(false))))
 		} else {
 			p := yflow(ymap())
-			p.Content = append(p.Content, persist.Content...)
-			if netmask != "" {
-				yset(p, "netmask", ystr(netmask))
+			p.Content = append(p.Content, o.persist.Content...)
+			if o.netmask != "" {
+				yset(p, "netmask", ystr(o.netmask))
 			}
 			yset(vs, "persistence", p)
 		}
