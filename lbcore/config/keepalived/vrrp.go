@@ -168,6 +168,53 @@ func (c *converter) vrrpSection() *yaml.Node {
 		}
 		return nil
 	}
+	groups, groupNames := c.instanceGroups()
+	c.learnIfGroups()
+	version := c.vrrpVersionUsed()
+
+	sec := ymap()
+	sec.HeadComment = "VRRP from keepalived. Version and interval as keepalived ran them, so a\nkeepalived peer interoperates; once both nodes run Fulcrum, version 3 with\nFulcrum's 200 ms adverts fails over in under a second."
+	yset(sec, "version", yint(version))
+	first := c.instances[0]
+	yset(sec, "priority", yint(first.priority))
+	advert := first.advert
+	if advert == 0 {
+		advert = kaAdvert
+	}
+	if version == 2 && advert%100 != 0 {
+		c.note(first.node, "vrrp_instance %s: advert_int %d cs is not whole seconds, which VRRP version 2 needs; rounded up", first.name, advert)
+		advert = (advert + 99) / 100 * 100
+	}
+	yset(sec, "advert_interval", yint(advert))
+	c.preemption(sec)
+	peers := c.unicastPeers()
+	if peers != nil {
+		yset(sec, "unicast_peers", peers)
+	}
+	if bp := c.basePeers(); bp != nil {
+		yset(sec, "peers", bp)
+	} else if peers == nil {
+		c.note(first.node, "keepalived accepted adverts from any host (multicast, no unicast_peer); Fulcrum requires the other node's failover address in vrrp.peers: add it (or put vrrp.peers in the base config)")
+	}
+	if c.garp != nil {
+		yset(sec, "garp", yflow(c.garp))
+	}
+	if tr := c.tracks(); tr != nil {
+		yset(sec, "track", tr)
+	}
+	insts := yseq()
+	for i, members := range groups {
+		insts.Content = append(insts.Content, c.instanceNode(members, groupNames[i], advert, version))
+	}
+	yset(sec, "instances", insts)
+	c.nInstances = len(groups)
+	return sec
+}
+
+// instanceGroups groups the instances by vrrp_sync_group; an instance in
+// no sync group is a group of its own. The names are the groups' (or the
+// lone instance's).
+func (c *converter) instanceGroups() ([][]*kInstance, []string) {
 	byName := map[string]*kInstance{}
 	for _, in := range c.instances {
 		byName[in.name] = in
@@ -179,23 +226,22 @@ func (c *converter) vrrpSection() *yaml.Node {
 		var members []*kInstance
 		for _, d := range g.Children {
 			d.read = true
-			switch d.Key {
-			case "group":
-				for _, m := range d.Children {
-					m.read = true
-					in, ok := byName[m.Key]
-					switch {
-					case !ok:
-						c.note(m, "vrrp_sync_group %s: no vrrp_instance %s", name, m.Key)
-					case in.used:
-						c.note(m, "vrrp_sync_group %s: vrrp_instance %s is already in another sync group; left there", name, m.Key)
-					default:
-						in.used = true
-						members = append(members, in)
-					}
-				}
-			default:
+			if d.Key != "group" {
 				c.unsupportedNote(d, "vrrp_sync_group "+name+": ")
+				continue
+			}
+			for _, m := range d.Children {
+				m.read = true
+				in, ok := byName[m.Key]
+				switch {
+				case !ok:
+					c.note(m, "vrrp_sync_group %s: no vrrp_instance %s", name, m.Key)
+				case in.used:
+					c.note(m, "vrrp_sync_group %s: vrrp_instance %s is already in another sync group; left there", name, m.Key)
+				default:
+					in.used = true
+					members = append(members, in)
+				}
 			}
 		}
 		if len(members) > 0 {
@@ -209,10 +255,13 @@ func (c *converter) vrrpSection() *yaml.Node {
 			groupNames = append(groupNames, in.name)
 		}
 	}
+	return groups, groupNames
+}
 
-	// Learn which interface carries which group from addresses placed by
-	// the base config or by being a VIP, so the others on that interface
-	// (and track_interface) follow.
+// learnIfGroups learns which interface carries which group from addresses
+// placed by the base config or by being a VIP, so the others on that
+// interface (and track_interface) follow.
+func (c *converter) learnIfGroups() {
 	for _, in := range c.instances {
 		for _, a := range in.addrs {
 			if g, ok := c.groupOf(a, in.iface); ok && g != "failover" {
@@ -224,7 +273,11 @@ func (c *converter) vrrpSection() *yaml.Node {
 			}
 		}
 	}
+}
 
+// vrrpVersionUsed is the one VRRP version for every instance: the
+// configured (or keepalived's default) one, 3 if any address is IPv6.
+func (c *converter) vrrpVersionUsed() int {
 	version := c.vrrpVersion
 	if version == 0 {
 		version = kaVRRPVersion
@@ -244,21 +297,12 @@ func (c *converter) vrrpSection() *yaml.Node {
 		version = 3
 		c.note(c.instances[0].node, "IPv6 virtual addresses need VRRP version 3; version 3 used for every instance (keepalived does the same for IPv6 instances)")
 	}
+	return version
+}
 
-	sec := ymap()
-	sec.HeadComment = "VRRP from keepalived. Version and interval as keepalived ran them, so a\nkeepalived peer interoperates; once both nodes run Fulcrum, version 3 with\nFulcrum's 200 ms adverts fails over in under a second."
-	yset(sec, "version", yint(version))
-	first := c.instances[0]
-	yset(sec, "priority", yint(first.priority))
-	advert := first.advert
-	if advert == 0 {
-		advert = kaAdvert
-	}
-	if version == 2 && advert%100 != 0 {
-		c.note(first.node, "vrrp_instance %s: advert_int %d cs is not whole seconds, which VRRP version 2 needs; rounded up", first.name, advert)
-		advert = (advert + 99) / 100 * 100
-	}
-	yset(sec, "advert_interval", yint(advert))
+// preemption sets the node-wide nopreempt and preempt_delay: nopreempt if
+// any instance has it, else the longest preempt_delay.
+func (c *converter) preemption(sec *yaml.Node) {
 	nopreempt, delay := false, time.Duration(0)
 	for _, in := range c.instances {
 		if in.nopreempt {
@@ -276,86 +320,69 @@ func (c *converter) vrrpSection() *yaml.Node {
 		}
 		yset(sec, "nopreempt", ybool(true))
 		if delay > 0 {
-			c.note(first.node, "preempt_delay has no effect with nopreempt; not converted")
+			c.note(c.instances[0].node, "preempt_delay has no effect with nopreempt; not converted")
 			delay = 0
 		}
 	}
 	if delay > 0 {
 		yset(sec, "preempt_delay", ystr(delay.String()))
 	}
-	peers := c.unicastPeers()
-	if peers != nil {
-		yset(sec, "unicast_peers", peers)
-	}
-	if bp := c.basePeers(); bp != nil {
-		yset(sec, "peers", bp)
-	} else if peers == nil {
-		c.note(first.node, "keepalived accepted adverts from any host (multicast, no unicast_peer); Fulcrum requires the other node's failover address in vrrp.peers: add it (or put vrrp.peers in the base config)")
-	}
-	if c.garp != nil {
-		yset(sec, "garp", yflow(c.garp))
-	}
-	if tr := c.tracks(); tr != nil {
-		yset(sec, "track", tr)
-	}
+}
 
-	insts := yseq()
-	for i, members := range groups {
-		lead := members[0]
-		n := ymap()
-		if len(members) > 1 {
-			names := make([]string, len(members))
-			for j, m := range members {
-				names[j] = m.name
-			}
-			n.HeadComment = fmt.Sprintf("vrrp_sync_group %s (%s): one instance, so the addresses move together", groupNames[i], strings.Join(names, ", "))
-			for _, m := range members[1:] {
-				c.note(m.node, "vrrp_instance %s (virtual_router_id %d): merged into %s's instance (virtual_router_id %d): a Fulcrum instance carries the addresses of a whole sync group", m.name, m.vrid, lead.name, lead.vrid)
-				if m.priority != lead.priority {
-					c.note(m.node, "vrrp_instance %s: priority %d differs from %s's %d; the merged instance uses %d", m.name, m.priority, lead.name, lead.priority, lead.priority)
-				}
-			}
-		} else {
-			n.HeadComment = fmt.Sprintf("%s vrrp_instance %s", lead.node.Pos(), lead.name)
+// instanceNode is the Fulcrum instance of one group of keepalived
+// instances (led by the first), carrying all their addresses.
+func (c *converter) instanceNode(members []*kInstance, groupName string, advert, version int) *yaml.Node {
+	lead := members[0]
+	n := ymap()
+	if len(members) > 1 {
+		names := make([]string, len(members))
+		for j, m := range members {
+			names[j] = m.name
 		}
-		yset(n, "name", ystr(c.instanceName(groupNames[i])))
-		yset(n, "vrid", yint(lead.vrid))
-		if lead.priority != first.priority {
-			yset(n, "priority", yint(lead.priority))
-		}
-		if lead.advert != 0 && lead.advert != advert && (version == 3 || lead.advert%100 == 0) {
-			yset(n, "advert_interval", yint(lead.advert))
-		}
-		internal, external := ystrs(nil), ystrs(nil)
-		for _, m := range members {
-			for _, a := range m.addrs {
-				g, ok := c.groupOf(a, m.iface)
-				switch {
-				case !ok:
-					g = "external"
-					c.note(a.node, "vrrp_instance %s: %s is not in a subnet of the base config and not a VIP; placed on external as a guess, check it", m.name, a.text)
-				case g == "failover":
-					c.note(a.node, "vrrp_instance %s: %s is on the Failover subnet; Fulcrum floats addresses on the internal and external bonds only; not converted", m.name, a.text)
-					continue
-				}
-				if g == "internal" {
-					internal.Content = append(internal.Content, ystr(a.text))
-				} else {
-					external.Content = append(external.Content, ystr(a.text))
-				}
+		n.HeadComment = fmt.Sprintf("vrrp_sync_group %s (%s): one instance, so the addresses move together", groupName, strings.Join(names, ", "))
+		for _, m := range members[1:] {
+			c.note(m.node, "vrrp_instance %s (virtual_router_id %d): merged into %s's instance (virtual_router_id %d): a Fulcrum instance carries the addresses of a whole sync group", m.name, m.vrid, lead.name, lead.vrid)
+			if m.priority != lead.priority {
+				c.note(m.node, "vrrp_instance %s: priority %d differs from %s's %d; the merged instance uses %d", m.name, m.priority, lead.name, lead.priority, lead.priority)
 			}
 		}
-		if len(internal.Content) > 0 {
-			yset(n, "internal", internal)
-		}
-		if len(external.Content) > 0 {
-			yset(n, "external", external)
-		}
-		insts.Content = append(insts.Content, n)
+	} else {
+		n.HeadComment = fmt.Sprintf("%s vrrp_instance %s", lead.node.Pos(), lead.name)
 	}
-	yset(sec, "instances", insts)
-	c.nInstances = len(groups)
-	return sec
+	yset(n, "name", ystr(c.instanceName(groupName)))
+	yset(n, "vrid", yint(lead.vrid))
+	if lead.priority != c.instances[0].priority {
+		yset(n, "priority", yint(lead.priority))
+	}
+	if lead.advert != 0 && lead.advert != advert && (version == 3 || lead.advert%100 == 0) {
+		yset(n, "advert_interval", yint(lead.advert))
+	}
+	internal, external := ystrs(nil), ystrs(nil)
+	for _, m := range members {
+		for _, a := range m.addrs {
+			g, ok := c.groupOf(a, m.iface)
+			switch {
+			case !ok:
+				g = "external"
+				c.note(a.node, "vrrp_instance %s: %s is not in a subnet of the base config and not a VIP; placed on external as a guess, check it", m.name, a.text)
+			case g == "failover":
+				c.note(a.node, "vrrp_instance %s: %s is on the Failover subnet; Fulcrum floats addresses on the internal and external bonds only; not converted", m.name, a.text)
+				continue
+			}
+			if g == "internal" {
+				internal.Content = append(internal.Content, ystr(a.text))
+			} else {
+				external.Content = append(external.Content, ystr(a.text))
+			}
+		}
+	}
+	if len(internal.Content) > 0 {
+		yset(n, "internal", internal)
+	}
+	if len(external.Content) > 0 {
+		yset(n, "external", external)
+	}
+	return n
 }
 
 func (c *converter) instanceName(s string) string {
