@@ -80,15 +80,8 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	step := func(n int, what string) { logf("[%d/7 %5.1fs] %s", n, time.Since(start).Seconds(), what) }
 
-	for _, p := range []*string{&o.ConfigPath, &o.OutDir, &o.CacheDir, &o.SourceDir} {
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return nil, fmt.Errorf("path %s: %w", *p, err)
-		}
-		*p = abs
-	}
-	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("cache dir: %w", err)
+	if err := absPaths(&o); err != nil {
+		return nil, err
 	}
 	step(1, "validating config "+o.ConfigPath)
 	cfg, err := config.Load(o.ConfigPath)
@@ -97,8 +90,73 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	step(2, "fetching kernel")
+	tree, err := fetchKernel(ctx, o, logf)
+	if err != nil {
+		return nil, err
+	}
+
+	step(3, "selecting modules")
+	sel, files, err := initramfsFiles(o, cfg, tree, logf)
+	if err != nil {
+		return nil, err
+	}
+
+	step(4, "building initramfs with u-root (Go compile of init, daemons and console tools)")
+	res := &Result{
+		Kernel:        filepath.Join(o.OutDir, "vmlinuz"),
+		Initramfs:     filepath.Join(o.OutDir, "initramfs.cpio.gz"),
+		PXEDir:        filepath.Join(o.OutDir, "pxe"),
+		USBImage:      filepath.Join(o.OutDir, "fulcrum-usb.img"),
+		KernelRelease: tree.Release,
+		Modules:       len(sel.Modules),
+		ModulesBytes:  sel.Size(),
+		Commands:      Commands(),
+	}
+	if err := buildInitramfs(o, res, files, logf); err != nil {
+		return nil, err
+	}
+
+	step(5, "copying kernel")
+	if err := copyFile(tree.Vmlinuz, res.Kernel); err != nil {
+		return nil, err
+	}
+
+	step(6, "writing PXE tree")
+	cmdline, err := writePXE(ctx, o, cfg, res)
+	if err != nil {
+		return nil, err
+	}
+
+	step(7, "writing USB disk image (GPT, GRUB for UEFI and BIOS, config partition)")
+	err = usbimg.Build(ctx, usbimg.Spec{Kernel: res.Kernel, Initramfs: res.Initramfs, Config: o.ConfigPath,
+		Cmdline: cmdline, Out: res.USBImage, CacheDir: filepath.Join(o.CacheDir, "boot"), Log: func(format string, a ...any) { logf("      "+format, a...) }})
+	if err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// absPaths makes o's paths absolute and creates the cache directory.
+func absPaths(o *Options) error {
+	for _, p := range []*string{&o.ConfigPath, &o.OutDir, &o.CacheDir, &o.SourceDir} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("path %s: %w", *p, err)
+		}
+		*p = abs
+	}
+	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	return nil
+}
+
+// fetchKernel unpacks o.KernelDeb, or fetches o.KernelPackage with apt.
+func fetchKernel(ctx context.Context, o Options, logf func(string, ...any)) (*kernel.Tree, error) {
 	f := &kernel.Fetcher{CacheDir: filepath.Join(o.CacheDir, "kernel"), Log: func(format string, a ...any) { logf("      "+format, a...) }}
 	var tree *kernel.Tree
+	var err error
 	if o.KernelDeb != "" {
 		tree, err = f.Unpack(ctx, o.KernelDeb)
 	} else {
@@ -108,16 +166,21 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	logf("      kernel %s", tree.Release)
+	return tree, nil
+}
 
-	step(3, "selecting modules")
+// initramfsFiles selects the kernel modules and lists every file the
+// initramfs carries besides the commands: modules, config, module list,
+// build info and o.ExtraFiles.
+func initramfsFiles(o Options, cfg *config.Config, tree *kernel.Tree, logf func(string, ...any)) (*modsel.Selection, []cpio.Record, error) {
 	idx, err := modsel.Scan(tree.ModulesDir())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	required := append(append([]string{}, modsel.Required...), cfg.Kernel.Modules...)
 	sel, err := idx.Select(required, modsel.Optional)
 	if err != nil {
-		return nil, fmt.Errorf("kernel modules: %w", err)
+		return nil, nil, fmt.Errorf("kernel modules: %w", err)
 	}
 	if len(sel.Missing) > 0 {
 		logf("      optional modules not in this kernel: %s", strings.Join(sel.Missing, " "))
@@ -125,11 +188,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	logf("      %d modules (%d asked for, rest dependencies), %.1f MiB", len(sel.Modules), len(sel.Wanted), mib(sel.Size()))
 	files, err := moduleRecords(tree, sel)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfgRec, err := ramfs.FileRecord(o.ConfigPath, ramfs.ConfigPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Only root reads the config on the appliance (token, password hash).
 	cfgRec.Mode = cpio.S_IFREG | 0o600
@@ -140,75 +203,53 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	for _, ef := range o.ExtraFiles {
 		src, dst, ok := strings.Cut(ef, ":")
 		if !ok {
-			return nil, fmt.Errorf("extra file %q: want host-path:archive-path", ef)
+			return nil, nil, fmt.Errorf("extra file %q: want host-path:archive-path", ef)
 		}
 		r, err := ramfs.FileRecord(src, strings.TrimPrefix(dst, "/"))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		files = append(files, r)
 	}
+	return sel, files, nil
+}
 
-	step(4, "building initramfs with u-root (Go compile of init, daemons and console tools)")
-	cmds := Commands()
+// buildInitramfs compiles res.Commands with u-root into res.Initramfs.
+func buildInitramfs(o Options, res *Result, files []cpio.Record, logf func(string, ...any)) error {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return nil, fmt.Errorf("out dir: %w", err)
+		return fmt.Errorf("out dir: %w", err)
 	}
 	tmp, err := os.MkdirTemp(o.CacheDir, "build-")
 	if err != nil {
-		return nil, fmt.Errorf("build temp dir: %w", err)
+		return fmt.Errorf("build temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	res := &Result{
-		Kernel:        filepath.Join(o.OutDir, "vmlinuz"),
-		Initramfs:     filepath.Join(o.OutDir, "initramfs.cpio.gz"),
-		PXEDir:        filepath.Join(o.OutDir, "pxe"),
-		USBImage:      filepath.Join(o.OutDir, "fulcrum-usb.img"),
-		KernelRelease: tree.Release,
-		Modules:       len(sel.Modules),
-		ModulesBytes:  sel.Size(),
-		Commands:      cmds,
-	}
-	err = ramfs.Build(ramfs.Spec{
-		Commands:  cmds,
+	return ramfs.Build(ramfs.Spec{
+		Commands:  res.Commands,
 		Shell:     "gosh",
 		Files:     files,
 		TempDir:   tmp,
 		ModuleDir: o.SourceDir,
 		Log:       logf,
 	}, res.Initramfs)
-	if err != nil {
-		return nil, err
-	}
+}
 
-	step(5, "copying kernel")
-	if err := copyFile(tree.Vmlinuz, res.Kernel); err != nil {
-		return nil, err
-	}
-
-	step(6, "writing PXE tree")
+// writePXE writes the PXE tree (kernel, initramfs, chainloaders) and
+// returns the kernel command line.
+func writePXE(ctx context.Context, o Options, cfg *config.Config, res *Result) (string, error) {
 	t := pxe.Tree{Dir: res.PXEDir, Kernel: "vmlinuz", Initramfs: "initramfs.cpio.gz", Cmdline: strings.TrimSpace(pxe.DefaultCmdline + " " + cfg.Kernel.Cmdline)}
 	if err := t.Write(); err != nil {
-		return nil, err
+		return "", err
 	}
 	for _, f := range []string{res.Kernel, res.Initramfs} {
 		if err := copyFile(f, filepath.Join(res.PXEDir, filepath.Base(f))); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	boot := filepath.Join(o.CacheDir, "boot")
-	if err := usbimg.AddChainloaders(ctx, boot, res.PXEDir); err != nil {
-		return nil, err
+	if err := usbimg.AddChainloaders(ctx, filepath.Join(o.CacheDir, "boot"), res.PXEDir); err != nil {
+		return "", err
 	}
-
-	step(7, "writing USB disk image (GPT, GRUB for UEFI and BIOS, config partition)")
-	err = usbimg.Build(ctx, usbimg.Spec{Kernel: res.Kernel, Initramfs: res.Initramfs, Config: o.ConfigPath,
-		Cmdline: t.Cmdline, Out: res.USBImage, CacheDir: boot, Log: func(format string, a ...any) { logf("      "+format, a...) }})
-	if err != nil {
-		return nil, err
-	}
-	res.Duration = time.Since(start)
-	return res, nil
+	return t.Cmdline, nil
 }
 
 // Commands lists the Go packages that go into the busybox binary: init,
