@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // Test topology (namespaces this test creates; the "appliance" namespace
@@ -389,4 +390,84 @@ func TestRollbackRestoresExactly(t *testing.T) {
 	if got := dump(t, m); got != a {
 		t.Fatalf("re-applying A changed the table:\n%s", got)
 	}
+}
+
+// TestInputFilterIPv6: neighbour discovery passes the default drop (or
+// nothing on IPv6 would work at all), an IPv6 VIP service answers, other
+// ports on the same addresses are dropped, ping6 is limited like ping.
+func TestInputFilterIPv6(t *testing.T) {
+	app := testkit.NewNS(t, "appliance")
+	client := testkit.NewNS(t, "client")
+	testkit.Veth(t, client, "c0", "2001:db8:3::10/64", app, "lbext", "2001:db8:3::2/64")
+	app.AddAddr(t, "lbext", "2001:db8:3::100/128")
+	app.Serve(t, "vip6", "[::]:80") // the VIP may still be tentative; the filter decides by address
+	app.Serve(t, "ssh6", "[::]:22")
+	// The addresses may still be tentative (DAD) for a moment.
+	if !waitFor(func() bool { return open(client, "[2001:db8:3::2]:22") }) {
+		t.Fatal("precondition: without the filter [2001:db8:3::2]:22 must answer")
+	}
+	// Forget the neighbour entries, so the filtered run needs ND again.
+	for _, ns := range []*testkit.NS{app, client} {
+		if out, err := ns.Exec("ip", "-6", "neigh", "flush", "all"); err != nil {
+			t.Fatalf("%s: neigh flush: %v %s", ns.Name, err, out)
+		}
+	}
+	m := NewManager(app.Fd(), quiet())
+	p := &Policy{Zones: []Zone{{Name: "external", Iface: "lbext", Ping: true,
+		Services: []Service{{Name: "web6", Addr: netip.MustParseAddr("2001:db8:3::100"), Proto: TCP, From: 80, To: 80}}}}}
+	if _, err := m.Apply(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if !open(client, "[2001:db8:3::100]:80") {
+		t.Error("IPv6 VIP service from External: not open (is neighbour discovery dropped?)")
+	}
+	if open(client, "[2001:db8:3::2]:22") {
+		t.Error("[2001:db8:3::2]:22 answered through the filter")
+	}
+	got := pingFlood6(t, client, "2001:db8:3::2", 200, 500*time.Millisecond)
+	t.Logf("echo6 flood of 200: %d answered", got)
+	if got == 0 || got > DefaultPingBurst+DefaultPingRate {
+		t.Errorf("echo6 flood: %d of 200 answered, want 1..%d", got, DefaultPingBurst+DefaultPingRate)
+	}
+}
+
+func pingFlood6(t *testing.T, ns *testkit.NS, dst string, n int, wait time.Duration) int {
+	t.Helper()
+	replies := 0
+	if err := ns.Do(func() error {
+		c, err := icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		to := &net.IPAddr{IP: net.ParseIP(dst)}
+		id := os.Getpid() & 0xffff
+		for i := 0; i < n; i++ {
+			m := icmp.Message{Type: ipv6.ICMPTypeEchoRequest, Body: &icmp.Echo{ID: id, Seq: i, Data: []byte("fulcrum")}}
+			b, err := m.Marshal(nil)
+			if err != nil {
+				return err
+			}
+			if _, err := c.WriteTo(b, to); err != nil {
+				return err
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, 1500)
+		for {
+			k, _, err := c.ReadFrom(buf)
+			if err != nil {
+				return nil // deadline: counting is over
+			}
+			rm, err := icmp.ParseMessage(58, buf[:k])
+			if err == nil && rm.Type == ipv6.ICMPTypeEchoReply {
+				if e, ok := rm.Body.(*icmp.Echo); ok && e.ID == id {
+					replies++
+				}
+			}
+		}
+	}); err != nil {
+		t.Fatalf("%s: ping6 %s: %v", ns.Name, dst, err)
+	}
+	return replies
 }
