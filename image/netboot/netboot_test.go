@@ -221,9 +221,7 @@ func freePort(t *testing.T, network string) int {
 // missing files (the error must not name the server's directory), a file
 // outside the tree.
 func TestErrorsRevealNoPathsAndNoListing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (DHCP binds to the device)")
-	}
+	testkit.Require(t, testkit.Root) // DHCP binds to the device
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, IPXEScript), []byte("#!ipxe\nboot\n"), 0o644)
 	os.Mkdir(filepath.Join(dir, "pxelinux.cfg"), 0o755)
@@ -404,9 +402,7 @@ func TestServerInNamespaces(t *testing.T) {
 // at the connection cap the longest-idle ones are now closed, and a booting
 // client is still served.
 func TestIdleAndSlowHTTPClientsAreCut(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (DHCP binds to the device)")
-	}
+	testkit.Require(t, testkit.Root) // DHCP binds to the device
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, IPXEScript), []byte("#!ipxe\n"), 0o644)
 	s, err := Listen(Config{Interface: "lo", Dir: dir, HTTPPort: freePort(t, "tcp"), TFTPPort: freePort(t, "udp"), DHCPPort: freePort(t, "udp"),
