@@ -48,6 +48,31 @@ func (n *Node) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	ev := events{claims: make(chan foreignClaim, 16)}
+	ev.pkts, ev.readErr = rt.readAdverts(ctx)
+	for _, a := range rt.announce {
+		go a.watchARP(rt.virtual, ev.claims, ctx.Done())
+	}
+	linkDone := make(chan struct{})
+	defer close(linkDone)
+	if ev.links, err = n.subscribeLinks(ctx, linkDone); err != nil {
+		return err
+	}
+	n.start(rt, time.Now())
+	return n.loop(ctx, rt, ev)
+}
+
+// events are what the node's loop waits on besides its timer and commands.
+type events struct {
+	pkts    <-chan rawPacket
+	readErr <-chan error
+	links   <-chan netlink.LinkUpdate
+	claims  chan foreignClaim
+}
+
+// readAdverts reads every advert socket until ctx ends; a read error
+// before that goes to the error channel.
+func (rt *session) readAdverts(ctx context.Context) (<-chan rawPacket, <-chan error) {
 	pkts := make(chan rawPacket, 64)
 	readErr := make(chan error, 2)
 	for _, c := range rt.conns {
@@ -69,29 +94,32 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}(c)
 	}
-	claims := make(chan foreignClaim, 16)
-	for _, a := range rt.announce {
-		go a.watchARP(rt.virtual, claims, ctx.Done())
-	}
-	links := make(chan netlink.LinkUpdate, 32)
-	linkDone := make(chan struct{})
-	defer close(linkDone)
-	{
-		ns := n.opts.netNS()
-		opt := netlink.LinkSubscribeOptions{ListExisting: true, ErrorCallback: func(err error) {
-			if ctx.Err() == nil {
-				n.log.WithError(err).Warn("vrrp: link updates")
-			}
-		}}
-		if ns.IsOpen() {
-			opt.Namespace = &ns
-		}
-		if err := netlink.LinkSubscribeWithOptions(links, linkDone, opt); err != nil {
-			return fmt.Errorf("vrrp: subscribe to link updates: %w", err)
-		}
-	}
+	return pkts, readErr
+}
 
-	now := time.Now()
+// subscribeLinks subscribes to link updates (existing links first) in the
+// node's namespace until done is closed.
+func (n *Node) subscribeLinks(ctx context.Context, done chan struct{}) (<-chan netlink.LinkUpdate, error) {
+	links := make(chan netlink.LinkUpdate, 32)
+	ns := n.opts.netNS()
+	opt := netlink.LinkSubscribeOptions{ListExisting: true, ErrorCallback: func(err error) {
+		if ctx.Err() == nil {
+			n.log.WithError(err).Warn("vrrp: link updates")
+		}
+	}}
+	if ns.IsOpen() {
+		opt.Namespace = &ns
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, done, opt); err != nil {
+		return nil, fmt.Errorf("vrrp: subscribe to link updates: %w", err)
+	}
+	return links, nil
+}
+
+// start gives every instance its state machine and starts it: as master
+// if a previous run left its addresses here, else as backup (or in FAULT
+// if tracking says so), removing addresses a previous run left behind.
+func (n *Node) start(rt *session, now time.Time) {
 	for _, in := range n.insts {
 		c := n.opts.Config
 		in.m = fsm.New(fsm.Params{
@@ -119,7 +147,11 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	n.log.WithField("instances", n.String()).Info("vrrp: node running")
+}
 
+// loop ticks the state machines, sends heartbeats and handles events
+// until ctx ends (then the node resigns) or a socket fails.
+func (n *Node) loop(ctx context.Context, rt *session, ev events) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	beatEvery := n.opts.HeartbeatEvery
@@ -128,7 +160,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	var beatAt time.Time
 	for {
-		now = time.Now()
+		now := time.Now()
 		for _, in := range n.insts {
 			rt.handle(in, now, in.m.Tick(now))
 			rt.pumpGARP(in, now)
@@ -155,13 +187,13 @@ func (n *Node) Run(ctx context.Context) error {
 			n.publish()
 			n.log.Info("vrrp: node stopped")
 			return nil
-		case err := <-readErr:
+		case err := <-ev.readErr:
 			return err
-		case p := <-pkts:
+		case p := <-ev.pkts:
 			rt.receive(time.Now(), p)
-		case u := <-links:
+		case u := <-ev.links:
 			rt.linkUpdate(time.Now(), u)
-		case c := <-claims:
+		case c := <-ev.claims:
 			rt.foreignClaimSeen(time.Now(), c)
 		case f := <-n.cmds:
 			f(time.Now())
@@ -198,11 +230,63 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 		a := s.Addr
 		rt.peers[a.Is6()] = append(rt.peers[a.Is6()], a)
 	}
+	if err := rt.openConns(ctx); err != nil {
+		return fail(err)
+	}
+	if err := rt.openAnnouncers(); err != nil {
+		return fail(err)
+	}
+	for _, t := range n.opts.Config.Track {
+		l, err := rt.h.LinkByName(ifs.ForGroup(t.Group))
+		rt.trackUp[t.Group] = err == nil && linkUp(l)
+	}
+	return rt, nil
+}
+
+// openConns opens one advert socket per address family the instances
+// use and finds the heartbeat link's primary address for it.
+func (rt *session) openConns(ctx context.Context) error {
+	n := rt.n
+	for _, in := range n.insts {
+		for _, a := range in.addrs {
+			rt.virtual[a.Addr] = true
+		}
+	}
+	for _, in := range n.insts {
+		if _, ok := rt.conns[in.v6]; ok {
+			continue
+		}
+		multicast := len(rt.peers[in.v6]) == 0
+		var c *conn
+		if err := inNS(n.opts.netNS(), func() (err error) { c, err = openConn(rt.hb, in.v6, multicast); return err }); err != nil {
+			return fmt.Errorf("vrrp: %w", err)
+		}
+		rt.conns[in.v6] = c
+		// An IPv6 link-local address may still be in duplicate address
+		// detection right after the link came up.
+		for try := 0; ; try++ {
+			a, err := primaryAddr(rt.h, rt.hb, in.v6, rt.virtual)
+			if err == nil {
+				rt.primary[in.v6] = a
+				break
+			}
+			if try >= 50 || ctx.Err() != nil {
+				return fmt.Errorf("vrrp: %w", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// openAnnouncers opens a gratuitous ARP / NA announcer on each group's
+// link that carries virtual addresses, for the families it carries.
+func (rt *session) openAnnouncers() error {
+	n := rt.n
 	type need struct{ v4, v6 bool }
 	groups := map[config.Group]*need{}
 	for _, in := range n.insts {
 		for _, a := range in.addrs {
-			rt.virtual[a.Addr] = true
 			g := groups[a.Group]
 			if g == nil {
 				g = &need{}
@@ -215,48 +299,20 @@ func (n *Node) open(ctx context.Context) (*session, error) {
 			}
 		}
 	}
-	for _, in := range n.insts {
-		if _, ok := rt.conns[in.v6]; ok {
-			continue
-		}
-		multicast := len(rt.peers[in.v6]) == 0
-		var c *conn
-		if err := inNS(n.opts.netNS(), func() (err error) { c, err = openConn(rt.hb, in.v6, multicast); return err }); err != nil {
-			return fail(fmt.Errorf("vrrp: %w", err))
-		}
-		rt.conns[in.v6] = c
-		// An IPv6 link-local address may still be in duplicate address
-		// detection right after the link came up.
-		for try := 0; ; try++ {
-			a, err := primaryAddr(rt.h, rt.hb, in.v6, rt.virtual)
-			if err == nil {
-				rt.primary[in.v6] = a
-				break
-			}
-			if try >= 50 || ctx.Err() != nil {
-				return fail(fmt.Errorf("vrrp: %w", err))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
 	for g, nd := range groups {
-		ifi, err := linkInterface(rt.h, ifs.ForGroup(g))
+		ifi, err := linkInterface(rt.h, n.opts.Interfaces.ForGroup(g))
 		if err != nil {
-			return fail(fmt.Errorf("vrrp %s group: %w", g, err))
+			return fmt.Errorf("vrrp %s group: %w", g, err)
 		}
 		var a *announcer
 		if err := inNS(n.opts.netNS(), func() (err error) { a, err = openAnnouncer(ifi, nd.v4, nd.v6); return err }); err != nil {
-			return fail(fmt.Errorf("vrrp: %w", err))
+			return fmt.Errorf("vrrp: %w", err)
 		}
 		rt.announce[g] = a
 		l, err := rt.h.LinkByName(ifi.Name)
 		rt.vipLinkUp[ifi.Name] = err == nil && linkUp(l)
 	}
-	for _, t := range n.opts.Config.Track {
-		l, err := rt.h.LinkByName(ifs.ForGroup(t.Group))
-		rt.trackUp[t.Group] = err == nil && linkUp(l)
-	}
-	return rt, nil
+	return nil
 }
 
 // heldByPreviousRun finds the instances whose virtual addresses a previous
