@@ -112,18 +112,22 @@ func TestNoPileUp(t *testing.T) {
 	for _, st := range s.Snapshot() {
 		snap[st.ID] = st
 	}
-	if snap["slow"].Skipped < 5 {
-		t.Errorf("slow member skipped %d slots, want >= 5 (each check spans 3 slots)", snap["slow"].Skipped)
+	// Each check spans 3 slots: about 8 skips in 1.2 s; a loaded CI
+	// machine may start fewer checks, never none skipped.
+	if snap["slow"].Skipped < 3 {
+		t.Errorf("slow member skipped %d slots, want >= 3 (each check spans 3 slots)", snap["slow"].Skipped)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	fs := starts["fast"]
-	if len(fs) < 10 || len(fs) > 12 {
-		t.Errorf("fast member ran %d checks in 1.2s at 100ms, want 10-12", len(fs))
+	// Bounds leave room for a loaded machine; a fast member queued behind
+	// the slow one (250 ms a check) would fall far below them.
+	if len(fs) < 8 || len(fs) > 13 {
+		t.Errorf("fast member ran %d checks in 1.2s at 100ms, want 8-13", len(fs))
 	}
 	for i := 1; i < len(fs); i++ {
-		if gap := fs[i].Sub(fs[i-1]); gap < 80*time.Millisecond || gap > 120*time.Millisecond {
-			t.Errorf("fast member gap %d = %s, want 100ms ±20ms", i, gap)
+		if gap := fs[i].Sub(fs[i-1]); gap < 50*time.Millisecond || gap > 200*time.Millisecond {
+			t.Errorf("fast member gap %d = %s, want about 100ms (50-200ms; a check queued behind the 250ms one would exceed it)", i, gap)
 		}
 	}
 	if st := snap["fast"]; st.State != StateUp || st.Transitions != 1 || st.LastReason != "fake ok" {
