@@ -79,103 +79,119 @@ func b2f(b bool) float64 {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	e := emitter(ch)
 	source := func(name string, err error) bool {
 		if err != nil && c.Log != nil {
 			c.Log.WithError(err).WithField("source", name).Debug("metrics source failed")
 		}
-		ch <- prometheus.MustNewConstMetric(descScrapeError, prometheus.GaugeValue, b2f(err == nil), name)
+		e.gauge(descScrapeError, b2f(err == nil), name)
 		return err == nil
 	}
-	gauge := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	if vss, err := c.API.VirtualServers(ctx); source("lbd", err) {
+		e.virtualServers(vss)
 	}
-	counter := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	if st, err := c.API.VRRP(ctx); source("vrrpd", err) {
+		e.vrrp(st)
 	}
-
-	vss, err := c.API.VirtualServers(ctx)
-	if source("lbd", err) {
-		for _, vs := range vss {
-			name := vs.Name
-			if name == "" {
-				name = vs.Protocol + " " + vs.Address
-			}
-			l := []string{name, vs.Protocol, vs.Address}
-			counter(descVSConns, float64(vs.Stats.Conns), l...)
-			counter(descVSPackets, float64(vs.Stats.PacketsIn), append(l, "in")...)
-			counter(descVSPackets, float64(vs.Stats.PacketsOut), append(l, "out")...)
-			counter(descVSBytes, float64(vs.Stats.BytesIn), append(l, "in")...)
-			counter(descVSBytes, float64(vs.Stats.BytesOut), append(l, "out")...)
-			for _, m := range vs.Members {
-				ml := []string{name, vs.Pool, m.Address}
-				gauge(descMemActive, float64(m.Active), ml...)
-				gauge(descMemInactive, float64(m.Inactive), ml...)
-				gauge(descMemWeight, float64(m.Weight), ml...)
-				gauge(descMemDisabled, b2f(m.Disabled), ml...)
-				counter(descMemConns, float64(m.Stats.Conns), ml...)
-				counter(descMemPackets, float64(m.Stats.PacketsIn), append(ml, "in")...)
-				counter(descMemPackets, float64(m.Stats.PacketsOut), append(ml, "out")...)
-				counter(descMemBytes, float64(m.Stats.BytesIn), append(ml, "in")...)
-				counter(descMemBytes, float64(m.Stats.BytesOut), append(ml, "out")...)
-				for _, s := range healthStates {
-					gauge(descMemHealth, b2f(m.Health == s), append(ml, s)...)
-				}
-			}
-		}
+	if sy, err := c.API.Sync(ctx); source("sync", err) && sy.Enabled {
+		e.sync(sy)
 	}
-
-	st, err := c.API.VRRP(ctx)
-	if source("vrrpd", err) {
-		for _, in := range st.Instances {
-			for _, s := range vrrpStates {
-				gauge(descVRRPState, b2f(strings.EqualFold(in.State, s)), in.Instance, s)
-			}
-			gauge(descVRRPPriority, float64(in.Priority), in.Instance)
-			counter(descVRRPTransitions, float64(in.Transitions), in.Instance)
-		}
-		for k, v := range st.Counters {
-			counter(descVRRPCounter, float64(v), k)
-		}
+	if bonds, err := bondstat.Read(c.BondDir); source("bonds", err) {
+		e.bonds(bonds)
 	}
-
-	sy, err := c.API.Sync(ctx)
-	if source("sync", err) && sy.Enabled {
-		for _, state := range []string{"master", "backup"} {
-			up, ifn, id := 0.0, sy.Interface, sy.SyncID
-			for _, d := range sy.Daemons {
-				if d.State == state {
-					up, ifn, id = 1, d.Interface, d.SyncID
-				}
-			}
-			gauge(descSyncDaemon, up, state, ifn, strconv.Itoa(id))
-		}
-		if sy.ConnsError == "" {
-			gauge(descSyncConns, float64(sy.ConnsLocal), "local")
-			gauge(descSyncConns, float64(sy.ConnsSynced), "synced")
-		}
-		counter(descSyncChanges, float64(sy.Started), "started")
-		counter(descSyncChanges, float64(sy.Stopped), "stopped")
-		counter(descSyncErrors, float64(sy.Errors))
-	}
-
-	bonds, err := bondstat.Read(c.BondDir)
-	if source("bonds", err) {
-		for _, b := range bonds {
-			gauge(descBondUp, b2f(b.MII == "up"), b.Name)
-			for _, m := range b.Members {
-				gauge(descBondMember, b2f(m.Up()), b.Name, m.Name)
-				counter(descBondLinkFails, float64(m.LinkFailures), b.Name, m.Name)
-			}
-		}
-	}
-
-	svcs, err := c.API.Services(ctx)
-	if source("init", err) {
+	if svcs, err := c.API.Services(ctx); source("init", err) {
 		for _, s := range svcs {
-			gauge(descDaemonUp, b2f(s.Running), s.Name)
-			counter(descDaemonRestarts, float64(s.Restarts), s.Name)
-			counter(descDaemonWatchdog, float64(s.WatchdogKills), s.Name)
-			counter(descDaemonDropped, float64(s.OutputDropped), s.Name)
+			e.gauge(descDaemonUp, b2f(s.Running), s.Name)
+			e.counter(descDaemonRestarts, float64(s.Restarts), s.Name)
+			e.counter(descDaemonWatchdog, float64(s.WatchdogKills), s.Name)
+			e.counter(descDaemonDropped, float64(s.OutputDropped), s.Name)
+		}
+	}
+}
+
+// emitter sends constant metrics to a scrape's channel.
+type emitter chan<- prometheus.Metric
+
+func (e emitter) gauge(d *prometheus.Desc, v float64, l ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+}
+
+func (e emitter) counter(d *prometheus.Desc, v float64, l ...string) {
+	e <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+}
+
+// virtualServers reports lbd's virtual servers and their members.
+func (e emitter) virtualServers(vss []localapi.VirtualServer) {
+	for _, vs := range vss {
+		name := vs.Name
+		if name == "" {
+			name = vs.Protocol + " " + vs.Address
+		}
+		l := []string{name, vs.Protocol, vs.Address}
+		e.counter(descVSConns, float64(vs.Stats.Conns), l...)
+		e.counter(descVSPackets, float64(vs.Stats.PacketsIn), append(l, "in")...)
+		e.counter(descVSPackets, float64(vs.Stats.PacketsOut), append(l, "out")...)
+		e.counter(descVSBytes, float64(vs.Stats.BytesIn), append(l, "in")...)
+		e.counter(descVSBytes, float64(vs.Stats.BytesOut), append(l, "out")...)
+		for _, m := range vs.Members {
+			ml := []string{name, vs.Pool, m.Address}
+			e.gauge(descMemActive, float64(m.Active), ml...)
+			e.gauge(descMemInactive, float64(m.Inactive), ml...)
+			e.gauge(descMemWeight, float64(m.Weight), ml...)
+			e.gauge(descMemDisabled, b2f(m.Disabled), ml...)
+			e.counter(descMemConns, float64(m.Stats.Conns), ml...)
+			e.counter(descMemPackets, float64(m.Stats.PacketsIn), append(ml, "in")...)
+			e.counter(descMemPackets, float64(m.Stats.PacketsOut), append(ml, "out")...)
+			e.counter(descMemBytes, float64(m.Stats.BytesIn), append(ml, "in")...)
+			e.counter(descMemBytes, float64(m.Stats.BytesOut), append(ml, "out")...)
+			for _, s := range healthStates {
+				e.gauge(descMemHealth, b2f(m.Health == s), append(ml, s)...)
+			}
+		}
+	}
+}
+
+// vrrp reports vrrpd's instances and counters.
+func (e emitter) vrrp(st localapi.VRRPStatus) {
+	for _, in := range st.Instances {
+		for _, s := range vrrpStates {
+			e.gauge(descVRRPState, b2f(strings.EqualFold(in.State, s)), in.Instance, s)
+		}
+		e.gauge(descVRRPPriority, float64(in.Priority), in.Instance)
+		e.counter(descVRRPTransitions, float64(in.Transitions), in.Instance)
+	}
+	for k, v := range st.Counters {
+		e.counter(descVRRPCounter, float64(v), k)
+	}
+}
+
+// sync reports the connection sync daemons.
+func (e emitter) sync(sy localapi.SyncStatus) {
+	for _, state := range []string{"master", "backup"} {
+		up, ifn, id := 0.0, sy.Interface, sy.SyncID
+		for _, d := range sy.Daemons {
+			if d.State == state {
+				up, ifn, id = 1, d.Interface, d.SyncID
+			}
+		}
+		e.gauge(descSyncDaemon, up, state, ifn, strconv.Itoa(id))
+	}
+	if sy.ConnsError == "" {
+		e.gauge(descSyncConns, float64(sy.ConnsLocal), "local")
+		e.gauge(descSyncConns, float64(sy.ConnsSynced), "synced")
+	}
+	e.counter(descSyncChanges, float64(sy.Started), "started")
+	e.counter(descSyncChanges, float64(sy.Stopped), "stopped")
+	e.counter(descSyncErrors, float64(sy.Errors))
+}
+
+// bonds reports the bonds and their members' links.
+func (e emitter) bonds(bonds []bondstat.Bond) {
+	for _, b := range bonds {
+		e.gauge(descBondUp, b2f(b.MII == "up"), b.Name)
+		for _, m := range b.Members {
+			e.gauge(descBondMember, b2f(m.Up()), b.Name, m.Name)
+			e.counter(descBondLinkFails, float64(m.LinkFailures), b.Name, m.Name)
 		}
 	}
 }
