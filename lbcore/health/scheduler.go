@@ -298,55 +298,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		now := time.Now()
-		nowNS := now.UnixNano()
-		s.mu.Lock()
-		for len(s.queue) > 0 && s.queue[0].next <= nowNS {
-			m := s.queue[0].m
-			if m.removed {
-				s.queue.pop()
-				continue
-			}
-			scheduled := time.Unix(0, m.next)
-			if m.inFlight {
-				m.status.Skipped++
-			} else {
-				m.inFlight = true
-				m.seq++
-				due = append(due, checkJob{m: m, c: m.checker, seq: m.seq, scheduled: scheduled})
-			}
-			m.next += int64(m.interval)
-			if m.next <= nowNS { // fell behind (pause, overload): skip to the next slot
-				m.next = firstSlot(now, m.interval, phase(m.ID, m.interval)).UnixNano()
-			}
-			s.queue[0].next = m.next
-			s.queue.fixTop()
-		}
-		wait := time.Hour
-		if len(s.queue) > 0 {
-			wait = max(time.Duration(s.queue[0].next-time.Now().UnixNano()), s.quantum)
-		}
-		s.mu.Unlock()
+		var wait time.Duration
+		due, wait = s.takeDue(time.Now(), due)
 		for i, j := range due {
 			due[i] = checkJob{}
-			if hc, ok := j.c.(*halfOpenChecker); ok {
-				// No goroutine: the SYNs of this round go out together
-				// and the socket's receive loop completes them.
-				started := time.Now()
-				if sock := hc.begin(j.m.Target, func(r Result) { s.complete(ctx, j.m, j.seq, j.scheduled, started, r) }); sock != nil {
-					flush[sock] = true
-				}
-				continue
-			}
-			select {
-			case work <- j: // an idle worker takes it
-			default:
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					s.worker(ctx, work, j)
-				}()
-			}
+			s.dispatch(ctx, j, work, &wg, flush)
 		}
 		due = due[:0]
 		for sock := range flush {
@@ -360,6 +316,65 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-s.wake:
 		case <-timer.C:
 		}
+	}
+}
+
+// takeDue appends the checks due at now to due (a member still in flight
+// skips its slot) and moves their members to their next slot. wait is
+// how long until the next one is due.
+func (s *Scheduler) takeDue(now time.Time, due []checkJob) ([]checkJob, time.Duration) {
+	nowNS := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) > 0 && s.queue[0].next <= nowNS {
+		m := s.queue[0].m
+		if m.removed {
+			s.queue.pop()
+			continue
+		}
+		scheduled := time.Unix(0, m.next)
+		if m.inFlight {
+			m.status.Skipped++
+		} else {
+			m.inFlight = true
+			m.seq++
+			due = append(due, checkJob{m: m, c: m.checker, seq: m.seq, scheduled: scheduled})
+		}
+		m.next += int64(m.interval)
+		if m.next <= nowNS { // fell behind (pause, overload): skip to the next slot
+			m.next = firstSlot(now, m.interval, phase(m.ID, m.interval)).UnixNano()
+		}
+		s.queue[0].next = m.next
+		s.queue.fixTop()
+	}
+	wait := time.Hour
+	if len(s.queue) > 0 {
+		wait = max(time.Duration(s.queue[0].next-time.Now().UnixNano()), s.quantum)
+	}
+	return due, wait
+}
+
+// dispatch starts one check: a half-open check's SYN joins its socket's
+// round (flushed by the caller), any other goes to an idle worker or a
+// new one.
+func (s *Scheduler) dispatch(ctx context.Context, j checkJob, work chan checkJob, wg *sync.WaitGroup, flush map[*synSocket]bool) {
+	if hc, ok := j.c.(*halfOpenChecker); ok {
+		// No goroutine: the SYNs of this round go out together
+		// and the socket's receive loop completes them.
+		started := time.Now()
+		if sock := hc.begin(j.m.Target, func(r Result) { s.complete(ctx, j.m, j.seq, j.scheduled, started, r) }); sock != nil {
+			flush[sock] = true
+		}
+		return
+	}
+	select {
+	case work <- j: // an idle worker takes it
+	default:
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, work, j)
+		}()
 	}
 }
 
