@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
+	"github.com/fulcrum-lb/fulcrum/services/daemon/notify"
 	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 )
@@ -86,7 +86,7 @@ func TestAfterGivesUpWaitingAtReadyTimeout(t *testing.T) {
 
 // heartbeater is a child that heartbeats every 100 ms and records its PID.
 func heartbeater(pids string) []string {
-	return []string{"-c", "echo $$ >> " + pids + "; while :; do echo WATCHDOG=1 >&3; sleep 0.1; done"}
+	return []string{"-c", "echo $$ ${" + notify.EnvPreviousRun + ":-first} >> " + pids + "; while :; do echo WATCHDOG=1 >&3; sleep 0.1; done"}
 }
 
 // TestWatchdogKillsAStoppedDaemonAndRestartsIt: a daemon that heartbeats
@@ -121,8 +121,9 @@ func TestWatchdogKillsAStoppedDaemonAndRestartsIt(t *testing.T) {
 		t.Fatalf("the stopped process %d is still there (%v)", first.PID, err)
 	}
 	b, _ := os.ReadFile(pids)
-	if got := strings.Fields(string(b)); len(got) != 2 || got[1] != strconv.Itoa(st.PID) {
-		t.Fatalf("runs %q, want the first and the restarted one", got)
+	want := fmt.Sprintf("%d first\n%d %s\n", first.PID, st.PID, notify.PreviousRunHung)
+	if string(b) != want {
+		t.Fatalf("runs (pid, previous run) %q, want %q: the restarted run must learn it was killed as hung", b, want)
 	}
 }
 

@@ -222,11 +222,18 @@ func (s *Supervisor) waitAfter(ctx context.Context, svc Service) bool {
 func (s *Supervisor) loop(ctx context.Context, svc Service) {
 	log := s.Log.WithField("service", svc.Name)
 	var delay time.Duration
+	env := svc.Env
 	for {
 		started := time.Now()
-		ws, stopped := s.runOnce(ctx, svc, log)
+		ws, hung, stopped := s.runOnce(ctx, svc, log)
 		if stopped {
 			return
+		}
+		// A daemon killed as hung learns it at its next start (a vrrpd
+		// master then gives up its addresses rather than resume).
+		svc.Env = env
+		if hung {
+			svc.Env = append(append([]string(nil), env...), notify.EnvPreviousRun+"="+notify.PreviousRunHung)
 		}
 		if ws.Exited() && ws.ExitStatus() == notify.DoNotRestart {
 			log.WithField("exit", describe(ws)).Info("nothing to do here; not restarting")
@@ -245,14 +252,14 @@ func (s *Supervisor) loop(ctx context.Context, svc Service) {
 }
 
 // runOnce starts svc and waits for its end: an exit, a missed heartbeat
-// (SIGKILL) or ctx (stop; stopped is true).
-func (s *Supervisor) runOnce(ctx context.Context, svc Service, log logrus.FieldLogger) (ws unix.WaitStatus, stopped bool) {
+// (SIGKILL; hung is true) or ctx (stop; stopped is true).
+func (s *Supervisor) runOnce(ctx context.Context, svc Service, log logrus.FieldLogger) (ws unix.WaitStatus, hung, stopped bool) {
 	started := time.Now()
 	r, err := s.spawn(svc, log)
 	if err != nil {
 		log.WithError(err).Error("start failed")
 		s.update(svc.Name, func(st *Status) { st.Running = false; st.LastExit = err.Error() })
-		return 0, ctx.Err() != nil
+		return 0, false, ctx.Err() != nil
 	}
 	log.WithField("pid", r.pid).Info("started")
 	s.update(svc.Name, func(st *Status) { st.PID = r.pid; st.Running = true; st.Since = started })
@@ -263,12 +270,12 @@ func (s *Supervisor) runOnce(ctx context.Context, svc Service, log logrus.FieldL
 	}
 	s.update(svc.Name, func(st *Status) { st.Running = false; st.LastExit = exit })
 	if ctx.Err() != nil {
-		return ws, true
+		return ws, false, true
 	}
 	if !(ws.Exited() && ws.ExitStatus() == notify.DoNotRestart) {
 		log.WithField("exit", exit).Warn("exited")
 	}
-	return ws, false
+	return ws, why != "", false
 }
 
 // watch waits for r's exit, stopping it when ctx ends and killing it when

@@ -105,6 +105,10 @@ func (n *Network) Group(g Group) *BondGroup {
 // DefaultSysctls are applied before the config's own sysctls: forwarding on,
 // reverse-path filtering loose (VIPs and asymmetric paths), and the ARP
 // settings that keep a node from answering for addresses on other links.
+// The conntrack table is sized for a load balancer rather than by the
+// kernel's memory heuristic (4096 entries on a small box: a flood of idle
+// connections against any admitted port filled it and every new flow,
+// VIP traffic included, was dropped); 262144 entries cost at most ~80 MiB.
 func DefaultSysctls() map[string]string {
 	return map[string]string{
 		"net.ipv4.ip_forward":                   "1",
@@ -116,6 +120,7 @@ func DefaultSysctls() map[string]string {
 		"net.ipv4.vs.conntrack":                 "1",
 		"net.ipv4.vs.expire_nodest_conn":        "1",
 		"net.ipv4.vs.expire_quiescent_template": "1",
+		"net.netfilter.nf_conntrack_max":        "262144",
 	}
 }
 

@@ -88,6 +88,12 @@ func Heartbeat(ctx context.Context) { notifier(ctx).Send(notify.Heartbeat) }
 // heartbeat (0: not watched).
 func WatchdogInterval(ctx context.Context) time.Duration { return notifier(ctx).Watchdog() }
 
+// PreviousRunHung reports whether the supervisor killed this daemon's
+// previous run for missing heartbeats (it was hung, not merely crashed).
+func PreviousRunHung() bool {
+	return os.Getenv(notify.EnvPreviousRun) == notify.PreviousRunHung
+}
+
 // ServeSocket serves the daemon's local API h on the unix socket at path
 // (mode 0600: only root) until ctx ends. Every daemon serves its socket
 // through it.

@@ -32,7 +32,8 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 		return nil
 	}
 	n, err := node.New(node.Options{Config: cfg.VRRP, Interfaces: cfg.VRRPInterfaces(), Log: log,
-		Heartbeat: func() { daemon.Heartbeat(ctx) }, HeartbeatEvery: beatEvery(ctx)})
+		Heartbeat: func() { daemon.Heartbeat(ctx) }, HeartbeatEvery: beatEvery(ctx),
+		PreviousRunHung: daemon.PreviousRunHung()})
 	if err != nil {
 		return err
 	}

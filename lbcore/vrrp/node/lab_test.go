@@ -295,10 +295,17 @@ type running struct {
 // start runs a node of ours in lab node i.
 func (l *lab) start(i int, cfg config.VRRP) *running {
 	l.t.Helper()
+	return l.startWith(i, Options{Config: cfg})
+}
+
+// startWith runs node i with o (its interfaces, log and namespace filled in).
+func (l *lab) startWith(i int, o Options) *running {
+	l.t.Helper()
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
 	log.SetOutput(testWriter{l.t, nodeNames[i]})
-	n, err := New(Options{Config: cfg, Interfaces: labIfs, Log: log, NetNS: l.nodes[i].ns})
+	o.Interfaces, o.Log, o.NetNS = labIfs, log, l.nodes[i].ns
+	n, err := New(o)
 	if err != nil {
 		l.t.Fatal(err)
 	}

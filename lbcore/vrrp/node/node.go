@@ -38,6 +38,11 @@ type Options struct {
 	// hung loop. It must not block.
 	Heartbeat      func()
 	HeartbeatEvery time.Duration
+	// PreviousRunHung says the supervisor killed the previous run for
+	// missing heartbeats: addresses it left behind are given up, not
+	// resumed (a master that could not prove it was alive has likely been
+	// replaced by the peer; resuming would be a second failover).
+	PreviousRunHung bool
 }
 
 // netNS is the namespace to work in, or netns.None() for the current one.

@@ -26,3 +26,13 @@ func TestStartWithAddressesLeftBehind(t *testing.T) {
 	n2 := l.start(1, labConfig(50, func(c *config.VRRP) { c.Track = []config.VRRPTrack{{Group: config.Internal}} }))
 	waitFor(t, time.Second, "lb2 in FAULT without the stale VIP", func() bool { return n2.state() == fsm.Fault && !l.nodes[1].has(vip) })
 }
+
+// TestHungPreviousRunGivesUpTheAddresses: after a watchdog kill the peer
+// has (or soon will have) taken over; the restarted node must not resume
+// as master with the addresses the hung run left, but give them up.
+func TestHungPreviousRunGivesUpTheAddresses(t *testing.T) {
+	l := newLab(t)
+	l.nodes[0].addr(t, "external", vip.String()+"/24")
+	n1 := l.startWith(0, Options{Config: labConfig(100, nil), PreviousRunHung: true})
+	waitFor(t, 2*time.Second, "lb1 backup without the left-behind VIP", func() bool { return n1.state() == fsm.Backup && !l.nodes[0].has(vip) })
+}

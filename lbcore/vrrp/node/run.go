@@ -133,6 +133,10 @@ func (n *Node) start(rt *session, now time.Time) {
 		})
 	}
 	resume := rt.heldByPreviousRun()
+	if n.opts.PreviousRunHung && len(resume) > 0 {
+		n.log.Warn("vrrp: the previous run was killed as hung: giving up the virtual addresses it left, starting as backup")
+		resume = nil
+	}
 	rt.applyTracking(now) // may put instances in FAULT before they start
 	for _, in := range n.insts {
 		switch {

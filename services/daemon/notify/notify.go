@@ -40,6 +40,12 @@ const (
 	FD = 3
 	// DoNotRestart is the exit status of a daemon that has nothing to do.
 	DoNotRestart = 125
+	// EnvPreviousRun tells a restarted daemon how its previous run ended,
+	// when that matters: PreviousRunHung after a watchdog kill.
+	EnvPreviousRun = "FULCRUM_PREVIOUS_RUN"
+	// PreviousRunHung is EnvPreviousRun's value after the supervisor killed
+	// the previous run for missing heartbeats.
+	PreviousRunHung = "hung"
 )
 
 // Message is one notification.
