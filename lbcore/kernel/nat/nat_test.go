@@ -211,8 +211,8 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 	// one rule with an unknown meta key) must leave the old table in place
 	// untouched: nothing half-applied.
 	refused := build(testRuleset("198.51.100.0/24"))
-	last := refused.rules[ChainSNAT][len(refused.rules[ChainSNAT])-1]
-	refused.rules[ChainSNAT] = append(refused.rules[ChainSNAT], &nftables.Rule{Table: last.Table, Chain: last.Chain,
+	last := refused.Rules[ChainSNAT][len(refused.Rules[ChainSNAT])-1]
+	refused.Rules[ChainSNAT] = append(refused.Rules[ChainSNAT], &nftables.Rule{Table: last.Table, Chain: last.Chain,
 		Exprs: []expr.Any{&expr.Meta{Key: 250, Register: 1}}})
 	if err := m.install(refused); err == nil {
 		t.Fatal("kernel accepted a rule with meta key 250")

@@ -4,8 +4,8 @@ import (
 	"context"
 
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nftable"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"net/netip"
 	"sync"
@@ -130,120 +130,43 @@ func snatRule(s SNAT) []expr.Any {
 // Manager applies rulesets to the table of one network namespace and can
 // put the previous one back (stage.Change.Undo).
 type Manager struct {
-	nsFd int // -1: the current namespace
-	log  logrus.FieldLogger
+	tbl nftable.Table
+	log logrus.FieldLogger
 
 	mu  sync.Mutex
-	cur *snapshot // what the last Apply installed
+	cur *nftable.Snapshot // what the last Apply installed
 }
 
 // NewManager returns a manager for the namespace open at nsFd (-1 for the
 // current namespace). The fd must stay open while the manager is used.
 func NewManager(nsFd int, log logrus.FieldLogger) *Manager {
-	return &Manager{nsFd: nsFd, log: log}
+	return &Manager{tbl: nftable.Table{NsFd: nsFd, Name: TableName, Family: nftables.TableFamilyIPv4}, log: log}
 }
 
-func (m *Manager) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
-	if m.nsFd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(m.nsFd))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("nftables: connect: %w", err)
-	}
-	return c, nil
-}
-
-// snapshot is the table's content as the kernel reports it: chains and the
-// expressions of their rules. nil means "no table".
-type snapshot struct {
-	chains []*nftables.Chain
-	rules  map[string][]*nftables.Rule
-}
-
-func build(rs *Ruleset) *snapshot {
+func build(rs *Ruleset) *nftable.Snapshot {
 	if rs.Empty() {
 		return nil
 	}
 	t := table()
-	s := &snapshot{rules: map[string][]*nftables.Rule{}}
+	s := &nftable.Snapshot{Rules: map[string][]*nftables.Rule{}}
 	mc, sc := markChain(t), snatChain(t)
-	s.chains = []*nftables.Chain{mc, sc}
+	s.Chains = []*nftables.Chain{mc, sc}
 	for _, mk := range rs.Marks {
-		s.rules[ChainMark] = append(s.rules[ChainMark], &nftables.Rule{Table: t, Chain: mc, Exprs: markRule(mk),
+		s.Rules[ChainMark] = append(s.Rules[ChainMark], &nftables.Rule{Table: t, Chain: mc, Exprs: markRule(mk),
 			UserData: comment(fmt.Sprintf("fwmark vs %s", mk.VS))})
 	}
 	for _, f := range rs.FullNAT {
-		s.rules[ChainSNAT] = append(s.rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: fullNATRule(f),
+		s.Rules[ChainSNAT] = append(s.Rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: fullNATRule(f),
 			UserData: comment(fmt.Sprintf("fullnat vs %s", f.VS))})
 	}
 	for _, sn := range rs.SNAT {
-		s.rules[ChainSNAT] = append(s.rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: snatRule(sn),
+		s.Rules[ChainSNAT] = append(s.Rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: snatRule(sn),
 			UserData: comment(fmt.Sprintf("snat %s via %s", sn.Source, sn.OutIface))})
 	}
 	return s
 }
 
-// install replaces the table with s (nil: removes it) in one batch.
-func (m *Manager) install(s *snapshot) error {
-	c, err := m.conn()
-	if err != nil {
-		return err
-	}
-	t := table()
-	// add+delete+add: replaces the table whether it existed or not, in the
-	// same transaction as the new content.
-	c.AddTable(t)
-	c.DelTable(t)
-	if s != nil {
-		c.AddTable(t)
-		for _, ch := range s.chains {
-			c.AddChain(&nftables.Chain{Name: ch.Name, Table: t, Type: ch.Type, Hooknum: ch.Hooknum, Priority: ch.Priority, Policy: ch.Policy})
-		}
-		for _, ch := range s.chains {
-			for _, r := range s.rules[ch.Name] {
-				c.AddRule(&nftables.Rule{Table: t, Chain: &nftables.Chain{Name: ch.Name, Table: t}, Exprs: r.Exprs, UserData: r.UserData})
-			}
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: replace table %s: %w", TableName, err)
-	}
-	return nil
-}
-
-// read returns what the kernel's table holds now (nil: no table).
-func (m *Manager) read() (*snapshot, error) {
-	c, err := m.conn()
-	if err != nil {
-		return nil, err
-	}
-	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("nftables: read table %s: %w", TableName, err)
-	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return nil, fmt.Errorf("nftables: list chains: %w", err)
-	}
-	s := &snapshot{rules: map[string][]*nftables.Rule{}}
-	for _, ch := range chains {
-		if ch.Table.Name != TableName {
-			continue
-		}
-		s.chains = append(s.chains, ch)
-		rules, err := c.GetRules(t, ch)
-		if err != nil {
-			return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
-		}
-		s.rules[ch.Name] = rules
-	}
-	return s, nil
-}
+func (m *Manager) install(s *nftable.Snapshot) error { return m.tbl.Install(s) }
 
 // Apply replaces the table with rs in one batch (an empty ruleset removes
 // the table); the change's Undo installs what the table held before.
@@ -253,7 +176,7 @@ func (m *Manager) Apply(_ context.Context, rs *Ruleset) (stage.Change, error) {
 	before := m.cur
 	if before == nil {
 		var err error
-		if before, err = m.read(); err != nil {
+		if before, err = m.tbl.Read(); err != nil {
 			return stage.Change{}, err
 		}
 	}
@@ -278,9 +201,9 @@ func (m *Manager) Apply(_ context.Context, rs *Ruleset) (stage.Change, error) {
 // Rules returns the table's rules as the kernel reports them, by chain
 // (nil when there is no table).
 func (m *Manager) Rules() (map[string][]*nftables.Rule, error) {
-	s, err := m.read()
+	s, err := m.tbl.Read()
 	if err != nil || s == nil {
 		return nil, err
 	}
-	return s.rules, nil
+	return s.Rules, nil
 }

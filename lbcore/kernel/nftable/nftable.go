@@ -1,0 +1,114 @@
+// Package nftable replaces one nftables table in a single batch and reads
+// it back as the kernel reports it: the shared part of the managers that
+// own a table (nat, filter), whose stage Undo puts back what was read.
+package nftable
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// Snapshot is a table's content: chains (those others jump to first) and
+// the rules of each, by chain name. A nil *Snapshot means "no table".
+type Snapshot struct {
+	Chains []*nftables.Chain
+	Rules  map[string][]*nftables.Rule
+}
+
+// Table is one table (name and family) in the namespace open at NsFd (-1:
+// the current namespace; the fd must stay open while Table is used).
+type Table struct {
+	NsFd   int
+	Name   string
+	Family nftables.TableFamily
+}
+
+func (t Table) String() string {
+	if t.Family == nftables.TableFamilyINet {
+		return "inet " + t.Name
+	}
+	return t.Name
+}
+
+// Conn connects to nftables in t's namespace.
+func (t Table) Conn() (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if t.NsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(t.NsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: connect: %w", err)
+	}
+	return c, nil
+}
+
+// Install replaces the table with s (nil: removes it) in one batch.
+func (t Table) Install(s *Snapshot) error {
+	c, err := t.Conn()
+	if err != nil {
+		return err
+	}
+	tbl := &nftables.Table{Name: t.Name, Family: t.Family}
+	// add+delete(+add): replaces the table whether it existed or not, in the
+	// same transaction as the new content.
+	c.AddTable(tbl)
+	c.DelTable(tbl)
+	if s != nil {
+		c.AddTable(tbl)
+		for _, ch := range s.Chains {
+			c.AddChain(&nftables.Chain{Name: ch.Name, Table: tbl, Type: ch.Type, Hooknum: ch.Hooknum, Priority: ch.Priority, Policy: ch.Policy})
+		}
+		for _, ch := range s.Chains {
+			for _, r := range s.Rules[ch.Name] {
+				c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Name: ch.Name, Table: tbl}, Exprs: r.Exprs, UserData: r.UserData})
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: replace table %s: %w", t, err)
+	}
+	return nil
+}
+
+// Read returns what the kernel's table holds now (nil: no table), regular
+// chains before base chains (base chains' rules jump to them).
+func (t Table) Read() (*Snapshot, error) {
+	c, err := t.Conn()
+	if err != nil {
+		return nil, err
+	}
+	tbl, err := c.ListTableOfFamily(t.Name, t.Family)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("nftables: read table %s: %w", t, err)
+	}
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list chains: %w", err)
+	}
+	s := &Snapshot{Rules: map[string][]*nftables.Rule{}}
+	var base, regular []*nftables.Chain
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		if ch.Hooknum != nil {
+			base = append(base, ch)
+		} else {
+			regular = append(regular, ch)
+		}
+		rules, err := c.GetRules(tbl, ch)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: list rules of %s: %w", ch.Name, err)
+		}
+		s.Rules[ch.Name] = rules
+	}
+	s.Chains = append(regular, base...)
+	return s, nil
+}
