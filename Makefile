@@ -52,7 +52,7 @@ lab-down:
 
 vet:
 	$(GO) vet ./...
-	$(GO) vet -tags guest ./...   # the guest-only tests (//go:build guest) too
+	$(GO) vet -tags guest,bench ./...   # the guest-only tests and the guest benchmark (build tags) too
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-clean: $$bad"; exit 1; fi
 
 # Everything CI runs: vet, unit and namespace tests with the race detector,
@@ -78,6 +78,7 @@ fuzz-ci:
 
 bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	FULCRUM_IPVS_BENCH=$(abspath $(OUT))/ipvs-bench.md $(GO) test -tags bench -count=1 -timeout 30m -run '^TestIPVSBenchReport$$' $(QEMU_PKG)
 
 clean:
 	rm -rf $(OUT) $(CACHE)/build-*
