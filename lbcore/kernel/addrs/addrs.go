@@ -102,7 +102,7 @@ func (c Change) Empty() bool { return len(c.Added) == 0 && len(c.Removed) == 0 }
 // Apply makes the owner's addresses match p (the stage contract: Undo
 // reverts what it added and removed).
 func (o *Owner) Apply(_ context.Context, p Plan) (stage.Change, error) {
-	ch, undo, err := o.Reconcile(p)
+	ch, undo, err := o.reconcile(p)
 	if err != nil {
 		return stage.Change{}, err
 	}
@@ -114,12 +114,12 @@ func (o *Owner) Apply(_ context.Context, p Plan) (stage.Change, error) {
 	return c, nil
 }
 
-// Reconcile adds the wanted addresses that are missing and removes the ones it
+// reconcile adds the wanted addresses that are missing and removes the ones it
 // owns that are no longer wanted, on the plan's links, the links of its
 // addresses and the links it added addresses to before. On error it undoes what it did and returns the
 // error. The returned undo function reverts a successful Apply (for a
 // larger apply that fails later).
-func (o *Owner) Reconcile(p Plan) (Change, func() error, error) {
+func (o *Owner) reconcile(p Plan) (Change, func() error, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	want := p.Addrs

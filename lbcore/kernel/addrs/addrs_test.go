@@ -1,6 +1,7 @@
 package addrs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
@@ -155,7 +156,7 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external"), selfIP("203.0.113.100/32", "")},
 	}}
 	o := addrs.NewOwner(nl, quiet())
-	ch, _, err := o.Reconcile(engine.Addrs(parse(t, network)))
+	ch, _, err := apply(o, engine.Addrs(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,12 +168,12 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 	}
 	// Same plan: nothing to do.
 	nl.calls = nil
-	if ch, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
+	if ch, _, err := apply(o, engine.Addrs(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
 		t.Fatalf("second apply: %+v %v calls %v", ch, err, nl.calls)
 	}
 	// Going VRRP: VIPs and SNAT addresses are vrrpd's now and leave; the
 	// address someone else put there stays; self IPs stay.
-	ch, _, err = o.Reconcile(engine.Addrs(parse(t, network+vrrpSection)))
+	ch, _, err = apply(o, engine.Addrs(parse(t, network+vrrpSection)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestApplyRecognisesLabelledAddressesAfterRestart(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}}
 	o := addrs.NewOwner(nl, quiet()) // a fresh daemon: remembers nothing
-	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network+vrrpSection))); err != nil {
+	if _, _, err := apply(o, engine.Addrs(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := nl.list("internal"), "198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
@@ -207,7 +208,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}, failAdd: netip.MustParseAddr("203.0.113.201")}
 	o := addrs.NewOwner(nl, quiet())
-	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
+	if _, _, err := apply(o, engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "203.0.113.201") {
 		t.Fatalf("injected failure: %v", err)
 	}
 	if nl.list("external") != "203.0.113.2/24" || nl.list("internal") != "198.51.100.2/24" {
@@ -215,7 +216,7 @@ func TestApplyFailureUndoes(t *testing.T) {
 	}
 	// The undo function of a successful apply reverts it.
 	nl.failAdd = netip.Addr{}
-	_, undo, err := o.Reconcile(engine.Addrs(parse(t, network)))
+	_, undo, err := apply(o, engine.Addrs(parse(t, network)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +231,21 @@ func TestApplyFailureUndoes(t *testing.T) {
 func TestApplyMissingLinkIsAnError(t *testing.T) {
 	nl := &fakeNL{addrs: map[string][]netlink.Addr{"internal": nil}}
 	o := addrs.NewOwner(nl, quiet())
-	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
+	if _, _, err := apply(o, engine.Addrs(parse(t, network))); err == nil || !strings.Contains(err.Error(), "external") {
 		t.Fatalf("missing external bond: %v", err)
 	}
 	if len(nl.addrs["internal"]) != 0 {
 		t.Fatalf("nothing may change: %v", nl.addrs["internal"])
 	}
+}
+
+// apply runs o's stage Apply and returns its record and Undo (nil when
+// nothing changed).
+func apply(o *addrs.Owner, p addrs.Plan) (addrs.Change, func() error, error) {
+	c, err := o.Apply(context.Background(), p)
+	if err != nil {
+		return addrs.Change{}, nil, err
+	}
+	ch, _ := c.Detail.(addrs.Change)
+	return ch, c.Undo, nil
 }

@@ -46,7 +46,7 @@ func TestOwnerOnRealLinks(t *testing.T) {
 		return out
 	}
 	o := addrs.NewOwner(nl, quiet())
-	if _, _, err := o.Reconcile(engine.Addrs(parse(t, network))); err != nil {
+	if _, _, err := apply(o, engine.Addrs(parse(t, network))); err != nil {
 		t.Fatal(err)
 	}
 	ext := list("external")
@@ -64,7 +64,7 @@ func TestOwnerOnRealLinks(t *testing.T) {
 	// A new owner (daemon restart) going VRRP removes the floating ones by
 	// their label.
 	o2 := addrs.NewOwner(nl, quiet())
-	if _, _, err := o2.Reconcile(engine.Addrs(parse(t, network+vrrpSection))); err != nil {
+	if _, _, err := apply(o2, engine.Addrs(parse(t, network+vrrpSection))); err != nil {
 		t.Fatal(err)
 	}
 	if ext := list("external"); len(ext) != 1 {
