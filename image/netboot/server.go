@@ -157,9 +157,6 @@ func Listen(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// IP is the server's address on the interface.
-func (s *Server) IP() net.IP { return s.ip }
-
 // Serve answers until ctx is cancelled, then closes every socket.
 func (s *Server) Serve(ctx context.Context) error {
 	s.log.WithFields(logrus.Fields{"interface": s.cfg.Interface, "address": s.ip, "dir": s.cfg.Dir,

@@ -143,9 +143,6 @@ func (c *Client) Close() error {
 	return c.c.Close()
 }
 
-// Lease is the lease currently applied (nil if none).
-func (c *Client) Lease() *Lease { return c.applied }
-
 // waitCarrier waits (bounded) until the link reports it is up.
 func (c *Client) waitCarrier(ctx context.Context) {
 	deadline := time.Now().Add(carrierWait)

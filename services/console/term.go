@@ -25,9 +25,6 @@ func OpenTerm(fd int) *Term {
 	return t
 }
 
-// IsTerminal reports whether the fd is a terminal.
-func (t *Term) IsTerminal() bool { return t.saved != nil }
-
 // Raw turns off canonical input, echo and signal keys (the line editor does
 // them itself) but keeps output processing, so "\n" still ends a line with
 // CR LF on the serial line.
@@ -40,17 +37,6 @@ func (t *Term) Raw() error {
 	st.Iflag &^= unix.ICRNL | unix.INLCR | unix.IXON
 	st.Cc[unix.VMIN] = 1
 	st.Cc[unix.VTIME] = 0
-	return t.set(&st)
-}
-
-// NoEcho is cooked mode without echo (password entry).
-func (t *Term) NoEcho() error {
-	if t.saved == nil {
-		return nil
-	}
-	st := *t.saved
-	st.Lflag &^= unix.ECHO
-	st.Lflag |= unix.ICANON
 	return t.set(&st)
 }
 
