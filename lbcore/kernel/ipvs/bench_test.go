@@ -3,6 +3,7 @@
 package ipvs_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -62,33 +63,33 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 	}
 	defer h.Close()
 	rec := ipvs.NewReconciler(h, discard(), ipvs.Options{DrainTimeout: time.Minute})
-	if _, err := rec.Reconcile(ipvs.NewState()); err != nil { // start empty
+	if _, err := applyPlan(rec, ipvs.NewState()); err != nil { // start empty
 		t.Fatal(err)
 	}
 	st := bigState(nVS, nDest)
 	start := time.Now()
-	a, err := rec.Reconcile(st)
+	a, err := applyPlan(rec, st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var r benchResult
-	r.cold, r.ops = time.Since(start), len(a.Plan.Ops)
+	r.cold, r.ops = time.Since(start), len(a.Ops)
 	// One member's weight changes.
 	for _, s := range st.SortedServices()[:1] {
 		s.SortedDests()[0].Weight = 7
 	}
 	start = time.Now()
-	a, err = rec.Reconcile(st)
+	a, err = applyPlan(rec, st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.change = time.Since(start)
-	if len(a.Plan.Ops) != 1 {
-		t.Fatalf("one-member change planned %d ops", len(a.Plan.Ops))
+	if len(a.Ops) != 1 {
+		t.Fatalf("one-member change planned %d ops", len(a.Ops))
 	}
 	start = time.Now()
-	if a, err = rec.Reconcile(st); err != nil || !a.Plan.Empty() {
-		t.Fatalf("no-op apply: %v %v", err, a.Plan)
+	if a, err = applyPlan(rec, st); err != nil || !a.Empty() {
+		t.Fatalf("no-op apply: %v %v", err, a)
 	}
 	r.noop = time.Since(start)
 	// The same change undone by a reconciler that reads everything each time.
@@ -97,11 +98,11 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		s.SortedDests()[0].Weight = 1
 	}
 	start = time.Now()
-	if a, err = full.Reconcile(st); err != nil || len(a.Plan.Ops) != 1 {
-		t.Fatalf("full-read change: %v %v", err, a.Plan)
+	if a, err = applyPlan(full, st); err != nil || len(a.Ops) != 1 {
+		t.Fatalf("full-read change: %v %v", err, a)
 	}
 	r.changeFull = time.Since(start)
-	if _, err := rec.Reconcile(ipvs.NewState()); err != nil {
+	if _, err := applyPlan(rec, ipvs.NewState()); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -260,4 +261,13 @@ func countDests(t testing.TB, ns *testkit.NS) int {
 		n += len(s.Dests)
 	}
 	return n
+}
+
+// applyPlan runs r's stage Apply and returns the plan it carried out.
+func applyPlan(r *ipvs.Reconciler, st *ipvs.State) (*ipvs.Plan, error) {
+	c, err := r.Apply(context.Background(), st)
+	if err != nil {
+		return nil, err
+	}
+	return c.Detail.(*ipvs.Plan), nil
 }

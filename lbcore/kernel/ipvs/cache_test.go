@@ -16,7 +16,7 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	if k.destReads != 0 || r.Stats().Full != 1 {
@@ -25,7 +25,7 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	k.serviceReads, k.destReads = 0, 0
 	changed := withWeight(5)
 	want := withWeight(5)
-	a, err := r.Reconcile(want)
+	a, err := r.reconcile(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	// The caller editing its desired state afterwards must not change the
 	// reconciler's memory: the same config again is a no-op.
 	want.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)].Dests[dk("198.51.100.12", 8080)].Weight = 99
-	if a, err := r.Reconcile(changed); err != nil || !a.Plan.Empty() {
+	if a, err := r.reconcile(changed); err != nil || !a.Plan.Empty() {
 		t.Fatalf("re-apply: %v %v", err, a.Plan)
 	}
 	got, _ := r.Read()
@@ -56,14 +56,14 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk, FullReadEvery: time.Minute})
 	want := testState()
-	if _, err := r.Reconcile(want); err != nil {
+	if _, err := r.reconcile(want); err != nil {
 		t.Fatal(err)
 	}
 	stray := &mobyipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: netip.MustParseAddr("203.0.113.140").AsSlice(), Port: 9, SchedName: "rr"}
 	if err := k.NewService(stray); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Reconcile(testState())
+	a, err := r.reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +74,11 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 	// touch: invisible to the cheap check, fixed by the periodic full read.
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	k.svcs[web].dests[dk("198.51.100.11", 8080)].Weight = 42
-	if a, err := r.Reconcile(testState()); err != nil || !a.Plan.Empty() {
+	if a, err := r.reconcile(testState()); err != nil || !a.Plan.Empty() {
 		t.Fatalf("before the full-read period: %v %s", err, a.Plan)
 	}
 	clk.advance(time.Minute)
-	a, err = r.Reconcile(testState())
+	a, err = r.reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,17 +92,17 @@ func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
 func TestFailedApplyForgetsTheTable(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	k.failAt = k.n + 1
 	changed := withWeight(3)
-	if _, err := r.Reconcile(changed); err == nil {
+	if _, err := r.reconcile(changed); err == nil {
 		t.Fatal("injected failure not reported")
 	}
 	k.failAt = 0
 	full := r.Stats().Full
-	if _, err := r.Reconcile(changed); err != nil {
+	if _, err := r.reconcile(changed); err != nil {
 		t.Fatal(err)
 	}
 	if r.Stats().Full != full+1 {
@@ -115,12 +115,12 @@ func TestFailedApplyForgetsTheTable(t *testing.T) {
 func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	down := without11()
 	down.Unhealthy = map[DrainRef]bool{{Service: webKey, Dest: dk("198.51.100.11", 8080)}: true}
-	a, err := r.Reconcile(down)
+	a, err := r.reconcile(down)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 		t.Fatal("health-down member still in the kernel")
 	}
 	// Back up: added again.
-	a, err = r.Reconcile(testState())
+	a, err = r.reconcile(testState())
 	if err != nil || len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpAddDest {
 		t.Fatalf("member back up: %v %s", err, a.Plan)
 	}

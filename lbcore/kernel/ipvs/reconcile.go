@@ -138,9 +138,9 @@ func (r *Reconciler) read() (*State, error) {
 	return st, nil
 }
 
-// Applied is a successful reconcile that can still be undone (when a later
+// applied is a successful reconcile that can still be undone (when a later
 // stage of a larger apply fails).
-type Applied struct {
+type applied struct {
 	Plan *Plan
 	r    *Reconciler
 	undo []Op // inverse ops, in the order they must run
@@ -150,7 +150,7 @@ type Applied struct {
 // Apply makes the kernel's IPVS table match desired (the stage contract:
 // Detail is the *Plan, Undo reverts it).
 func (r *Reconciler) Apply(_ context.Context, desired *State) (stage.Change, error) {
-	a, err := r.Reconcile(desired)
+	a, err := r.reconcile(desired)
 	if err != nil {
 		return stage.Change{}, err
 	}
@@ -163,7 +163,7 @@ func (r *Reconciler) Apply(_ context.Context, desired *State) (stage.Change, err
 }
 
 // undoAll reverts the reconcile.
-func (a *Applied) undoAll() error {
+func (a *applied) undoAll() error {
 	a.r.mu.Lock()
 	defer a.r.mu.Unlock()
 	for _, d := range a.new {
@@ -173,10 +173,10 @@ func (a *Applied) undoAll() error {
 	return a.r.runUndo(a.undo)
 }
 
-// Reconcile makes the kernel match desired with the minimal plan. On failure the
+// reconcile makes the kernel match desired with the minimal plan. On failure the
 // steps already taken are undone, so the kernel ends as it started; the
 // error says what failed (and whether the undo failed too).
-func (r *Reconciler) Reconcile(desired *State) (*Applied, error) {
+func (r *Reconciler) reconcile(desired *State) (*applied, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	actual, err := r.current(desired)
@@ -223,7 +223,7 @@ func (r *Reconciler) Reconcile(desired *State) (*Applied, error) {
 			r.log.Debugf("ipvs: %s", op)
 		}
 	}
-	return &Applied{Plan: plan, r: r, undo: undo, new: added}, nil
+	return &applied{Plan: plan, r: r, undo: undo, new: added}, nil
 }
 
 // inverse returns the ops that undo op (to be run after the inverses of the

@@ -87,7 +87,7 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
 	want := testState()
-	a, err := r.Reconcile(want)
+	a, err := r.reconcile(want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 		t.Errorf("timeouts after apply = %+v (tcp 90s set, udp left at kernel default)", got.Timeouts)
 	}
 	before := len(k.calls)
-	a2, err := r.Reconcile(testState())
+	a2, err := r.reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +117,11 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	before := len(k.calls)
-	a, err := r.Reconcile(withWeight(5))
+	a, err := r.reconcile(withWeight(5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	before = len(k.calls)
 	changed2 := withWeight(5)
 	changed2.Services[webKey].Scheduler = "lc"
-	if _, err := r.Reconcile(changed2); err != nil {
+	if _, err := r.reconcile(changed2); err != nil {
 		t.Fatal(err)
 	}
 	if calls := k.calls[before:]; len(calls) != 1 || !strings.HasPrefix(calls[0], "update-service tcp:203.0.113.100:80") {
@@ -160,10 +160,10 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 	}
 	probe := newFakeKernel()
 	pr := NewReconciler(probe, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := pr.Reconcile(testState()); err != nil {
+	if _, err := pr.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := pr.Reconcile(nextState())
+	a, err := pr.reconcile(nextState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +175,12 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 	for fail := 1; fail <= n; fail++ {
 		k := newFakeKernel()
 		r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-		if _, err := r.Reconcile(testState()); err != nil {
+		if _, err := r.reconcile(testState()); err != nil {
 			t.Fatal(err)
 		}
 		start := k.dump()
 		k.failAt = k.n + fail
-		_, err := r.Reconcile(nextState())
+		_, err := r.reconcile(nextState())
 		if err == nil {
 			t.Fatalf("fail at step %d: apply succeeded", fail)
 		}
@@ -199,11 +199,11 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 func TestAppliedRollback(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	start := k.dump()
-	a, err := r.Reconcile(edited(func(st *State) { delete(st.Services, webKey) }))
+	a, err := r.reconcile(edited(func(st *State) { delete(st.Services, webKey) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestDrain(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
@@ -232,7 +232,7 @@ func TestDrain(t *testing.T) {
 	without := edited(func(st *State) {
 		st.Services[webKey].Dests = map[DestKey]*Dest{dk("198.51.100.13", 8080): {Key: dk("198.51.100.13", 8080), Weight: 1, Fwd: FwdMasq}}
 	})
-	a, err := r.Reconcile(without)
+	a, err := r.reconcile(without)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestDrain(t *testing.T) {
 		}
 	}
 	// Same config again: still a no-op, drains stay registered.
-	if a, err := r.Reconcile(without); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
+	if a, err := r.reconcile(without); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
 		t.Fatalf("re-apply during drain: err=%v plan=%v draining=%d", err, a.Plan, len(r.Draining()))
 	}
 	if n, err := r.DrainOnce(); err != nil || n != 0 {
@@ -274,17 +274,17 @@ func TestDrainCancelledByReAdd(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	m11 := dk("198.51.100.11", 8080)
 	k.setActive(web, m11, 1)
 	without := without11()
-	if _, err := r.Reconcile(without); err != nil {
+	if _, err := r.reconcile(without); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Reconcile(testState())
+	a, err := r.reconcile(testState())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,11 +301,11 @@ func TestRunDrainerLoop(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0), ch: make(chan time.Time)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	without := without11()
-	if _, err := r.Reconcile(without); err != nil {
+	if _, err := r.reconcile(without); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -331,10 +331,10 @@ func TestRunDrainerLoop(t *testing.T) {
 func TestDeleteWithoutDrain(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{})
-	if _, err := r.Reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Reconcile(without11())
+	a, err := r.reconcile(without11())
 	if err != nil {
 		t.Fatal(err)
 	}
