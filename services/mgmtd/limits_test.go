@@ -64,24 +64,43 @@ func TestUnauthenticatedRequestsLogLittle(t *testing.T) {
 // PID 1 and its children).
 const helperEnv = "FULCRUM_MGMTD_HELPER"
 
-func TestHelperAPIServer(t *testing.T) {
-	if os.Getenv(helperEnv) == "" {
-		t.Skip("helper process for TestIdleClientsDoNotLockOutTheAdmin")
+// TestMain runs the helper API server instead of the tests when the
+// parent test starts this binary with helperEnv set (no test reports a
+// skip for it).
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		if err := helperAPIServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "helper API server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// helperAPIServer serves the API with the appliance's open-file limit
+// until the parent closes stdin.
+func helperAPIServer() error {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 4096, Max: 4096}); err != nil {
-		t.Fatal(err)
+		return err
 	}
+	dir, err := os.MkdirTemp("", "mgmtd-helper")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	h, _ := TokenHash(config.APIAccess{Token: testToken})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	fmt.Println("LISTEN", l.Addr())
 	logger := logrus.New()
 	logger.SetOutput(io.Discard)
-	srv := Limits().Server((&Server{API: localapi.NewAppliance(t.TempDir()), TokenHash: h, Log: logger.WithField("d", "mgmtd")}).Handler())
+	srv := Limits().Server((&Server{API: localapi.NewAppliance(dir), TokenHash: h, Log: logger.WithField("d", "mgmtd")}).Handler())
 	go srv.Serve(l)
 	io.Copy(io.Discard, os.Stdin) // until the parent closes stdin
+	return nil
 }
 
 // 4200 idle connections and 100 slowloris clients locked the admin out
@@ -90,7 +109,7 @@ func TestIdleClientsDoNotLockOutTheAdmin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 4300 connections")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAPIServer$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
 	stdin, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
