@@ -16,6 +16,21 @@ type Hardening struct {
 	// unicast_peers are always peers too. The appliance config requires
 	// one or the other once VRRP runs.
 	Peers []IP `yaml:"peers"`
+	// SyncKey is the shared secret that authenticates config sync between
+	// the peers (services/cfgpeer: HMAC-SHA256 over every message). Both
+	// nodes must hold the same key; without one the nodes do not offer
+	// applies to each other. It is a secret: redacted when shown, and the
+	// config file is 0600.
+	SyncKey string `yaml:"sync_key"`
+}
+
+// MinSyncKeyLen is the shortest vrrp.sync_key accepted.
+const MinSyncKeyLen = 16
+
+// ConfigSyncOn tells whether the node takes part in config sync: it has
+// peers and a sync key.
+func (c *VRRP) ConfigSyncOn() bool {
+	return c.SyncKey != "" && len(c.AcceptFrom()) > 0
 }
 
 // AcceptFrom lists the addresses adverts are accepted from: peers and
@@ -50,6 +65,17 @@ func (c *VRRP) applyHardeningDefaults() {
 }
 
 func (c *VRRP) validatePeers(errs *cfgerr.List) {
+	switch {
+	case c.SyncKey == "":
+	case c.SyncKey == "<redacted>":
+		errs.Add("sync_key", "is the marker `show config` puts in place of the key, not a key: give the real one")
+	case len(c.SyncKey) < MinSyncKeyLen:
+		errs.Add("sync_key", "too short (%d characters): use at least %d random characters, the same on both nodes", len(c.SyncKey), MinSyncKeyLen)
+	case len(c.SyncKey) > 256:
+		errs.Add("sync_key", "too long (%d characters, at most 256)", len(c.SyncKey))
+	case len(c.Peers) == 0 && len(c.UnicastPeers) == 0:
+		errs.Add("sync_key", "set but vrrp.peers is empty: config sync needs the other node's failover address")
+	}
 	seen := map[netip.Addr]bool{}
 	for i, ip := range c.Peers {
 		p := cfgerr.Index("peers", i)

@@ -13,6 +13,11 @@ import (
 // (udp, admitted on Failover from the peers only).
 const ConntrackSyncPort = 7040
 
+// ConfigSyncPort is where the HA pair offers each other config applies
+// (services/cfgpeer; tcp, admitted on Failover from the peers only, and
+// only when vrrp.sync_key turns config sync on).
+const ConfigSyncPort = 7041
+
 // IfaceResolver turns a NIC given by name or MAC address into its name.
 type IfaceResolver func(nameOrMAC string) (string, error)
 
@@ -24,7 +29,8 @@ type IfaceResolver func(nameOrMAC string) (string, error)
 //   - Internal: the internal (east-west) virtual services, the API when it
 //     listens on internal, ping.
 //   - Failover: VRRP, conntrack sync (udp/7040, reserved), IPVS connection
-//     sync (udp/8848) and ping (rate-limited) from vrrp's peers only
+//     sync (udp/8848), config sync (tcp/7041, with vrrp.sync_key) and ping
+//     (rate-limited) from vrrp's peers only
 //     (vrrp.peers and unicast_peers); nothing from any other host.
 //   - Management NIC: the API when it listens there, DHCP replies, ping.
 //
@@ -66,6 +72,9 @@ func Filter(cfg *config.Config, resolve IfaceResolver) (*filter.Policy, error) {
 			// The kernel's IPVS sync daemons (lbcore/ipvssync) use their
 			// default port on the failover bond.
 			{Name: "ipvs-sync", Proto: filter.UDP, Port: ipvsnl.DefaultPort},
+		}
+		if cfg.VRRP.ConfigSyncOn() {
+			fo.PeerRules = append(fo.PeerRules, filter.PeerRule{Name: "config-sync", Proto: filter.TCP, Port: ConfigSyncPort})
 		}
 	}
 	p := &filter.Policy{Zones: []filter.Zone{ext, in, fo}}

@@ -91,6 +91,22 @@ func TestFilterPolicyFromConfig(t *testing.T) {
 		t.Errorf("management:\n got %s\nwant %s", got, w)
 	}
 
+	// With vrrp.sync_key config sync's port is admitted from the peer on
+	// Failover, and nowhere else.
+	synced := strings.Replace(cfgHA, "  peers: [192.0.2.2]\n", "  peers: [192.0.2.2]\n  sync_key: 0123456789abcdef\n", 1)
+	p, err = Filter(parse(t, synced), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, w := zoneText(p.Zones[2]), want[2]+" peerrule:config-sync:tcp/7041"; got != w {
+		t.Errorf("failover with sync_key:\n got %s\nwant %s", got, w)
+	}
+	for _, i := range []int{0, 1} {
+		if got := zoneText(p.Zones[i]); got != want[i] {
+			t.Errorf("zone %d changed by sync_key: %s", i, got)
+		}
+	}
+
 	// Standalone (no VRRP): Failover admits nothing.
 	alone := cfgHA[:strings.Index(cfgHA, "vrrp:")] + "management:\n  api: {port: 9443}\n"
 	p, err = Filter(parse(t, alone), nil)

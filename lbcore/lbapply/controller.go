@@ -203,6 +203,21 @@ func (c *Controller) Apply(ctx context.Context, path string, cfg *config.Config,
 	return err
 }
 
+// Plan checks that cfg could be applied under the running overrides:
+// its monitors and members configure, and the kernel state it asks for
+// computes. Nothing changes (the prepare step of a config offered to the
+// HA peer).
+func (c *Controller) Plan(cfg *config.Config) error {
+	_, ov := c.Running()
+	if _, _, err := HealthMembers(cfg); err != nil {
+		return fmt.Errorf("health checks: %w", err)
+	}
+	if _, err := c.a.Desired(cfg, ov, c.healthOf()); err != nil {
+		return err
+	}
+	return nil
+}
+
 // applyLocked: health members first (a bad monitor changes nothing), then
 // the kernel; when the kernel apply fails the health checker goes back to
 // the old members.

@@ -19,10 +19,10 @@ const Marker = "<redacted>"
 
 // secret tells the keys whose values are secrets, wherever they appear
 // (management.api.token, management.api.token_sha256,
-// management.console.password_hash).
+// management.console.password_hash, vrrp.sync_key).
 func secret(key string) bool {
 	switch key {
-	case "token", "token_sha256", "password_hash":
+	case "token", "token_sha256", "password_hash", "sync_key":
 		return true
 	}
 	return false

@@ -18,6 +18,7 @@ other:
   - {token_sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae}
 anchored: &a {token: "anchored-secret-0123"}
 alias: *a
+vrrp: {peers: [192.0.2.2], sync_key: "peer-sync-key-0123456789"}
 `
 
 func TestConfigHidesSecrets(t *testing.T) {
@@ -26,13 +27,13 @@ func TestConfigHidesSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(out)
-	for _, secret := range []string{"oNRa3xwoTZDbKXuGAXWJ", "s3cret-token", "2c26b46b68ff", "anchored-secret"} {
+	for _, secret := range []string{"oNRa3xwoTZDbKXuGAXWJ", "s3cret-token", "2c26b46b68ff", "anchored-secret", "peer-sync-key"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("secret %q shown:\n%s", secret, s)
 		}
 	}
-	if strings.Count(s, Marker) != 4 {
-		t.Errorf("want 4 markers:\n%s", s)
+	if strings.Count(s, Marker) != 5 {
+		t.Errorf("want 5 markers:\n%s", s)
 	}
 	var back map[string]any
 	if err := yaml.Unmarshal(out, &back); err != nil {
