@@ -21,7 +21,7 @@ func Problems(err error) []string {
 	if errors.As(err, &list) && list.Len() > 0 {
 		out := make([]string, 0, list.Len())
 		for _, e := range list.Errors() {
-			if e.Line == 0 && e.Path != "" {
+			if e.Line == 0 && e.Path != "" && e.Path != DocumentPath {
 				// a field the file does not set (nor any parent of it)
 				out = append(out, fmt.Sprintf("%s (not in the file): %s", e.Path, e.Msg))
 				continue

@@ -80,7 +80,11 @@ func (c *Config) Validate() error {
 			errs.Add(cfgerr.Index("kernel.modules", i), "%q is not a kernel module name", m)
 		}
 	}
+	c.Kernel.validateCmdline(&errs)
 	errs.Merge("network", c.Network.Validate())
+	c.validateSubnets(&errs)
+	c.validateNextHops(&errs)
+	c.validateAddressRoles(&errs)
 	errs.Merge("vrrp", c.VRRP.Validate())
 	errs.Merge("monitors", c.Monitors.Validate())
 	errs.Merge("management", c.Access.Validate(c.Network.Management != nil))

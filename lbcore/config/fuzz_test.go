@@ -13,7 +13,7 @@ import (
 // rejection must be a non-empty message; whatever it accepts must keep its
 // source and be accepted again from that source (a config that loads once
 // loads the same way on the next boot). Seeds: the lab configs and
-// testdata/fuzz/FuzzParse.
+// testdata/fuzz/FuzzParse and the hostile configs of TestHostileConfigs.
 func FuzzParse(f *testing.F) {
 	for _, name := range []string{"lb1.yaml", "ha-lb1.yaml", "ha-lb2.yaml"} {
 		b, err := os.ReadFile(filepath.Join("..", "..", "qemu", "configs", name))
@@ -21,6 +21,10 @@ func FuzzParse(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+	}
+	for _, c := range hostileCases { // the hostile configs operators and attackers write
+		doc, _ := hostileDoc(c)
+		f.Add([]byte(doc))
 	}
 	f.Add([]byte("version: 1\n"))
 	f.Add([]byte("version: 1\nnetwork: {internal: {members: [eth1], addresses: [198.51.100.2/24]}}\n"))

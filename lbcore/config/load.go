@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
-	"strconv"
+	"strings"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/cfgerr"
 	"go.yaml.in/yaml/v3"
@@ -37,6 +37,14 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.lines = pos.lines
+	var zeros cfgerr.List
+	pos.explicitZeros(&zeros)
+	if zeros.Len() > 0 {
+		if failed == nil {
+			failed = &cfgerr.List{}
+		}
+		failed.Merge("", &zeros)
+	}
 	c.ApplyDefaults()
 	verr := c.Validate()
 	var list cfgerr.List
@@ -56,69 +64,67 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // decode decodes data into out strictly (unknown fields are errors) and
-// returns where every field is.
+// returns where every field is. A config is one YAML document: a second
+// one is an error (its settings would be ignored).
 func decode(data []byte, out any) (*positions, error) {
+	docs := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(err, nil)
+	if err := docs.Decode(&root); err != nil {
+		if err == io.EOF {
+			return nil, emptyDocument()
+		}
+		return nil, syntaxError(err)
 	}
-	if root.Kind == 0 || len(root.Content) == 0 {
-		return nil, errors.New("invalid config: the document is empty")
+	if root.Kind == 0 || len(root.Content) == 0 || root.Content[0].ShortTag() == "!!null" {
+		return nil, emptyDocument()
 	}
 	pos := fieldPositions(&root)
+	var extra cfgerr.List
+	var next yaml.Node
+	switch err := docs.Decode(&next); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, syntaxError(err)
+	default:
+		extra.AddAt(DocumentPath, next.Line, "a second YAML document starts here; a config is one document (remove everything from this '---' on)")
+	}
+	if top := root.Content[0]; top.Kind != yaml.MappingNode {
+		extra.AddAt(DocumentPath, top.Line, "the config must be a mapping of sections (version:, network:, ...), not %s", describeGot(strings.TrimPrefix(top.ShortTag(), "!!"), top.Value))
+		return nil, &extra
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(out); err != nil && err != io.EOF {
-		return pos, yamlError(err, pos)
+		l := yamlError(err, pos)
+		var list *cfgerr.List
+		if errors.As(l, &list) {
+			list.Merge("", extra.Err())
+		}
+		return pos, l
 	}
-	return pos, nil
+	return pos, extra.Err()
 }
 
-var valueErrorRE = regexp.MustCompile(`^line (\d+) column (\d+): (.*)$`)
-
-// yamlError turns yaml.v3's type errors ("line 7: field foo not found in type
-// config.BondGroup") and the typed values' decode errors (placed by line and
-// column) into one readable error that names field paths where it can.
-func yamlError(err error, pos *positions) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("invalid config: %w", err)
-	}
-	l := &cfgerr.List{}
-	for _, msg := range te.Errors {
-		m := valueErrorRE.FindStringSubmatch(msg)
-		if m == nil || pos == nil {
-			l.Add("", "%s", msg)
-			continue
-		}
-		line, _ := strconv.Atoi(m[1])
-		col, _ := strconv.Atoi(m[2])
-		path, ok := pos.values[[2]int{line, col}]
-		if !ok {
-			l.Add("", "line %d: %s", line, m[3])
-			continue
-		}
-		l.Add(path, "%s", m[3])
-	}
-	l.SetLines(func(p string) int { return lookupLine(pos.lines, p) })
-	l.Sort()
-	return l
+func emptyDocument() error {
+	var l cfgerr.List
+	l.AddAt(DocumentPath, 1, "the document is empty")
+	return &l
 }
 
 // positions maps every field path in the document
-// ("network.internal.members[1]") to the line it starts on, and the
-// position (line, column) of every value node to its path.
+// ("network.internal.members[1]") to the line it starts on, and lists every
+// node with its path.
 type positions struct {
-	lines  map[string]int
-	values map[[2]int]string
+	lines map[string]int
+	nodes []nodeInfo
 }
 
 func fieldPositions(root *yaml.Node) *positions {
-	pos := &positions{lines: map[string]int{}, values: map[[2]int]string{}}
+	pos := &positions{lines: map[string]int{}}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		if path != "" {
-			pos.values[[2]int{n.Line, n.Column}] = path
+			pos.nodes = append(pos.nodes, nodeInfo{path: path, line: n.Line, col: n.Column, kind: n.Kind, tag: n.ShortTag(), value: n.Value})
 		}
 		switch n.Kind {
 		case yaml.DocumentNode:
@@ -129,7 +135,10 @@ func fieldPositions(root *yaml.Node) *positions {
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
 				p := cfgerr.Join(path, k.Value)
-				pos.lines[p] = k.Line
+				if _, dup := pos.lines[p]; !dup {
+					pos.lines[p] = k.Line
+				}
+				pos.nodes = append(pos.nodes, nodeInfo{path: p, line: k.Line, col: k.Column, key: true, kind: k.Kind, tag: k.ShortTag(), value: k.Value})
 				walk(v, p)
 			}
 		case yaml.SequenceNode:

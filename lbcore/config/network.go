@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -154,7 +153,6 @@ func (n *Network) applyDefaults() {
 
 var (
 	ifnameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
-	sysctlRE = regexp.MustCompile(`^net\.[a-z0-9_.-]+$`)
 )
 
 // IsMAC reports whether a member selector is a MAC address rather than a name.
@@ -177,18 +175,14 @@ func (n *Network) Validate() error {
 	for i, r := range n.Rules {
 		validateRule(&errs, cfgerr.Index("rules", i), r)
 	}
-	for k := range n.Sysctls {
-		if !sysctlRE.MatchString(k) {
-			errs.Add(cfgerr.Join("sysctls", k), "only net.* sysctls can be set, and %q is not one", k)
-		}
-	}
+	n.validateSysctls(&errs)
+	n.validateBondNames(&errs)
 	return errs.Err()
 }
 
-// netSeen is what the groups already claimed: NICs, bond names, subnets.
+// netSeen is what the groups already claimed: NICs and bond names.
 type netSeen struct {
 	member, bond map[string]string
-	nets         []netip.Prefix
 }
 
 func (b *BondGroup) validate(errs *cfgerr.List, g Group, seen *netSeen) {
@@ -210,7 +204,7 @@ func (b *BondGroup) validate(errs *cfgerr.List, g Group, seen *netSeen) {
 	}
 	for i, m := range b.Members {
 		mp := cfgerr.Index(cfgerr.Join(p, "members"), i)
-		key := strings.ToLower(m)
+		key := nicKey(m)
 		if !IsMAC(m) && !ifnameRE.MatchString(m) {
 			errs.Add(mp, "%q is neither an interface name nor a MAC address", m)
 			continue
@@ -221,13 +215,13 @@ func (b *BondGroup) validate(errs *cfgerr.List, g Group, seen *netSeen) {
 		seen.member[key] = "network." + mp
 	}
 	b.validateLink(errs, p)
+	// Subnets of different groups: Config.validateSubnets.
 	for i, a := range b.Addresses {
-		for _, other := range seen.nets {
+		for _, other := range b.Addresses[:i] {
 			if other.Masked() == a.Masked() {
-				errs.Add(cfgerr.Index(cfgerr.Join(p, "addresses"), i), "subnet %s is already on another group", a.Masked())
+				errs.Add(cfgerr.Index(cfgerr.Join(p, "addresses"), i), "subnet %s is already on this group (%s)", a.Masked(), other)
 			}
 		}
-		seen.nets = append(seen.nets, a.Prefix)
 	}
 }
 
@@ -262,7 +256,7 @@ func (n *Network) validateManagement(errs *cfgerr.List, seenMember map[string]st
 		errs.Add("management.interface", "missing: name the management NIC by name or MAC")
 	} else if !IsMAC(m.Interface) && !ifnameRE.MatchString(m.Interface) {
 		errs.Add("management.interface", "%q is neither an interface name nor a MAC address", m.Interface)
-	} else if other, dup := seenMember[strings.ToLower(m.Interface)]; dup {
+	} else if other, dup := seenMember[nicKey(m.Interface)]; dup {
 		errs.Add("management.interface", "NIC %q is already used as %s", m.Interface, other)
 	}
 	if m.Address.IsValid() && m.DHCP != nil && *m.DHCP {

@@ -52,14 +52,14 @@ func TestNetworkValidationNamesPathAndLine(t *testing.T) {
 		{"member twice", "members: [eth4]", "members: [eth3]", "network.external.members[0] (line 11): NIC \"eth3\" is already a member of network.internal.members[1]"},
 		{"bad member", "members: [eth4]", "members: [\"not a nic!\"]", "network.external.members[0] (line 11): \"not a nic!\" is neither"},
 		{"bad address", "[198.51.100.2/24]", "[198.51.100.2]", "network.internal.addresses[0] (line 9): \"198.51.100.2\" is not an address in CIDR form"},
-		{"same subnet twice", "[203.0.113.2/24]", "[198.51.100.3/24]", "network.external.addresses[0] (line 12): subnet 198.51.100.0/24 is already on another group"},
+		{"same subnet twice", "[203.0.113.2/24]", "[198.51.100.3/24]", "network.external.addresses[0] (line 12): subnet 198.51.100.0/24 overlaps 198.51.100.0/24 of internal"},
 		{"mtu", "    addresses: [192.0.2.1/25]\n", "    addresses: [192.0.2.1/25]\n    mtu: 100000\n", "network.failover.mtu (line 7): 100000 is out of range"},
 		{"lacp on active-backup", "    addresses: [192.0.2.1/25]\n", "    addresses: [192.0.2.1/25]\n    lacp_rate: fast\n", "network.failover.lacp_rate (line 7): only applies to mode 802.3ad"},
 		{"route via", "via: 203.0.113.50", "via: gateway", "network.routes[0].via (line 15): \"gateway\" is not an IP address"},
 		{"sysctl outside net", "  routes:\n", "  sysctls: {kernel.panic: \"1\"}\n  routes:\n", "network.sysctls.kernel.panic (line 13): only net.* sysctls"},
 		{"version", "version: 1", "version: 7", "version (line 1): schema version 7 is not supported"},
 		{"hostname", "hostname: lb1", "hostname: lb_1!", "hostname (line 2): \"lb_1!\" is not a valid host name"},
-		{"unknown field", "hostname: lb1", "hostname: lb1\nhostnme: typo", "line 3: field hostnme not found"},
+		{"unknown field", "hostname: lb1", "hostname: lb1\nhostnme: typo", `hostnme (line 3): unknown field "hostnme" (known here: hostname,`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -41,6 +41,11 @@ func (l *List) Add(path, format string, args ...any) {
 	l.errs = append(l.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// AddAt records a problem at path on a known line of the source.
+func (l *List) AddAt(path string, line int, format string, args ...any) {
+	l.errs = append(l.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
 // Merge adds every error of err (a *List, a *FieldError or any other error)
 // under prefix. A plain error becomes a FieldError at prefix.
 func (l *List) Merge(prefix string, err error) {
