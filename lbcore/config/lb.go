@@ -52,6 +52,8 @@ type VirtualServer struct {
 	// FWMark overrides the firewall mark of a port-range or fullnat VS
 	// (default: derived from VIP, protocol and port(s)).
 	FWMark uint32 `yaml:"fwmark"`
+	// HTTP holds the L7 settings of mode http and https (see l7.go).
+	HTTP *HTTPOptions `yaml:"http"`
 }
 
 // Persistence is L4 (source address) persistence.
@@ -126,7 +128,9 @@ func (v *VirtualServer) IsRange() bool { return v.Port.IsRange() }
 // ranges (the mark is the IPVS fwmark service) and FullNAT (the mark selects
 // the SNAT to the local address pool in postrouting; IPVS falls back to its
 // address/port lookup when no fwmark service has the mark).
-func (v *VirtualServer) NeedsMark() bool { return v.IsRange() || v.Mode == ModeFullNAT }
+func (v *VirtualServer) NeedsMark() bool {
+	return !v.Mode.L7() && (v.IsRange() || v.Mode == ModeFullNAT)
+}
 
 // Mark returns the VS's firewall mark (see NeedsMark): FWMark if set,
 // otherwise derived from VIP, protocol and port(s) (stable across config
@@ -206,6 +210,10 @@ func (c *Config) applyLBDefaults() {
 		}
 		if v.Scheduler == "" {
 			v.Scheduler = DefaultScheduler
+		}
+		if v.Mode.L7() {
+			applyHTTPDefaults(v)
+			continue // L4 persistence does not apply; the cookie does
 		}
 		if v.Persistence == nil {
 			v.Persistence = &Persistence{}

@@ -179,6 +179,7 @@ func (c *Config) validateVirtualServers(errs *cfgerr.List, nets lbNets) {
 		c.validateVSFields(errs, vp, i)
 		c.validateVSClaims(errs, vp, i, &claims)
 		c.validateVSPool(errs, vp, &c.VirtualServers[i], nets)
+		c.validateL7(errs, vp, &c.VirtualServers[i])
 	}
 }
 

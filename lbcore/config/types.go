@@ -358,10 +358,15 @@ const (
 	ModeFullNAT Mode = "fullnat" // IPVS masquerade + SNAT to a local address pool
 	ModeDR      Mode = "dr"      // direct routing; members hold the VIP on lo and answer clients directly
 	ModeTUN     Mode = "tun"     // IP-in-IP tunnel; members decapsulate and answer clients directly
+	ModeHTTP    Mode = "http"    // L7: the L7 proxy daemon (l7d) terminates HTTP on the VIP
+	ModeHTTPS   Mode = "https"   // L7: l7d terminates TLS (certificates by SNI) and HTTP
 )
 
 // Modes lists the accepted virtual server modes.
-var Modes = []Mode{ModeNAT, ModeFullNAT, ModeDR, ModeTUN}
+var Modes = []Mode{ModeNAT, ModeFullNAT, ModeDR, ModeTUN, ModeHTTP, ModeHTTPS}
+
+// L7 reports whether the mode is served by the L7 proxy rather than IPVS.
+func (m Mode) L7() bool { return m == ModeHTTP || m == ModeHTTPS }
 
 // UnmarshalYAML accepts one of Modes.
 func (m *Mode) UnmarshalYAML(n *yaml.Node) error { return enum(n, m, "mode", Modes) }

@@ -9,7 +9,9 @@ import (
 )
 
 // IPVS builds the IPVS table cfg (validated) asks for under ov, with each
-// pool's destinations chosen by PoolPolicy from the members' health h. A
+// pool's destinations chosen by PoolPolicy from the members' health h.
+// Virtual servers of mode http and https have no IPVS service: the L7
+// proxy daemon listens on their VIP and port (the filter admits them). A
 // member left out for health is listed in State.Unhealthy, so the plan
 // deletes it at once instead of draining it (a dead server has nothing to
 // finish).
@@ -18,6 +20,9 @@ func IPVS(cfg *config.Config, ov Overrides, h Health) (*ipvs.State, error) {
 	st.Timeouts = &ipvs.Timeouts{TCP: cfg.IPVSTimeouts.TCP.D(), TCPFin: cfg.IPVSTimeouts.TCPFin.D(), UDP: cfg.IPVSTimeouts.UDP.D()}
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
+		if vs.Mode.L7() {
+			continue // served by the L7 proxy (l7d), not IPVS
+		}
 		s, err := service(cfg, vs, ov, h, st)
 		if err != nil {
 			return nil, wrap(vs, err)

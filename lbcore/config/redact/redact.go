@@ -19,10 +19,11 @@ const Marker = "<redacted>"
 
 // secret tells the keys whose values are secrets, wherever they appear
 // (management.api.token, management.api.token_sha256,
-// management.console.password_hash, vrrp.sync_key).
+// management.console.password_hash, vrrp.sync_key,
+// virtual_servers[].http.cookie.secret).
 func secret(key string) bool {
 	switch key {
-	case "token", "token_sha256", "password_hash", "sync_key":
+	case "token", "token_sha256", "password_hash", "sync_key", "secret":
 		return true
 	}
 	return false
