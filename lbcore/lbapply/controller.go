@@ -218,6 +218,13 @@ func (c *Controller) Plan(cfg *config.Config) error {
 	return nil
 }
 
+// Desired computes the kernel state cfg asks for under ov, as an apply
+// would, with every member counted as up (config diff: lbcore/cfgdiff).
+// Nothing changes.
+func (c *Controller) Desired(cfg *config.Config, ov engine.Overrides) (*engine.Desired, error) {
+	return c.a.Desired(cfg, ov, nil)
+}
+
 // applyLocked: health members first (a bad monitor changes nothing), then
 // the kernel; when the kernel apply fails the health checker goes back to
 // the old members.

@@ -82,6 +82,7 @@ func (c *CLI) Init() {
 		{words: []string{"ha", "resume"}, help: "let this node preempt again after a switchover", run: c.resume},
 		{words: []string{"config", "validate"}, args: []argSpec{src}, help: "check a config pasted here (end with a line '.') or fetched from URL", run: c.configOp(localapi.PathConfigCheck)},
 		{words: []string{"config", "check"}, args: []argSpec{{name: "FILE"}}, help: "validate a config file exactly as the appliance loads it; nothing changes", run: c.configCheck},
+		{words: []string{"config", "diff"}, args: []argSpec{{name: "FILE"}}, help: "what applying a config file (or URL) would change; nothing changes", run: c.configDiff},
 		{words: []string{"config", "apply"}, args: []argSpec{src}, help: "validate and apply a config (pasted or from URL); rejected → nothing changes", run: c.configOp(localapi.PathConfigApply)},
 		{words: []string{"config", "rollback"}, help: "go back to the config before the last apply", run: c.configOp(localapi.PathConfigRevert)},
 		{words: []string{"reboot"}, help: "stop the daemons cleanly and reboot", run: c.powerCmd(power.Reboot)},
@@ -452,6 +453,42 @@ func (c *CLI) configOp(path string) func(context.Context, []string) error {
 // lists every problem as `field.path (line N): reason`.
 func (c *CLI) configCheck(_ context.Context, args []string) error {
 	return config.Check(c.Out, args[0])
+}
+
+// configDiff shows what applying a config file (or http(s) URL) would
+// change. A config that does not validate is refused with the same lines
+// `config check` prints, and lbd is not asked.
+func (c *CLI) configDiff(ctx context.Context, args []string) error {
+	var yaml []byte
+	var err error
+	if strings.Contains(args[0], "://") {
+		yaml, err = FetchConfig(ctx, args[0])
+	} else {
+		yaml, err = os.ReadFile(args[0])
+	}
+	if err != nil {
+		return fmt.Errorf("config %s: %w", args[0], err)
+	}
+	if _, err := config.Parse(yaml); err != nil {
+		probs := config.Problems(err)
+		for _, p := range probs {
+			fmt.Fprintln(c.Out, p)
+		}
+		return fmt.Errorf("%s is invalid: %d problem(s); nothing changed", args[0], len(probs))
+	}
+	res, err := c.API.ConfigDiff(ctx, yaml)
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		msg := res.Message
+		for _, e := range res.Errors {
+			msg += "\n  " + e
+		}
+		return errors.New(msg)
+	}
+	fmt.Fprint(c.Out, res.Text)
+	return nil
 }
 
 func (c *CLI) paste() ([]byte, error) {

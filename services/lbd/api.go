@@ -1,6 +1,6 @@
 // Package lbd is the LB daemon's side of the local API (services/localapi): virtual
 // servers with kernel counters, member health, SNAT, the running config,
-// config validate/apply/rollback, and member disable/enable.
+// config validate/diff/apply/rollback, and member disable/enable.
 //
 // Every write goes through the LB controller's synchronous Apply and answers
 // with its outcome. Disable is an operator override (engine.Overrides): the
@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/cfgdiff"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
@@ -72,6 +73,7 @@ func (a *Server) Handler() http.Handler {
 	localapi.Route(mux, "POST", localapi.PathConfigCheck, a.postConfig(false))
 	localapi.Route(mux, "POST", localapi.PathConfigApply, a.postConfig(true))
 	localapi.Route(mux, "POST", localapi.PathConfigRevert, a.postRollback)
+	localapi.Route(mux, "POST", localapi.PathConfigDiff, a.postDiff)
 	localapi.Route(mux, "POST", localapi.PathMemberDisable, a.postMember(false))
 	localapi.Route(mux, "POST", localapi.PathMemberEnable, a.postMember(true))
 	return mux
@@ -272,6 +274,34 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 		}
 		localapi.WriteJSON(w, code, res)
 	}
+}
+
+// postDiff answers what applying the posted config would change, from the
+// kernel states the apply's own translation gives for the running and the
+// posted config under the running overrides. Nothing changes; an invalid
+// config is refused exactly as validate refuses it.
+func (a *Server) postDiff(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err != nil {
+		localapi.WriteJSON(w, http.StatusRequestEntityTooLarge, localapi.ConfigDiff{Message: err.Error()})
+		return
+	}
+	cfg, err := config.Parse(body)
+	if err != nil {
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigDiff{Message: "config is invalid; nothing changed", Errors: config.Problems(err)})
+		return
+	}
+	running, ov := a.ctrl.Running()
+	d, err := cfgdiff.Compute(running, cfg, func(c *config.Config) (*engine.Desired, error) { return a.ctrl.Desired(c, ov) })
+	if err != nil {
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigDiff{Message: "config cannot be applied; nothing changed", Errors: []string{err.Error()}})
+		return
+	}
+	res := localapi.ConfigDiff{OK: true, Message: "what an apply would change (nothing changed)", Reboot: d.NeedsReboot(), Text: d.String()}
+	for _, s := range d.Sections {
+		res.Sections = append(res.Sections, localapi.DiffSection{Title: s.Title, Live: s.Live, Lines: s.Lines})
+	}
+	localapi.WriteJSON(w, http.StatusOK, res)
 }
 
 func (a *Server) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }

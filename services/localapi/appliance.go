@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 )
@@ -52,7 +53,26 @@ func (a *Appliance) ConfigOp(ctx context.Context, path string, yaml []byte) (Con
 	err := a.LBD.Do(ctx, "POST", path, yaml, "application/yaml", &out)
 	if se, ok := err.(*StatusError); ok && se.Code == 422 {
 		// rejected configs come back as a ConfigResult too
-		return ConfigResult{OK: false, Message: se.Msg}, nil
+		if json.Unmarshal(se.Body, &out) != nil || out.Message == "" {
+			out = ConfigResult{Message: se.Msg}
+		}
+		out.OK = false
+		return out, nil
+	}
+	return out, err
+}
+
+// ConfigDiff asks lbd what applying yaml would change; nothing changes.
+// An invalid config comes back with OK false and its field errors.
+func (a *Appliance) ConfigDiff(ctx context.Context, yaml []byte) (ConfigDiff, error) {
+	var out ConfigDiff
+	err := a.LBD.Do(ctx, "POST", PathConfigDiff, yaml, "application/yaml", &out)
+	if se, ok := err.(*StatusError); ok && se.Code == 422 {
+		if json.Unmarshal(se.Body, &out) != nil || out.Message == "" {
+			out = ConfigDiff{Message: se.Msg}
+		}
+		out.OK = false
+		return out, nil
 	}
 	return out, err
 }

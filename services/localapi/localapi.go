@@ -120,6 +120,7 @@ func ReadJSON(r *http.Request, v any) error {
 type StatusError struct {
 	Code int
 	Msg  string
+	Body []byte // the answer as it came
 }
 
 func (e *StatusError) Error() string { return e.Msg }
@@ -178,9 +179,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte, ctype
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return &StatusError{Code: resp.StatusCode, Msg: e.Error}
+			return &StatusError{Code: resp.StatusCode, Msg: e.Error, Body: b}
 		}
-		return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %s", c.Name, resp.Status, strings.TrimSpace(string(b)))}
+		return &StatusError{Code: resp.StatusCode, Msg: fmt.Sprintf("%s: %s: %s", c.Name, resp.Status, strings.TrimSpace(string(b))), Body: b}
 	}
 	switch o := out.(type) {
 	case nil:

@@ -11,6 +11,7 @@ const (
 	PathConfigCheck   = "/v1/config/validate" // POST YAML → ConfigResult
 	PathConfigApply   = "/v1/config/apply"    // POST YAML → ConfigResult
 	PathConfigRevert  = "/v1/config/rollback" // POST → ConfigResult
+	PathConfigDiff    = "/v1/config/diff"     // POST YAML → ConfigDiff (nothing changes)
 	PathMemberDisable = "/v1/member/disable"  // POST MemberRef → MemberResult
 	PathMemberEnable  = "/v1/member/enable"   // POST MemberRef → MemberResult
 	// vrrpd
@@ -103,6 +104,28 @@ type ConfigResult struct {
 	OK      bool     `json:"ok"`
 	Message string   `json:"message"`
 	Errors  []string `json:"errors,omitempty"`
+}
+
+// ConfigDiff answers config diff: what applying the config would change
+// (lbcore/cfgdiff), or, for an invalid config, its field errors as
+// ConfigResult has them.
+type ConfigDiff struct {
+	OK       bool          `json:"ok"`
+	Message  string        `json:"message"`
+	Errors   []string      `json:"errors,omitempty"`
+	Sections []DiffSection `json:"sections,omitempty"`
+	// Reboot: some change takes effect only at the next boot.
+	Reboot bool `json:"reboot"`
+	// Text is the diff as `lbctl config diff` prints it.
+	Text string `json:"text"`
+}
+
+// DiffSection is one part of a config diff: lines starting with "+ "
+// (added), "- " (removed) or "~ " (changed).
+type DiffSection struct {
+	Title string   `json:"title"`
+	Live  bool     `json:"live"` // an apply changes it at once; false: at the next boot
+	Lines []string `json:"lines"`
 }
 
 // VRRPInstance is one VRRP instance's state.

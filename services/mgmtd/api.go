@@ -110,6 +110,7 @@ func (s *Server) Handler() http.Handler {
 	for _, op := range []struct{ name, path string }{{"validate", localapi.PathConfigCheck}, {"apply", localapi.PathConfigApply}, {"rollback", localapi.PathConfigRevert}} {
 		post("/config/"+op.name, s.configOp(op.path))
 	}
+	post("/config/diff", s.configDiff)
 	post("/members/disable", s.member(false))
 	post("/members/enable", s.member(true))
 	post("/ha/switchover", s.jsonOf(func(r *http.Request) (any, error) { return s.API.Switchover(r.Context()) }))
@@ -206,6 +207,26 @@ func (s *Server) configOp(path string) http.HandlerFunc {
 		}
 		localapi.WriteJSON(w, code, res)
 	}
+}
+
+// configDiff answers what applying the posted config would change;
+// nothing changes. An invalid config is refused (422) with its field errors.
+func (s *Server) configDiff(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20+1))
+	if err != nil || len(body) > 1<<20 {
+		localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("config body unreadable or larger than 1 MiB"))
+		return
+	}
+	res, err := s.API.ConfigDiff(r.Context(), body)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	code := http.StatusOK
+	if !res.OK {
+		code = http.StatusUnprocessableEntity
+	}
+	localapi.WriteJSON(w, code, res)
 }
 
 func (s *Server) member(enable bool) http.HandlerFunc {

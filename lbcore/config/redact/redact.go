@@ -29,6 +29,10 @@ func secret(key string) bool {
 	return false
 }
 
+// IsSecret tells whether the values of a config key are secrets (shown
+// nowhere, not even in a diff).
+func IsSecret(key string) bool { return secret(key) }
+
 // Config returns the config YAML with its secrets replaced by Marker. A
 // document that does not parse is not shown at all (it may hold secrets in
 // a form this cannot find).
