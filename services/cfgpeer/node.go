@@ -101,6 +101,9 @@ type Options struct {
 	Log                           logrus.FieldLogger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Dial opens a connection to addr (default: TCP from Self; tests
+	// dial from inside a network namespace).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // PeerStatus is what this node knows of one peer.
@@ -182,6 +185,10 @@ func New(o Options) (*Node, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Dial == nil {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: o.Self.Unmap().AsSlice()}}
+		o.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
@@ -438,8 +445,9 @@ func (n *Node) exchange(ctx context.Context, peer netip.Addr, m Message) (Messag
 	if err != nil {
 		return Message{}, err
 	}
-	d := net.Dialer{Timeout: n.o.Timeout, LocalAddr: &net.TCPAddr{IP: n.o.Self.AsSlice()}}
-	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(peer, uint16(n.o.Port)).String())
+	dctx, cancel := context.WithTimeout(ctx, n.o.Timeout)
+	defer cancel()
+	conn, err := n.o.Dial(dctx, netip.AddrPortFrom(peer, uint16(n.o.Port)).String())
 	if err != nil {
 		return Message{}, err
 	}
@@ -613,7 +621,7 @@ func (n *Node) helloRound(ctx context.Context) {
 	for _, peer := range n.o.Peers {
 		st, err := n.o.Local.State()
 		if err != nil {
-			n.o.Log.WithError(err).Warn("config sync: no running config to compare")
+			n.o.Log.WithError(err).Debug("config sync: no running config to compare yet")
 			return
 		}
 		r, err := n.exchange(ctx, peer, Message{Kind: KindHello, Generation: st.Generation, Hash: st.Hash})

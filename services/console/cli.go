@@ -83,8 +83,10 @@ func (c *CLI) Init() {
 		{words: []string{"config", "validate"}, args: []argSpec{src}, help: "check a config pasted here (end with a line '.') or fetched from URL", run: c.configOp(localapi.PathConfigCheck)},
 		{words: []string{"config", "check"}, args: []argSpec{{name: "FILE"}}, help: "validate a config file exactly as the appliance loads it; nothing changes", run: c.configCheck},
 		{words: []string{"config", "diff"}, args: []argSpec{{name: "FILE"}}, help: "what applying a config file (or URL) would change; nothing changes", run: c.configDiff},
-		{words: []string{"config", "apply"}, args: []argSpec{src}, help: "validate and apply a config (pasted or from URL); rejected → nothing changes", run: c.configOp(localapi.PathConfigApply)},
-		{words: []string{"config", "rollback"}, help: "go back to the config before the last apply", run: c.configOp(localapi.PathConfigRevert)},
+		{words: []string{"config", "apply"}, args: []argSpec{src}, help: "validate and apply a config (pasted or from URL) here and on the HA peer; rejected by either → nothing changes", run: c.configOp(localapi.PathConfigApply)},
+		{words: []string{"config", "apply", "--force-local"}, args: []argSpec{src}, help: "apply on this node only, without the HA peer (the nodes disagree until the peer takes it)", run: c.configOp(localapi.PathConfigApply + "?" + localapi.ForceLocal + "=true")},
+		{words: []string{"config", "rollback"}, help: "go back to the config before the last apply (here and on the HA peer)", run: c.configOp(localapi.PathConfigRevert)},
+		{words: []string{"config", "rollback", "--force-local"}, help: "go back on this node only", run: c.configOp(localapi.PathConfigRevert + "?" + localapi.ForceLocal + "=true")},
 		{words: []string{"reboot"}, help: "stop the daemons cleanly and reboot", run: c.powerCmd(power.Reboot)},
 		{words: []string{"poweroff"}, help: "stop the daemons cleanly and power off", run: c.powerCmd(power.PowerOff)},
 		{words: []string{"shell"}, help: "the maintenance shell (/bin/sh); 'exit' comes back here", run: c.shell},
@@ -327,6 +329,8 @@ func (c *CLI) showConfig(ctx context.Context, _ []string) error {
 	if err != nil {
 		return err
 	}
+	s, serr := c.API.ConfigSync(ctx)
+	WriteConfigSync(c.Out, s, serr)
 	if b, err = redact.Config(b); err != nil {
 		return err
 	}
@@ -414,7 +418,7 @@ func (c *CLI) resume(ctx context.Context, _ []string) error {
 func (c *CLI) configOp(path string) func(context.Context, []string) error {
 	return func(ctx context.Context, args []string) error {
 		var yaml []byte
-		if path != localapi.PathConfigRevert {
+		if !strings.HasPrefix(path, localapi.PathConfigRevert) {
 			var err error
 			if len(args) > 0 {
 				yaml, err = FetchConfig(ctx, args[0])

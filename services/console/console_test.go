@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"go.yaml.in/yaml/v3"
 	"io"
 	"net/http"
 	"os"
@@ -67,6 +68,12 @@ func fakeLBD(t *testing.T, dir string) {
 	})
 	localapi.Route(mux, "GET", localapi.PathConfig, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(SecretConfig))
+	})
+	localapi.Route(mux, "GET", localapi.PathConfigSync, func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, 200, FakeSync)
+	})
+	localapi.Route(mux, "POST", localapi.PathConfigApply, func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, 200, localapi.ConfigResult{OK: true, Message: "applied; force_local=" + r.URL.Query().Get(localapi.ForceLocal)})
 	})
 	localapi.Route(mux, "POST", localapi.PathMemberDisable, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, 404, errors.New("pool web has no member \"x\"; nothing changed"))
@@ -272,6 +279,48 @@ func TestFailedLoginsBackOffAcrossRestarts(t *testing.T) {
 	}
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Errorf("fail file kept after a good login: %v", err)
+	}
+}
+
+// FakeSync is the fake lbd's config sync view: the peer runs another
+// config.
+var FakeSync = localapi.ConfigSync{On: true, Self: "192.0.2.1", Generation: 4, Hash: "aaaaaaaaaaaaaaaaaaaa", Peers: []localapi.ConfigSyncPeer{
+	{Address: "192.0.2.2", Reachable: true, Generation: 3, Hash: "bbbbbbbbbbbbbbbbbbbb"}}, Dropped: map[string]uint64{"unauthenticated": 2, "stale": 0}}
+
+// show config leads with each node's config generation and hash and
+// whether they agree, as comment lines (the rest stays YAML).
+func TestShowConfigSaysWhetherNodesAgree(t *testing.T) {
+	c, out := newCLI(t)
+	if err := c.Run(context.Background(), "show config"); err != nil {
+		t.Fatal(err)
+	}
+	o := out.String()
+	for _, want := range []string{
+		"# config: this node 192.0.2.1 generation 4 hash aaaaaaaaaaaaaaaa\n",
+		"# config: peer 192.0.2.2 generation 3 hash bbbbbbbbbbbbbbbb: DIFFERENT config\n",
+		"# config sync: the nodes DISAGREE\n",
+		"# config sync: messages dropped: unauthenticated 2\n",
+	} {
+		if !strings.Contains(o, want) {
+			t.Errorf("show config lacks %q:\n%s", want, o)
+		}
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(o), &doc); err != nil || doc["version"] != 1 {
+		t.Errorf("show config is no longer YAML: %v", err)
+	}
+	// config apply --force-local sends the flag; plain apply does not.
+	for _, tc := range []struct{ cmd, want string }{{"config apply --force-local", "force_local=true"}, {"config apply", "force_local=\n"}} {
+		lines := []string{"version: 1", "."}
+		c.ReadLine = func(string) (string, error) {
+			l := lines[0]
+			lines = lines[1:]
+			return l, nil
+		}
+		out.Reset()
+		if err := c.Run(context.Background(), tc.cmd); err != nil || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%s: %v %q", tc.cmd, err, out.String())
+		}
 	}
 }
 

@@ -228,3 +228,49 @@ func WriteLog(w io.Writer, lines []localapi.LogLine) {
 		fmt.Fprintf(w, "%s %s| %s\n", l.Time.Format("15:04:05.000"), l.Source, l.Text)
 	}
 }
+
+// WriteConfigSync prints whether the HA nodes run the same config, as
+// YAML comment lines (the config shown after them stays valid YAML):
+// each node's config generation and hash, and AGREE or DISAGREE.
+func WriteConfigSync(w io.Writer, s localapi.ConfigSync, err error) {
+	short := func(h string) string {
+		if len(h) > 16 {
+			return h[:16]
+		}
+		return h
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "# config sync: unknown (%v)\n", err)
+		return
+	case !s.On:
+		fmt.Fprintf(w, "# config: generation %d hash %s\n# config sync: off (%s)\n", s.Generation, short(s.Hash), s.Off)
+		return
+	}
+	fmt.Fprintf(w, "# config: this node %s generation %d hash %s\n", s.Self, s.Generation, short(s.Hash))
+	for _, p := range s.Peers {
+		switch {
+		case !p.Reachable:
+			fmt.Fprintf(w, "# config: peer %s UNREACHABLE (%s); last known generation %d hash %s\n", p.Address, p.Error, p.Generation, short(p.Hash))
+		case p.Agree:
+			fmt.Fprintf(w, "# config: peer %s generation %d hash %s: same config\n", p.Address, p.Generation, short(p.Hash))
+		default:
+			fmt.Fprintf(w, "# config: peer %s generation %d hash %s: DIFFERENT config\n", p.Address, p.Generation, short(p.Hash))
+		}
+	}
+	if s.Agree {
+		fmt.Fprintln(w, "# config sync: the nodes AGREE")
+	} else {
+		fmt.Fprintln(w, "# config sync: the nodes DISAGREE")
+	}
+	var drops []string
+	for r, n := range s.Dropped {
+		if n > 0 {
+			drops = append(drops, fmt.Sprintf("%s %d", r, n))
+		}
+	}
+	if len(drops) > 0 {
+		sort.Strings(drops)
+		fmt.Fprintf(w, "# config sync: messages dropped: %s\n", strings.Join(drops, ", "))
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
@@ -52,6 +53,9 @@ type Server struct {
 	// statusHandler serves GET /status (the controller's own JSON).
 	statusHandler http.Handler
 	writeMu       sync.Mutex // one config or override change at a time
+	// sync offers applies to the HA peer (nil: off, syncOff says why).
+	sync    *cfgpeer.Node
+	syncOff string
 }
 
 // New returns the local API server for the config at path, applying
@@ -74,6 +78,9 @@ func (a *Server) Handler() http.Handler {
 	localapi.Route(mux, "POST", localapi.PathConfigApply, a.postConfig(true))
 	localapi.Route(mux, "POST", localapi.PathConfigRevert, a.postRollback)
 	localapi.Route(mux, "POST", localapi.PathConfigDiff, a.postDiff)
+	localapi.Route(mux, "GET", localapi.PathConfigSync, func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, a.syncStatus())
+	})
 	localapi.Route(mux, "POST", localapi.PathMemberDisable, a.postMember(false))
 	localapi.Route(mux, "POST", localapi.PathMemberEnable, a.postMember(true))
 	return mux
@@ -258,8 +265,7 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusRequestEntityTooLarge, localapi.ConfigResult{Message: err.Error()})
 			return
 		}
-		cfg, err := config.Parse(body)
-		if err != nil {
+		if _, err := config.Parse(body); err != nil {
 			localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "config is invalid; nothing changed", Errors: config.Problems(err)})
 			return
 		}
@@ -267,7 +273,7 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusOK, localapi.ConfigResult{OK: true, Message: "config is valid"})
 			return
 		}
-		res := a.applyFile(r.Context(), body, cfg, true)
+		res := a.applyConfig(r.Context(), body, forceLocal(r))
 		code := http.StatusOK
 		if !res.OK {
 			code = http.StatusUnprocessableEntity
@@ -302,6 +308,30 @@ func (a *Server) postDiff(w http.ResponseWriter, r *http.Request) {
 		res.Sections = append(res.Sections, localapi.DiffSection{Title: s.Title, Live: s.Live, Lines: s.Lines})
 	}
 	localapi.WriteJSON(w, http.StatusOK, res)
+}
+
+// forceLocal: the request asks to change this node only (?force_local=true).
+func forceLocal(r *http.Request) bool {
+	v := r.URL.Query().Get(localapi.ForceLocal)
+	return v == "1" || v == "true" || v == "yes"
+}
+
+// applyConfig applies body here, and with config sync on, on the peers
+// too: all of them or none (cfgpeer). force changes this node only.
+func (a *Server) applyConfig(ctx context.Context, body []byte, force bool) localapi.ConfigResult {
+	ctx = context.WithoutCancel(ctx)
+	p, refused := a.newPlan(body)
+	if refused != nil {
+		return *refused
+	}
+	if a.sync == nil {
+		return a.applyFile(ctx, body, p.cfg, true)
+	}
+	res, err := a.sync.Apply(ctx, p, force)
+	if err != nil {
+		return localapi.ConfigResult{Message: "config not applied: " + err.Error()}
+	}
+	return localapi.ConfigResult{OK: true, Message: p.result + "; " + res.Message}
 }
 
 func (a *Server) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }
@@ -360,12 +390,11 @@ func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusConflict, localapi.ConfigResult{Message: "no earlier config to roll back to (no apply since boot); nothing changed"})
 		return
 	}
-	cfg, err := config.Parse(prev)
-	if err != nil {
+	if _, err := config.Parse(prev); err != nil {
 		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "the earlier config no longer parses; nothing changed", Errors: config.Problems(err)})
 		return
 	}
-	res := a.applyFile(r.Context(), prev, cfg, false)
+	res := a.applyConfig(r.Context(), prev, forceLocal(r))
 	if res.OK {
 		os.Remove(a.prevPath())
 		res.Message = "rolled back to the config before the last apply"

@@ -69,6 +69,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
 	api := New(path, ctrl, reader, log)
+	startSync(ctx, api, path, log)
 	if o.Socket != "" {
 		go serveSocket(ctx, log, o.Socket, api.Handler())
 	}
@@ -90,6 +91,35 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	}
 	log.Info("stopping; IPVS and nftables state left in place")
 	return nil
+}
+
+// startSync starts config sync with the HA peer as the boot config sets
+// it up (vrrp.peers, vrrp.sync_key, the failover address): those sections
+// change at the next boot only.
+func startSync(ctx context.Context, api *Server, path string, log *logrus.Entry) {
+	boot, err := config.Load(path)
+	if err != nil {
+		log.WithError(err).Error("config sync not started: the config does not load")
+		return
+	}
+	slog := log.WithField("part", "config-sync")
+	node, err := api.EnableSync(syncSetup(boot), slog)
+	if err != nil || node == nil {
+		if err != nil {
+			slog.WithError(err).Error("config sync not started")
+		}
+		return
+	}
+	l, err := node.Listen(ctx)
+	if err != nil {
+		slog.WithError(err).Error("config sync cannot listen; this node still offers its applies but cannot take the peer's")
+		return
+	}
+	go func() {
+		if err := node.Run(ctx, l); err != nil {
+			slog.WithError(err).Error("config sync stopped")
+		}
+	}()
 }
 
 // serveSocket serves lbd's local API on its unix socket (mode 0600).

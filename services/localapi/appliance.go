@@ -77,6 +77,12 @@ func (a *Appliance) ConfigDiff(ctx context.Context, yaml []byte) (ConfigDiff, er
 	return out, err
 }
 
+// ConfigSync is lbd's view of whether the HA nodes agree on the config.
+func (a *Appliance) ConfigSync(ctx context.Context) (ConfigSync, error) {
+	var out ConfigSync
+	return out, a.LBD.Get(ctx, PathConfigSync, &out)
+}
+
 // Member disables (drain) or enables a pool member.
 func (a *Appliance) Member(ctx context.Context, enable bool, ref MemberRef) (Message, error) {
 	p := PathMemberDisable

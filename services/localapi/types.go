@@ -12,8 +12,12 @@ const (
 	PathConfigApply   = "/v1/config/apply"    // POST YAML → ConfigResult
 	PathConfigRevert  = "/v1/config/rollback" // POST → ConfigResult
 	PathConfigDiff    = "/v1/config/diff"     // POST YAML → ConfigDiff (nothing changes)
+	PathConfigSync    = "/v1/config/sync"     // GET ConfigSync
 	PathMemberDisable = "/v1/member/disable"  // POST MemberRef → MemberResult
 	PathMemberEnable  = "/v1/member/enable"   // POST MemberRef → MemberResult
+	// ForceLocal is the query flag of apply and rollback that changes this
+	// node only, without offering the config to the HA peer.
+	ForceLocal = "force_local"
 	// vrrpd
 	PathVRRP       = "/v1/vrrp"            // GET VRRPStatus
 	PathSwitchover = "/v1/vrrp/switchover" // POST → Message
@@ -179,4 +183,33 @@ type LogPage struct {
 	Next  uint64    `json:"next"`
 	// Dropped counts lines that left the ring before they were read.
 	Dropped uint64 `json:"dropped"`
+}
+
+// ConfigSync is whether the HA nodes run the same config: this node's
+// config generation and hash (of the cluster sections, config.ClusterHash)
+// and each peer's.
+type ConfigSync struct {
+	// On is false when config sync is off (no vrrp.peers or no
+	// vrrp.sync_key); Off then says why.
+	On  bool   `json:"on"`
+	Off string `json:"off,omitempty"`
+	// Self is this node's failover address.
+	Self       string `json:"self,omitempty"`
+	Generation uint64 `json:"generation"`
+	Hash       string `json:"hash"`
+	// Agree: every peer answers and runs this node's hash.
+	Agree   bool              `json:"agree"`
+	Peers   []ConfigSyncPeer  `json:"peers"`
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+}
+
+// ConfigSyncPeer is one peer as this node last heard it.
+type ConfigSyncPeer struct {
+	Address    string    `json:"address"`
+	Reachable  bool      `json:"reachable"`
+	Generation uint64    `json:"generation"`
+	Hash       string    `json:"hash"`
+	Agree      bool      `json:"agree"`
+	LastSeen   time.Time `json:"last_seen,omitempty"`
+	Error      string    `json:"error,omitempty"`
 }

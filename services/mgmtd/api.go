@@ -107,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(b)
 	})
+	get("/config/sync", s.jsonOf(func(r *http.Request) (any, error) { return s.API.ConfigSync(r.Context()) }))
 	for _, op := range []struct{ name, path string }{{"validate", localapi.PathConfigCheck}, {"apply", localapi.PathConfigApply}, {"rollback", localapi.PathConfigRevert}} {
 		post("/config/"+op.name, s.configOp(op.path))
 	}
@@ -195,6 +196,12 @@ func (s *Server) configOp(path string) http.HandlerFunc {
 		}
 		if path == localapi.PathConfigRevert {
 			body = nil
+		}
+		if path != localapi.PathConfigCheck {
+			// ?force_local=true: this node only, without the HA peer
+			if v := r.URL.Query().Get(localapi.ForceLocal); v == "true" || v == "1" || v == "yes" {
+				path += "?" + localapi.ForceLocal + "=true"
+			}
 		}
 		res, err := s.API.ConfigOp(r.Context(), path, body)
 		if err != nil {

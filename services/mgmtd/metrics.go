@@ -55,6 +55,10 @@ var (
 	descDaemonWatchdog = prometheus.NewDesc("fulcrum_daemon_watchdog_kills_total", "Times init killed the daemon for missing heartbeats (hung).", []string{"daemon"}, nil)
 	descDaemonDropped  = prometheus.NewDesc("fulcrum_daemon_output_lines_dropped_total", "Lines of the daemon's output dropped because the console could not take them.", []string{"daemon"}, nil)
 
+	descConfigAgree      = prometheus.NewDesc("fulcrum_config_peer_agree", "1 when the HA peer answers config sync and runs this node's config (hash of the cluster sections); 0 when it does not.", []string{"peer"}, nil)
+	descConfigGeneration = prometheus.NewDesc("fulcrum_config_generation", "Generation of the running config (raised by every synced apply).", nil, nil)
+	descConfigSyncDrops  = prometheus.NewDesc("fulcrum_config_sync_dropped_total", "Config sync messages dropped, by reason (oversized, malformed, unauthenticated, stale, replayed, not_a_peer).", []string{"reason"}, nil)
+
 	descScrapeError = prometheus.NewDesc("fulcrum_scrape_source_up", "1 when the source answered this scrape.", []string{"source"}, nil)
 )
 
@@ -63,7 +67,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descScrapeError} {
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError} {
 		ch <- d
 	}
 }
@@ -95,6 +99,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if sy, err := c.API.Sync(ctx); source("sync", err) && sy.Enabled {
 		e.sync(sy)
+	}
+	if cs, err := c.API.ConfigSync(ctx); source("config-sync", err) && cs.On {
+		e.configSync(cs)
 	}
 	if bonds, err := bondstat.Read(c.BondDir); source("bonds", err) {
 		e.bonds(bonds)
@@ -183,6 +190,17 @@ func (e emitter) sync(sy localapi.SyncStatus) {
 	e.counter(descSyncChanges, float64(sy.Started), "started")
 	e.counter(descSyncChanges, float64(sy.Stopped), "stopped")
 	e.counter(descSyncErrors, float64(sy.Errors))
+}
+
+// configSync reports whether the HA nodes agree on the config.
+func (e emitter) configSync(cs localapi.ConfigSync) {
+	e.gauge(descConfigGeneration, float64(cs.Generation))
+	for _, p := range cs.Peers {
+		e.gauge(descConfigAgree, b2f(p.Agree), p.Address)
+	}
+	for r, n := range cs.Dropped {
+		e.counter(descConfigSyncDrops, float64(n), r)
+	}
 }
 
 // bonds reports the bonds and their members' links.
