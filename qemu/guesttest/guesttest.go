@@ -44,6 +44,10 @@ type Options struct {
 	// them, for tests that compare with a reference tool. Scripts are
 	// copied as they are (their interpreter must be listed too).
 	HostBinaries []string
+	// Also are more packages whose tests run in the same guest after
+	// pkg's, with the same flags (one boot for several packages); each
+	// must pass too.
+	Also []string
 }
 
 // Compile builds pkg's test binary (static, no cgo, with BuildTag) into dir.
@@ -71,13 +75,22 @@ func Run(t *testing.T, pkg string, o Options) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := Compile(pkg, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
+	pkgs := append([]string{pkg}, o.Also...)
+	dir := t.TempDir()
+	var files []cpio.Record
+	var guestPaths []string
+	for _, p := range pkgs {
+		bin, err := Compile(p, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gp := "test/" + filepath.Base(bin)
+		files = append(files, cpio.StaticRecord(data, cpio.Info{Name: gp, Mode: cpio.S_IFREG | 0o755}))
+		guestPaths = append(guestPaths, gp)
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute
@@ -92,8 +105,6 @@ func Run(t *testing.T, pkg string, o Options) string {
 		}
 	}
 	lab := appliance.NewLab(t)
-	guestPath := "test/" + filepath.Base(bin)
-	files := []cpio.Record{cpio.StaticRecord(data, cpio.Info{Name: guestPath, Mode: cpio.S_IFREG | 0o755})}
 	if len(o.HostBinaries) > 0 {
 		recs, err := HostBinaryRecords(o.HostBinaries)
 		if err != nil {
@@ -128,22 +139,27 @@ func Run(t *testing.T, pkg string, o Options) string {
 	if testkit.InCI() {
 		ci = testkit.EnvCI + "=true "
 	}
-	cmd := fmt.Sprintf("cd /tmp && %s%s=1 /%s %s 2>&1", ci, EnvInGuest, guestPath, strings.Join(args, " "))
-	out, status, err := v.Console.Run(cmd, o.Timeout+time.Minute)
-	t.Logf("guest output of %s:\n%s", pkg, out)
-	if err != nil {
-		t.Fatalf("guest run of %s: %v", pkg, err)
+	var all strings.Builder
+	for i, gp := range guestPaths {
+		cmd := fmt.Sprintf("cd /tmp && %s%s=1 /%s %s 2>&1", ci, EnvInGuest, gp, strings.Join(args, " "))
+		out, status, err := v.Console.Run(cmd, o.Timeout+time.Minute)
+		p := pkgs[i]
+		t.Logf("guest output of %s:\n%s", p, out)
+		if err != nil {
+			t.Fatalf("guest run of %s: %v", p, err)
+		}
+		if status != 0 {
+			t.Fatalf("tests of %s failed in the guest (exit %d)", p, status)
+		}
+		if !regexp.MustCompile(`(?m)^(PASS|ok)\b`).MatchString(out) {
+			t.Fatalf("guest run of %s printed no PASS line", p)
+		}
+		if n := strings.Count(out, "--- PASS"); n == 0 && o.Bench == "" {
+			t.Fatalf("guest run of %s passed no test at all (pattern %q)", p, o.Run)
+		}
+		all.WriteString(out)
 	}
-	if status != 0 {
-		t.Fatalf("tests of %s failed in the guest (exit %d)", pkg, status)
-	}
-	if !regexp.MustCompile(`(?m)^(PASS|ok)\b`).MatchString(out) {
-		t.Fatalf("guest run of %s printed no PASS line", pkg)
-	}
-	if n := strings.Count(out, "--- PASS"); n == 0 && o.Bench == "" {
-		t.Fatalf("guest run of %s passed no test at all (pattern %q)", pkg, o.Run)
-	}
-	return out
+	return all.String()
 }
 
 // HostBinaryRecords returns cpio records that put each host program at its
