@@ -13,6 +13,8 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/redact"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvslist"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
@@ -31,8 +33,12 @@ type CLI struct {
 	Shell func() error
 	// Power carries out reboot/poweroff (default power.Request).
 	Power func(power.Action) error
-	// BondDir and IPVSProc override /proc/net/bonding and /proc/net/ip_vs.
-	BondDir, IPVSProc string
+	// BondDir, IPVSProc and IPVSConns override /proc/net/bonding,
+	// /proc/net/ip_vs and /proc/net/ip_vs_conn.
+	BondDir, IPVSProc, IPVSConns string
+	// OpenIPVS opens the kernel's IPVS table for show ipvs (default: a
+	// netlink handle in this namespace).
+	OpenIPVS func() (ipvslist.Kernel, io.Closer, error)
 	// Timeout bounds each command (default 30 s).
 	Timeout time.Duration
 
@@ -67,6 +73,9 @@ func (c *CLI) Init() {
 		{words: []string{"help"}, help: "list commands", run: c.help},
 		{words: []string{"show", "interfaces"}, help: "bonds, members, link and LACP state", run: c.showInterfaces},
 		{words: []string{"show", "vs"}, help: "virtual servers with counters (ipvsadm -Ln layout)", run: c.showVS},
+		{words: []string{"show", "ipvs"}, args: []argSpec{{name: "--stats|--rate|-c", optional: true}, {name: "--exact", optional: true}},
+			help: "the kernel's IPVS table as ipvsadm -Ln prints it (--stats, --rate, --exact, -c/--connections)", run: c.showIPVS},
+		{words: []string{"show", "rates"}, help: "conn/s, packets/s and bytes/s of every virtual server and member (last 10 s)", run: c.showRates},
 		{words: []string{"show", "pool"}, args: []argSpec{{name: "POOL", optional: true, complete: c.poolNames}}, help: "pools and their members with counters", run: c.showPool},
 		{words: []string{"show", "members"}, help: "every member with health, admin state and counters", run: c.showPool},
 		{words: []string{"show", "vrrp"}, help: "VRRP instances and state", run: c.showVRRP},
@@ -274,6 +283,79 @@ func (c *CLI) showVS(ctx context.Context, _ []string) error {
 	}
 	WriteIPVS(c.Out, c.ipvsHeader(), vss)
 	return nil
+}
+
+// showIPVS reads the kernel itself (not through lbd), as ipvsadm does: it
+// answers even when lbd does not.
+func (c *CLI) showIPVS(_ context.Context, args []string) error {
+	o := ipvslist.Options{Header: ipvslist.ProcHeader(orDefault(c.IPVSProc, "/proc/net/ip_vs"))}
+	conns := false
+	for _, a := range args {
+		switch a {
+		case "--stats":
+			o.Format = ipvslist.Stats
+		case "--rate":
+			o.Format = ipvslist.Rate
+		case "--exact":
+			o.Exact = true
+		case "-c", "--connections":
+			conns = true
+		default:
+			return fmt.Errorf("show ipvs: unknown option %q (have --stats, --rate, --exact, -c/--connections)", a)
+		}
+	}
+	if conns {
+		if o.Format != ipvslist.List || o.Exact {
+			return errors.New("show ipvs: -c/--connections takes no other option")
+		}
+		cs, err := ipvslist.ReadConns(orDefault(c.IPVSConns, ipvslist.ConnPath))
+		if err != nil {
+			return err
+		}
+		return ipvslist.WriteConns(c.Out, cs)
+	}
+	if len(args) == 2 && !o.Exact {
+		return errors.New("show ipvs: one of --stats or --rate, optionally with --exact")
+	}
+	open := c.OpenIPVS
+	if open == nil {
+		open = func() (ipvslist.Kernel, io.Closer, error) {
+			h, err := ipvs.Open("")
+			if err != nil {
+				return nil, nil, err
+			}
+			return h, closerFunc(func() error { h.Close(); return nil }), nil
+		}
+	}
+	k, closer, err := open()
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	svcs, err := ipvslist.Read(k)
+	if err != nil {
+		return err
+	}
+	return ipvslist.Write(c.Out, svcs, o)
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func (c *CLI) showRates(ctx context.Context, _ []string) error {
+	vss, err := c.API.VirtualServers(ctx)
+	if err != nil {
+		return err
+	}
+	return WriteRates(c.Out, vss)
 }
 
 func (c *CLI) showPool(ctx context.Context, args []string) error {

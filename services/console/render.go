@@ -47,6 +47,45 @@ func WriteIPVS(w io.Writer, header string, vss []localapi.VirtualServer) {
 	}
 }
 
+// WriteRates prints each virtual server's and member's rates, computed by
+// lbd from counter deltas ("-" until it has two samples).
+func WriteRates(w io.Writer, vss []localapi.VirtualServer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "VIRTUAL SERVER / MEMBER\tCONN/S\tPKT/S IN\tPKT/S OUT\tBYTES/S IN\tBYTES/S OUT\t")
+	row := func(name string, r *localapi.Rate) {
+		if r == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t\n", name)
+			return
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%s\t%s\t\n", name, r.Conns, r.PacketsIn, r.PacketsOut, HumanBytes(r.BytesIn), HumanBytes(r.BytesOut))
+	}
+	for _, vs := range vss {
+		name := vs.Protocol + "  " + vs.Address
+		if vs.Name != "" {
+			name = vs.Name + " (" + name + ")"
+		}
+		row(name, vs.Rate)
+		for _, m := range vs.Members {
+			row("  -> "+m.Address, m.Rate)
+		}
+	}
+	return tw.Flush()
+}
+
+// HumanBytes writes a byte rate with a binary unit (B, KiB, MiB, GiB).
+func HumanBytes(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f %s", v, units[i])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
 // WritePools prints members grouped by pool (all pools, or only pool).
 func WritePools(w io.Writer, vss []localapi.VirtualServer, pool string) error {
 	type row struct {

@@ -31,6 +31,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/lbcore/rates"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
@@ -42,6 +43,25 @@ import (
 type KernelIPVS interface {
 	GetServices() ([]*mobyipvs.Service, error)
 	GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, error)
+}
+
+// lockedKernel serialises reads: a moby/ipvs handle is one netlink socket,
+// and the API's requests and the rate sampler read concurrently.
+type lockedKernel struct {
+	mu sync.Mutex
+	k  KernelIPVS
+}
+
+func (l *lockedKernel) GetServices() ([]*mobyipvs.Service, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.k.GetServices()
+}
+
+func (l *lockedKernel) GetDestinations(s *mobyipvs.Service) ([]*mobyipvs.Destination, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.k.GetDestinations(s)
 }
 
 // Server is lbd's local API.
@@ -56,12 +76,14 @@ type Server struct {
 	// sync offers applies to the HA peer (nil: off, syncOff says why).
 	sync    *cfgpeer.Node
 	syncOff string
+	// rates holds counter samples of every service and member (RunSampler).
+	rates *rates.Ring
 }
 
 // New returns the local API server for the config at path, applying
 // through ctrl.
 func New(path string, ctrl *lbapply.Controller, k KernelIPVS, log logrus.FieldLogger) *Server {
-	return &Server{path: path, ctrl: ctrl, kernel: k, log: log, statusHandler: lbapply.StatusHandler(ctrl)}
+	return &Server{path: path, ctrl: ctrl, kernel: &lockedKernel{k: k}, log: log, statusHandler: lbapply.StatusHandler(ctrl), rates: rates.New(rates.DefaultKeep)}
 }
 
 // Handler serves the local API.
@@ -71,6 +93,7 @@ func (a *Server) Handler() http.Handler {
 		mux.Handle("/status", a.statusHandler)
 	}
 	localapi.Route(mux, "GET", localapi.PathVS, a.getVS)
+	localapi.Route(mux, "GET", localapi.PathRates, a.getRates)
 	localapi.Route(mux, "GET", localapi.PathHealth, a.getHealth)
 	localapi.Route(mux, "GET", localapi.PathSNAT, a.getSNAT)
 	localapi.Route(mux, "GET", localapi.PathConfig, a.getConfig)
@@ -148,6 +171,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 		if ks.Flags&ipvs.FlagPersistent != 0 {
 			v.Persistent = ks.Timeout
 		}
+		v.Rate = a.rate(id)
 		cvs := named[id]
 		if cvs != nil {
 			v.Name, v.Pool, v.Mode = cvs.Name, cvs.Pool, string(cvs.Mode)
@@ -160,7 +184,8 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 			ap := netip.AddrPortFrom(toAddr(kd.Address), kd.Port)
 			m := localapi.Member{Pool: v.Pool, Address: ap.String(), Forward: fwdName(kd.ConnectionFlags), Weight: kd.Weight,
 				Active: kd.ActiveConnections, Inactive: kd.InactiveConnections, Health: "unmonitored",
-				Stats: localapi.Stats{Conns: uint64(kd.Stats.Connections), PacketsIn: uint64(kd.Stats.PacketsIn), PacketsOut: uint64(kd.Stats.PacketsOut), BytesIn: kd.Stats.BytesIn, BytesOut: kd.Stats.BytesOut}}
+				Stats: localapi.Stats{Conns: uint64(kd.Stats.Connections), PacketsIn: uint64(kd.Stats.PacketsIn), PacketsOut: uint64(kd.Stats.PacketsOut), BytesIn: kd.Stats.BytesIn, BytesOut: kd.Stats.BytesOut},
+				Rate:  a.rate(memberKey(id, ap))}
 			if cfg != nil && v.Pool != "" {
 				if p := cfg.Pools[v.Pool]; p != nil {
 					for _, cm := range p.Members {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
@@ -23,6 +25,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 const cfgDoc = `version: 1
@@ -212,5 +215,83 @@ func TestConfigWrittenOwnerOnly(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("config written %v, want -rw-------", fi.Mode().Perm())
+	}
+}
+
+// countingKernel has one service and one member whose counters are 50
+// connections and 100 kB in (the member 10 connections) times n.
+type countingKernel struct {
+	mu sync.Mutex
+	n  uint32
+}
+
+func (k *countingKernel) GetServices() ([]*mobyipvs.Service, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return []*mobyipvs.Service{{Address: net.ParseIP("203.0.113.100"), Protocol: unix.IPPROTO_TCP, Port: 80, SchedName: "rr",
+		Stats: mobyipvs.SvcStats{Connections: 50 * k.n, BytesIn: 100_000 * uint64(k.n)}}}, nil
+}
+
+func (k *countingKernel) GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return []*mobyipvs.Destination{{Address: net.ParseIP("198.51.100.11"), Port: 80, Weight: 1,
+		Stats: mobyipvs.DstStats{Connections: 10 * k.n}}}, nil
+}
+
+// Rates come from counter deltas between samples: /v1/vs carries the
+// current rate of each service and member, /v1/rates the history.
+func TestRatesFromCounterDeltas(t *testing.T) {
+	srv, _, path, base := server(t)
+	k := &countingKernel{}
+	api := New(path, base.ctrl, k, base.log)
+	srv = httptest.NewServer(api.Handler())
+	defer srv.Close()
+	get := func(p string, out any) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample := func(at time.Time, n uint32) {
+		t.Helper()
+		k.mu.Lock()
+		k.n = n
+		k.mu.Unlock()
+		if err := api.Sample(at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	sample(t0, 1)
+	var vss []localapi.VirtualServer
+	get(localapi.PathVS, &vss)
+	if len(vss) != 1 || vss[0].Rate != nil {
+		t.Fatalf("one sample gave a rate: %+v", vss)
+	}
+	// 5 s samples: n = 1, 2, 3, then 5. The current rate spans the
+	// 10 s window: n 3 -> 5 in 10 s: 10 conn/s, 20 kB/s; the member 2
+	// conn/s.
+	sample(t0.Add(5*time.Second), 2)
+	sample(t0.Add(10*time.Second), 3)
+	sample(t0.Add(15*time.Second), 4)
+	sample(t0.Add(20*time.Second), 5)
+	get(localapi.PathVS, &vss)
+	r := vss[0].Rate
+	if r == nil || r.Conns != 10 || r.BytesIn != 20_000 {
+		t.Fatalf("service rate %+v, want 10 conn/s and 20000 B/s", r)
+	}
+	if m := vss[0].Members[0].Rate; m == nil || m.Conns != 2 {
+		t.Fatalf("member rate %+v, want 2 conn/s", m)
+	}
+	var hist []localapi.RateHistory
+	get(localapi.PathRates, &hist)
+	if len(hist) != 1 || hist[0].Address != "203.0.113.100:80" || len(hist[0].Points) != 4 || hist[0].Points[0].Conns != 10 {
+		t.Fatalf("history %+v, want 4 points for the service, 10 conn/s first", hist)
 	}
 }

@@ -70,6 +70,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	reload := make(chan struct{}, 1)
 	api := New(path, ctrl, reader, log)
 	startSync(ctx, api, path, log)
+	go api.RunSampler(ctx, SampleEvery)
 	if o.Socket != "" {
 		go serveSocket(ctx, log, o.Socket, api.Handler())
 	}

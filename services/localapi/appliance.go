@@ -28,6 +28,12 @@ func (a *Appliance) VirtualServers(ctx context.Context) ([]VirtualServer, error)
 	return out, a.LBD.Get(ctx, PathVS, &out)
 }
 
+// Rates is the rate history of every virtual server.
+func (a *Appliance) Rates(ctx context.Context) ([]RateHistory, error) {
+	var out []RateHistory
+	return out, a.LBD.Get(ctx, PathRates, &out)
+}
+
 // Health lists every configured member's health.
 func (a *Appliance) Health(ctx context.Context) ([]MemberHealth, error) {
 	var out []MemberHealth

@@ -39,15 +39,44 @@ type Stats struct {
 // VirtualServer is one IPVS service as the kernel has it, named from the
 // config.
 type VirtualServer struct {
-	Name       string   `json:"name"` // "" when the config does not know it
-	Pool       string   `json:"pool,omitempty"`
-	Mode       string   `json:"mode,omitempty"`
-	Protocol   string   `json:"protocol"` // TCP, UDP or FWM
-	Address    string   `json:"address"`  // addr:port, or the fwmark
-	Scheduler  string   `json:"scheduler"`
-	Persistent uint32   `json:"persistent,omitempty"` // seconds
-	Stats      Stats    `json:"stats"`
-	Members    []Member `json:"members"`
+	Name       string `json:"name"` // "" when the config does not know it
+	Pool       string `json:"pool,omitempty"`
+	Mode       string `json:"mode,omitempty"`
+	Protocol   string `json:"protocol"` // TCP, UDP or FWM
+	Address    string `json:"address"`  // addr:port, or the fwmark
+	Scheduler  string `json:"scheduler"`
+	Persistent uint32 `json:"persistent,omitempty"` // seconds
+	Stats      Stats  `json:"stats"`
+	// Rate is computed by lbd from counter deltas (nil until it has two
+	// samples).
+	Rate    *Rate    `json:"rate,omitempty"`
+	Members []Member `json:"members"`
+}
+
+// Rate is a per-second rate of each counter.
+type Rate struct {
+	Conns      float64 `json:"conns"`
+	PacketsIn  float64 `json:"packets_in"`
+	PacketsOut float64 `json:"packets_out"`
+	BytesIn    float64 `json:"bytes_in"`
+	BytesOut   float64 `json:"bytes_out"`
+}
+
+// PathRates (lbd) is the rate history of every virtual server.
+const PathRates = "/v1/rates" // GET []RateHistory
+
+// RateHistory is one virtual server's rates over the last 15 minutes,
+// one point per sample interval, oldest first.
+type RateHistory struct {
+	Protocol string      `json:"protocol"`
+	Address  string      `json:"address"`
+	Points   []RatePoint `json:"points"`
+}
+
+// RatePoint is the rate over the interval ending at Time.
+type RatePoint struct {
+	Time time.Time `json:"time"`
+	Rate
 }
 
 // Member is one IPVS destination with its health and admin state.
@@ -59,6 +88,7 @@ type Member struct {
 	Active   int    `json:"active"`
 	Inactive int    `json:"inactive"`
 	Stats    Stats  `json:"stats"`
+	Rate     *Rate  `json:"rate,omitempty"`
 	// Health is up, down or unmonitored.
 	Health   string `json:"health"`
 	Disabled bool   `json:"disabled"`
