@@ -191,7 +191,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 					for _, cm := range p.Members {
 						if cm.Address.Addr == ap.Addr() && (cm.Port == 0 || uint16(cm.Port) == ap.Port()) {
 							h := health[cm.Ref(v.Pool)]
-							m.Health, m.Disabled = h.Health, h.Disabled
+							m.Health, m.Disabled, m.Check = h.Health, h.Disabled, h.Check
 						}
 					}
 				}
@@ -214,6 +214,7 @@ func (a *Server) memberHealth() map[config.MemberRef]localapi.MemberHealth {
 			h := localapi.MemberHealth{Pool: p.Name, Member: m.Ref.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: m.Disabled}
 			if p.Monitor != "" {
 				h.Health = m.State.String()
+				h.Check = localapi.Check{LastOK: m.LastOK, LastReason: m.LastReason, LastCheck: m.LastCheck, Since: m.Since}
 			}
 			out[m.Ref] = h
 		}

@@ -92,6 +92,16 @@ type Member struct {
 	// Health is up, down or unmonitored.
 	Health   string `json:"health"`
 	Disabled bool   `json:"disabled"`
+	Check    Check  `json:"check"`
+}
+
+// Check is a monitored member's last health check (zero when unmonitored
+// or not checked yet).
+type Check struct {
+	LastOK     bool      `json:"last_ok"`
+	LastReason string    `json:"last_reason,omitempty"` // "HTTP 200", "connection refused", ...
+	LastCheck  time.Time `json:"last_check,omitzero"`
+	Since      time.Time `json:"since,omitzero"` // in its health state since
 }
 
 // MemberHealth is one configured member's health (show health).
@@ -101,6 +111,7 @@ type MemberHealth struct {
 	Monitor  string `json:"monitor"`
 	Health   string `json:"health"`
 	Disabled bool   `json:"disabled"`
+	Check    Check  `json:"check"`
 }
 
 // PathHealth (lbd) lists every configured member's health.

@@ -19,6 +19,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config/redact"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
+	"github.com/fulcrum-lb/fulcrum/services/dashboard"
 	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/power"
@@ -37,6 +38,10 @@ type Server struct {
 	BondDir string
 	// Power carries out reboot/poweroff (default power.Request).
 	Power func(power.Action) error
+	// Dashboard serves the web dashboard under dashboard.Prefix with its
+	// own session login (nil: no dashboard). Everything else needs the
+	// bearer token.
+	Dashboard http.Handler
 
 	authLog *guard.Every // rate limit of the unauthenticated-request log lines
 }
@@ -137,7 +142,20 @@ func (s *Server) Handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&Collector{API: s.API, BondDir: s.BondDir, Log: s.Log})
 	mux.Handle(PathMetrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	return s.auth(mux)
+	api := s.auth(mux)
+	if s.Dashboard == nil {
+		return api
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, dashboard.Prefix):
+			s.Dashboard.ServeHTTP(w, r)
+		case r.URL.Path == "/" && r.Method == http.MethodGet:
+			http.Redirect(w, r, dashboard.Prefix, http.StatusFound)
+		default:
+			api.ServeHTTP(w, r)
+		}
+	})
 }
 
 // auth lets a request through only with "Authorization: Bearer <token>".

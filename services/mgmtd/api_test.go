@@ -79,3 +79,28 @@ func TestMetricsParseWithSourcesDown(t *testing.T) {
 		t.Errorf("source up: %v", up)
 	}
 }
+
+// The dashboard is reached without the bearer token (it has its own
+// login); the API still needs the token, and "/" leads to the dashboard.
+func TestDashboardBesideTheAPI(t *testing.T) {
+	h, _ := TokenHash(config.APIAccess{Token: "0123456789abcdef-token"})
+	dash := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("dashboard " + r.URL.Path)) })
+	s := &Server{API: localapi.NewAppliance(t.TempDir()), TokenHash: h, Dashboard: dash}
+	hd := s.Handler()
+	get := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		hd.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		return w
+	}
+	if w := get("/ui/api/state"); w.Code != 200 || w.Body.String() != "dashboard /ui/api/state" {
+		t.Errorf("/ui/api/state: %d %q", w.Code, w.Body.String())
+	}
+	if w := get("/"); w.Code != http.StatusFound || w.Header().Get("Location") != "/ui/" {
+		t.Errorf("/: %d %q", w.Code, w.Header().Get("Location"))
+	}
+	for _, p := range []string{Prefix + "/vs", PathMetrics, "/uix", "/api/v1/../ui/"} {
+		if w := get(p); w.Code == 200 {
+			t.Errorf("%s answered without the token: %q", p, w.Body.String())
+		}
+	}
+}

@@ -13,7 +13,9 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
+	"github.com/fulcrum-lb/fulcrum/services/console"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
+	"github.com/fulcrum-lb/fulcrum/services/dashboard"
 	"github.com/fulcrum-lb/fulcrum/services/guard"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
@@ -69,10 +71,17 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	lim := Limits()
 	lim.ErrorLog = &guard.LimitedWriter{W: log.WithField("from", "http").WriterLevel(logrus.WarnLevel), Max: maxLoggedText, Every: &guard.Every{Burst: authLogBurst, Per: time.Second}}
-	srv := lim.Server((&Server{API: api, TokenHash: hash, Log: log}).Handler())
-	if srv.TLSConfig, err = TLSConfig(cfg); err != nil {
+	tlsCfg, err := TLSConfig(cfg)
+	if err != nil {
 		return fmt.Errorf("api tls: %w", err)
 	}
+	dash := &dashboard.Server{API: api, TLS: tlsCfg != nil, Log: log, Check: console.CheckNiced,
+		Hash: func() (string, error) {
+			h, _, err := console.ConsoleHash(path)
+			return h, err
+		}}
+	srv := lim.Server((&Server{API: api, TokenHash: hash, Log: log, Dashboard: dash.Handler()}).Handler())
+	srv.TLSConfig = tlsCfg
 	listeners, err := listen(ctx, cfg, log)
 	if err != nil {
 		return err
