@@ -48,6 +48,10 @@ const (
 	PathState  = Prefix + "api/state"
 	PathMember = Prefix + "api/member"
 	PathHA     = Prefix + "api/ha"
+	// Config: diff first (what would change, nothing changes), then apply
+	// the very text that was diffed.
+	PathConfigDiff  = Prefix + "api/config/diff"
+	PathConfigApply = Prefix + "api/config/apply"
 )
 
 // CookieName is the session cookie; CSRFHeader carries the CSRF token.
@@ -120,6 +124,8 @@ func (s *Server) Handler() http.Handler {
 	localapi.Route(mux, http.MethodGet, PathState, s.authed(s.state))
 	localapi.Route(mux, http.MethodPost, PathMember, s.action(s.member))
 	localapi.Route(mux, http.MethodPost, PathHA, s.action(s.ha))
+	localapi.Route(mux, http.MethodPost, PathConfigDiff, s.action(s.configDiff))
+	localapi.Route(mux, http.MethodPost, PathConfigApply, s.action(s.configApply))
 	return headers(mux)
 }
 
@@ -298,6 +304,66 @@ func (s *Server) ha(w http.ResponseWriter, r *http.Request, _ string) {
 	}
 	s.audit(r, "ha "+req.Action, "")
 	localapi.WriteJSON(w, http.StatusOK, m)
+}
+
+// ConfigRequest is the body of the config actions: the YAML, and for
+// apply the digest its diff returned.
+type ConfigRequest struct {
+	YAML   string `json:"yaml"`
+	Digest string `json:"digest,omitempty"`
+}
+
+// DiffAnswer is lbd's diff and the digest apply must quote.
+type DiffAnswer struct {
+	localapi.ConfigDiff
+	Digest string `json:"digest"`
+}
+
+func digest(yaml string) string {
+	h := sha256.Sum256([]byte(yaml))
+	return hex.EncodeToString(h[:])
+}
+
+func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, _ string) {
+	var req ConfigRequest
+	if err := localapi.ReadJSON(r, &req); err != nil {
+		localapi.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	d, err := s.API.ConfigDiff(r.Context(), []byte(req.YAML))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	// An invalid config is an answer too (OK false, its field errors);
+	// the page offers no apply for it.
+	localapi.WriteJSON(w, http.StatusOK, DiffAnswer{ConfigDiff: d, Digest: digest(req.YAML)})
+}
+
+// configApply applies a config only with the digest of its diff: the
+// operator confirmed what they saw.
+func (s *Server) configApply(w http.ResponseWriter, r *http.Request, _ string) {
+	var req ConfigRequest
+	if err := localapi.ReadJSON(r, &req); err != nil {
+		localapi.WriteError(w, http.StatusBadRequest, err)
+		return
+	}
+	if !sameToken(req.Digest, digest(req.YAML)) {
+		localapi.WriteError(w, http.StatusConflict, errors.New("this config was not diffed (or changed since its diff): show the diff first; nothing changed"))
+		return
+	}
+	res, err := s.API.ConfigOp(r.Context(), localapi.PathConfigApply, []byte(req.YAML))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	s.audit(r, "config apply", digest(req.YAML)[:12])
+	code := http.StatusOK
+	if !res.OK {
+		code = http.StatusUnprocessableEntity
+		res.Message = strings.Join(append([]string{res.Message}, res.Errors...), "\n")
+	}
+	localapi.WriteJSON(w, code, res)
 }
 
 func (s *Server) audit(r *http.Request, what, target string) {

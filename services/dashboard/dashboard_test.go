@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -65,6 +66,15 @@ func startFakes(t *testing.T) (*localapi.Appliance, *fakeDaemons) {
 		localapi.ReadJSON(r, &ref)
 		f.record("enable " + ref.Pool + "/" + ref.Member)
 		localapi.WriteJSON(w, 200, localapi.Message{Message: "member enabled"})
+	})
+	localapi.Route(lbd, "POST", localapi.PathConfigDiff, func(w http.ResponseWriter, r *http.Request) {
+		f.record("diff")
+		localapi.WriteJSON(w, 200, localapi.ConfigDiff{OK: true, Message: "1 change", Sections: []localapi.DiffSection{{Title: "IPVS", Live: true, Lines: []string{"+ TCP 203.0.113.100:80"}}}})
+	})
+	localapi.Route(lbd, "POST", localapi.PathConfigApply, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		f.record("apply " + string(b))
+		localapi.WriteJSON(w, 200, localapi.ConfigResult{OK: true, Message: "config applied"})
 	})
 	vrrpd := http.NewServeMux()
 	localapi.Route(vrrpd, "GET", localapi.PathVRRP, func(w http.ResponseWriter, r *http.Request) {
@@ -359,5 +369,44 @@ func TestPageIsSelfContained(t *testing.T) {
 	})
 	if n < 3 {
 		t.Fatalf("embedded %d files", n)
+	}
+}
+
+// Config apply takes only a config whose diff was shown (its digest), with
+// the session and CSRF token.
+func TestConfigDiffThenApply(t *testing.T) {
+	r := newRig(t, false)
+	c, csrf, _ := r.login("correct horse")
+	body := func(yaml, digest string) string {
+		b, _ := json.Marshal(ConfigRequest{YAML: yaml, Digest: digest})
+		return string(b)
+	}
+	yaml := "version: 1\nhostname: lb1\n"
+	if w := r.do("POST", PathConfigDiff, body(yaml, ""), c.Value, ""); w.Code != http.StatusForbidden {
+		t.Fatalf("diff without CSRF: %d", w.Code)
+	}
+	w := r.do("POST", PathConfigDiff, body(yaml, ""), c.Value, csrf)
+	if w.Code != 200 {
+		t.Fatalf("diff: %d %s", w.Code, w.Body.String())
+	}
+	var d DiffAnswer
+	json.Unmarshal(w.Body.Bytes(), &d)
+	if !d.OK || len(d.Sections) != 1 || d.Digest == "" {
+		t.Fatalf("diff answer %+v", d)
+	}
+	if w := r.do("POST", PathConfigApply, body(yaml+"# edited after the diff\n", d.Digest), c.Value, csrf); w.Code != http.StatusConflict {
+		t.Fatalf("apply of a text other than the diffed one: %d", w.Code)
+	}
+	if w := r.do("POST", PathConfigApply, body(yaml, d.Digest), "", csrf); w.Code != http.StatusUnauthorized {
+		t.Fatalf("apply without a session: %d", w.Code)
+	}
+	if got := r.fakes.got(); len(got) != 1 || got[0] != "diff" {
+		t.Fatalf("refused applies reached lbd: %v", got)
+	}
+	if w := r.do("POST", PathConfigApply, body(yaml, d.Digest), c.Value, csrf); w.Code != 200 {
+		t.Fatalf("apply: %d %s", w.Code, w.Body.String())
+	}
+	if got := r.fakes.got(); strings.Join(got, ",") != "diff,apply "+yaml {
+		t.Fatalf("lbd was asked %q", got)
 	}
 }

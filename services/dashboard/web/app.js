@@ -260,6 +260,39 @@
     });
     $("ha-switchover").addEventListener("click", () => act("api/ha", { action: "switchover" }, "Hand VRRP mastership to the peer?"));
     $("ha-resume").addEventListener("click", () => act("api/ha", { action: "resume" }));
+    let diffed = null; // {yaml, digest} of the diff on screen
+    $("config-text").addEventListener("input", () => { diffed = null; $("config-apply").disabled = true; });
+    $("config-diff").addEventListener("click", async () => {
+      const yaml = $("config-text").value;
+      const out = $("config-out");
+      out.replaceChildren();
+      diffed = null;
+      $("config-apply").disabled = true;
+      let d;
+      try {
+        d = await call("POST", "api/config/diff", { yaml });
+      } catch (e) {
+        if (e.status === 401) { showLogin("session expired: log in again"); return; }
+        out.append(el("span", { class: "bad", text: e.message }));
+        return;
+      }
+      out.append(el("div", { class: d.ok ? "" : "bad", text: d.message }));
+      for (const e of d.errors || []) out.append(el("div", { class: "bad", text: e }));
+      if (!d.ok) return;
+      for (const sec of d.sections || []) {
+        out.append(el("div", { text: "\n" + sec.title + (sec.live ? "" : " (at the next boot)") }));
+        for (const l of sec.lines) out.append(el("div", { class: l.startsWith("+") ? "add" : l.startsWith("-") ? "del" : "chg", text: l }));
+      }
+      diffed = { yaml, digest: d.digest };
+      $("config-apply").disabled = false;
+    });
+    $("config-apply").addEventListener("click", async () => {
+      if (!diffed || !window.confirm("Apply the config whose diff is shown?")) return;
+      const req = diffed;
+      diffed = null;
+      $("config-apply").disabled = true;
+      await act("api/config/apply", req);
+    });
     poll();
   });
 })();
