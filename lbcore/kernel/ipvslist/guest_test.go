@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,7 +174,7 @@ func TestGuestListingsMatchIpvsadm(t *testing.T) {
 				t.Errorf("connection listing shows fewer than the 2 open connections")
 			}
 		case "--stats":
-			if !strings.Contains(ours, "TCP  203.0.113.100:80                       6") {
+			if !regexp.MustCompile(`(?m)^TCP  203\.0\.113\.100:80 +6 `).MatchString(ours) {
 				t.Errorf("stats listing does not count the 6 connections")
 			}
 		}
