@@ -293,3 +293,67 @@ func TestSenderMemoryIsBoundedWithADeadPeer(t *testing.T) {
 		t.Fatalf("messages %d", s.C.Messages)
 	}
 }
+
+// A resync ends with a done: the receiver is synced only once every
+// message up to it arrived; a join or a new sender run unsets it; a done
+// of a run whose data was all lost asks for that data.
+func TestDoneMarksSynced(t *testing.T) {
+	s, r := NewSender(51, 100, 16), NewReceiver(51, 16)
+	if _, resync, _ := s.Handle(deliver(t, r.Join())); !resync {
+		t.Fatal("join is not a resync request")
+	}
+	var msgs []Message
+	for i := 0; i < 3; i++ {
+		s.Add(v4entry(i))
+		msgs = append(msgs, s.Flush()...)
+	}
+	done := deliver(t, s.Done())
+	if done.Type != MsgDone || done.Seq != 3 {
+		t.Fatalf("done %+v, want done of 3", done)
+	}
+	r.Handle(deliver(t, msgs[0]))
+	r.Handle(deliver(t, msgs[2])) // msgs[1] lost
+	if _, _, err := r.Handle(done); err != nil {
+		t.Fatal(err)
+	}
+	if r.Synced() {
+		t.Fatal("synced with message 2 missing")
+	}
+	n, ok := r.Repair()
+	if !ok || n.Type != MsgNack || n.Seq != 2 || n.Last != 2 {
+		t.Fatalf("repair %+v %v, want NACK 2-2", n, ok)
+	}
+	r.Handle(deliver(t, msgs[1]))
+	if !r.Synced() {
+		t.Fatal("not synced with every message up to the done")
+	}
+	if _, ok := r.Repair(); ok {
+		t.Error("repair with no gap")
+	}
+	r.Join()
+	if r.Synced() {
+		t.Error("still synced after asking for a resync")
+	}
+	// A new run whose data was all lost: its done asks for it.
+	s2 := NewSender(51, 200, 16)
+	s2.Add(v4entry(9))
+	s2.Flush()
+	_, reply, _ := r.Handle(deliver(t, s2.Done()))
+	if len(reply) != 1 || reply[0].Type != MsgNack || reply[0].Seq != 1 || reply[0].Last != 1 || r.Synced() {
+		t.Fatalf("done of an unseen run: %+v synced %v, want NACK 1-1 and not synced", reply, r.Synced())
+	}
+	// An empty table: synced at once.
+	r2 := NewReceiver(51, 16)
+	r2.Handle(deliver(t, NewSender(51, 300, 16).Done()))
+	if !r2.Synced() {
+		t.Error("done of an empty table did not sync")
+	}
+	// The sender resends an unacknowledged tail; an ACK stops it.
+	if m, ok := s.Tail(); !ok || m.Seq != 3 {
+		t.Fatalf("tail %+v %v, want message 3", m, ok)
+	}
+	s.Handle(Message{Type: MsgAck, SyncID: 51, Epoch: 100, Seq: 3})
+	if _, ok := s.Tail(); ok {
+		t.Error("tail resent after its ACK")
+	}
+}

@@ -30,6 +30,7 @@ type Sender struct {
 	epoch   uint64
 	window  []Message // ring by seq % len
 	next    uint32
+	acked   uint32 // the receiver has everything up to this one
 	pending []Entry
 	size    int
 	C       SenderCounters
@@ -84,6 +85,32 @@ func (s *Sender) seal() Message {
 	return m
 }
 
+// Tail is the last message sent when the receiver has not acknowledged
+// it: sent again on a timer, it makes a receiver that lost the end of a
+// burst (nothing after it to show the gap) see the gap and NACK it.
+func (s *Sender) Tail() (Message, bool) {
+	last := s.next - 1
+	if s.next == 1 || last == s.acked {
+		return Message{}, false
+	}
+	m := s.window[int(last%uint32(len(s.window)))]
+	if m.Seq != last || m.Epoch != s.epoch {
+		return Message{}, false
+	}
+	s.C.Resent++
+	return m, true
+}
+
+// Done is the message that ends a resync: the table was dumped into the
+// messages up to the last one sealed (call it after Flush).
+func (s *Sender) Done() Message {
+	last := s.next - 1
+	if s.next == 1 {
+		last = 0 // nothing sent in this run
+	}
+	return Message{Type: MsgDone, SyncID: s.syncID, Epoch: s.epoch, Seq: last}
+}
+
 // Handle takes a receiver's answer: an ACK needs nothing (the window is a
 // ring); a NACK returns the messages to send again, or resync when some
 // of them have left the window; a RESYNC asks for the whole table
@@ -101,6 +128,9 @@ func (s *Sender) Handle(m Message) (resend []Message, resync bool, err error) {
 		if m.Epoch != s.epoch {
 			s.C.Stale++
 			return nil, false, ErrReplay
+		}
+		if after(m.Seq, s.acked) && after(s.next, m.Seq) {
+			s.acked = m.Seq
 		}
 		return nil, false, nil
 	case MsgNack:
@@ -141,12 +171,17 @@ type Receiver struct {
 	acked   uint32
 	seen    []uint32 // ring by seq % len: seq when seen
 	asked   bool     // a resync is asked for and no new epoch has come since
-	C       ReceiverCounters
+	reack   bool     // a duplicate arrived: the sender missed an ACK
+	// done is the last message of the sender's latest resync (MsgDone);
+	// synced once every message up to it arrived.
+	done, hasDone bool
+	doneSeq       uint32
+	C             ReceiverCounters
 }
 
 // ReceiverCounters count what a Receiver did.
 type ReceiverCounters struct {
-	Messages, Entries, Duplicates, Replays, Foreign, Unexpected, Gaps, Nacks, Resyncs uint64
+	Messages, Entries, Duplicates, Replays, Foreign, Unexpected, Gaps, Nacks, Resyncs, Dones uint64
 }
 
 // NewReceiver makes a receiver for syncID.
@@ -161,6 +196,7 @@ func NewReceiver(syncID uint8, window int) *Receiver {
 // request, so it gets the whole table before it may take over.
 func (r *Receiver) Join() Message {
 	r.asked = true
+	r.done, r.hasDone = false, false
 	r.C.Resyncs++
 	return Message{Type: MsgResync, SyncID: r.syncID, Epoch: r.epoch}
 }
@@ -175,6 +211,9 @@ func (r *Receiver) Handle(m Message) (apply []Entry, reply []Message, err error)
 	if m.SyncID != r.syncID {
 		r.C.Foreign++
 		return nil, nil, ErrForeign
+	}
+	if m.Type == MsgDone {
+		return nil, r.handleDone(m), nil
 	}
 	if m.Type != MsgData {
 		r.C.Unexpected++
@@ -193,6 +232,7 @@ func (r *Receiver) Handle(m Message) (apply []Entry, reply []Message, err error)
 		// A sender run not seen before: what it sent earlier is unknown,
 		// so its table is asked for in full (unless a join just did).
 		r.started, r.epoch = true, m.Epoch
+		r.done, r.hasDone = false, false
 		clear(r.seen)
 		r.highest, r.contig, r.acked = m.Seq, m.Seq, 0
 		r.seen[int(m.Seq%W)] = m.Seq
@@ -224,13 +264,12 @@ func (r *Receiver) Handle(m Message) (apply []Entry, reply []Message, err error)
 		}
 		if r.isSeen(m.Seq) || !after(m.Seq, r.contig) {
 			r.C.Duplicates++
+			r.reack = true
 			return nil, nil, ErrDuplicate
 		}
 		r.seen[int(m.Seq%W)] = m.Seq
 	}
-	for r.contig != r.highest && r.isSeen(r.contig+1) {
-		r.contig++
-	}
+	r.advance()
 	r.C.Messages++
 	r.C.Entries += uint64(len(m.Entries))
 	return m.Entries, reply, nil
@@ -239,9 +278,86 @@ func (r *Receiver) Handle(m Message) (apply []Entry, reply []Message, err error)
 // Ack is the acknowledgement to send now, if anything arrived since the
 // last one (call it on a timer, e.g. every 200 ms).
 func (r *Receiver) Ack() (Message, bool) {
-	if !r.started || r.contig == r.acked {
+	if !r.started || (r.contig == r.acked && !r.reack) {
 		return Message{}, false
 	}
-	r.acked = r.contig
+	r.acked, r.reack = r.contig, false
 	return Message{Type: MsgAck, SyncID: r.syncID, Epoch: r.epoch, Seq: r.contig}, true
+}
+
+func (r *Receiver) advance() {
+	for r.contig != r.highest && r.isSeen(r.contig+1) {
+		r.contig++
+	}
+	if r.hasDone && !after(r.doneSeq, r.contig) {
+		r.done = true
+	}
+}
+
+// handleDone takes the end of a resync. Of the current run, it marks the
+// receiver synced once every message up to it arrived (at once, or when
+// the NACKed gaps are filled). Of a newer run (the data was all lost, or
+// the table was empty), it starts that run with every message up to the
+// done missing and asks for them.
+func (r *Receiver) handleDone(m Message) []Message {
+	if r.started && m.Epoch < r.epoch {
+		r.C.Replays++
+		return nil
+	}
+	var reply []Message
+	if !r.started || m.Epoch > r.epoch {
+		r.started, r.epoch, r.asked = true, m.Epoch, false
+		clear(r.seen)
+		r.highest, r.contig, r.acked = m.Seq, 0, 0
+		if m.Seq != 0 {
+			r.C.Gaps++
+			if m.Seq >= uint32(len(r.seen)) {
+				r.C.Resyncs++
+				r.asked = true
+				return []Message{{Type: MsgResync, SyncID: r.syncID, Epoch: m.Epoch}}
+			}
+			r.C.Nacks++
+			reply = append(reply, Message{Type: MsgNack, SyncID: r.syncID, Epoch: m.Epoch, Seq: 1, Last: m.Seq})
+		}
+	} else if after(m.Seq, r.highest) {
+		// The done overtook data messages: ask for them.
+		r.C.Gaps++
+		if m.Seq-r.highest >= uint32(len(r.seen)) {
+			r.C.Resyncs++
+			return []Message{{Type: MsgResync, SyncID: r.syncID, Epoch: r.epoch}}
+		}
+		r.C.Nacks++
+		reply = append(reply, Message{Type: MsgNack, SyncID: r.syncID, Epoch: r.epoch, Seq: r.highest + 1, Last: m.Seq})
+		r.highest = m.Seq
+	}
+	r.C.Dones++
+	r.hasDone, r.doneSeq, r.done = true, m.Seq, false
+	r.advance()
+	return reply
+}
+
+// Synced reports whether the receiver holds the sender's table: the last
+// resync ended and every message up to its end arrived, with no newer
+// sender run or resync request since.
+func (r *Receiver) Synced() bool { return r.done }
+
+// Repair asks again for a gap that is still open (call it on the ACK
+// timer): the NACK or the resend may have been lost too.
+func (r *Receiver) Repair() (Message, bool) {
+	if !r.started || r.contig == r.highest {
+		return Message{}, false
+	}
+	if r.highest-r.contig > uint32(len(r.seen)) {
+		r.C.Resyncs++
+		clear(r.seen)
+		r.contig = r.highest
+		r.done, r.hasDone = false, false
+		return Message{Type: MsgResync, SyncID: r.syncID, Epoch: r.epoch}, true
+	}
+	last := r.contig + 1 // the first hole, up to the next message that arrived
+	for last != r.highest && !r.isSeen(last+1) {
+		last++
+	}
+	r.C.Nacks++
+	return Message{Type: MsgNack, SyncID: r.syncID, Epoch: r.epoch, Seq: r.contig + 1, Last: last}, true
 }

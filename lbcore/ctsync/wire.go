@@ -25,6 +25,10 @@ const (
 	MsgAck    MsgType = 2 // everything up to Seq arrived
 	MsgNack   MsgType = 3 // resend Seq..Last
 	MsgResync MsgType = 4 // send the whole table (receiver (re)joined, or a gap too old)
+	// MsgDone ends a resync: the whole table is in the messages up to
+	// Seq. A receiver that has them all holds the sender's table (a
+	// returning master may then preempt, issue 13 item 4).
+	MsgDone MsgType = 5
 )
 
 func (t MsgType) String() string {
@@ -37,6 +41,8 @@ func (t MsgType) String() string {
 		return "nack"
 	case MsgResync:
 		return "resync"
+	case MsgDone:
+		return "done"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -184,7 +190,7 @@ func Parse(b []byte) (Message, error) {
 		return m, fmt.Errorf("conntrack sync: version %d, want %d", b[2], Version)
 	}
 	m.Type, m.SyncID = MsgType(b[3]), b[4]
-	if m.Type < MsgData || m.Type > MsgResync {
+	if m.Type < MsgData || m.Type > MsgDone {
 		return Message{}, fmt.Errorf("conntrack sync: unknown message type %d", b[3])
 	}
 	n := int(binary.BigEndian.Uint16(b[6:]))

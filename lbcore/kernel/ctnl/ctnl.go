@@ -9,6 +9,7 @@
 package ctnl
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/ctsync"
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -39,6 +41,7 @@ const (
 // Conn talks to the conntrack table of one network namespace.
 type Conn struct {
 	ct   *conntrack.Conn
+	cfg  *netlink.Config // for the event socket (Watch)
 	sock *nl.NetlinkSocket
 	seq  uint32
 }
@@ -70,7 +73,7 @@ func Open(nsPath string) (*Conn, error) {
 	tv := unix.NsecToTimeval(5e9)
 	s.SetSendTimeout(&tv)
 	s.SetReceiveTimeout(&tv)
-	return &Conn{ct: ct, sock: s}, nil
+	return &Conn{ct: ct, cfg: cfg, sock: s}, nil
 }
 
 // Close closes the sockets.
@@ -196,6 +199,23 @@ func natAttr(typ uint16, a netip.Addr, port uint16) []byte {
 	return attr(typ|nested, b)
 }
 
+// Untranslated is e's reply tuple with its conntrack NAT undone: the
+// source NAT part (reply destination) back to the original source, the
+// destination NAT part (reply source) back to the original destination.
+// What else differs from the inverted original stays: IPVS masquerading
+// (FullNAT) rewrites the reply's source to the member without conntrack
+// NAT, and the backup's entry must expect the member's replies too.
+func Untranslated(e ctsync.Entry) ctsync.Tuple {
+	r := e.Reply
+	if e.Status&StatusSrcNAT != 0 {
+		r.Dst, r.DstPort = e.Orig.Src, e.Orig.SrcPort
+	}
+	if e.Status&StatusDstNAT != 0 {
+		r.Src, r.SrcPort = e.Orig.Dst, e.Orig.DstPort
+	}
+	return r
+}
+
 // NewMessage is the ctnetlink payload (nfgenmsg and attributes) that
 // creates e with its NAT binding (withNAT) or refreshes an existing entry
 // (timeout, state, status: the kernel refuses NAT changes on an update).
@@ -211,10 +231,10 @@ func NewMessage(e ctsync.Entry, withNAT bool) ([]byte, error) {
 	b = append(b, tupleAttr(ctaTupleOrig, e.Proto, e.Orig)...)
 	nat := withNAT && e.Status&(StatusSrcNAT|StatusDstNAT) != 0
 	if nat {
-		// The untranslated reply, as a new entry has it: the kernel applies
-		// the binding below to it and so sets the NAT status; given the
-		// translated reply it would see nothing to translate.
-		b = append(b, tupleAttr(ctaTupleRep, e.Proto, ctsync.Tuple{Src: e.Orig.Dst, Dst: e.Orig.Src, SrcPort: e.Orig.DstPort, DstPort: e.Orig.SrcPort})...)
+		// The reply before the NAT binding: the kernel applies the binding
+		// below to it and so sets the NAT status; given the translated
+		// reply it would see nothing to translate.
+		b = append(b, tupleAttr(ctaTupleRep, e.Proto, Untranslated(e))...)
 	} else {
 		b = append(b, tupleAttr(ctaTupleRep, e.Proto, e.Reply)...)
 	}
@@ -309,4 +329,47 @@ func (c *Conn) exec(msgType uint16, flags int, payload []byte) error {
 		}
 	}
 	return errors.New("no answer from ctnetlink")
+}
+
+// Watch sends the entries that keep selects (nil: all) as they are
+// created, change state or are destroyed (as deletes) until ctx ends or
+// the event socket fails (a full socket buffer is ENOBUFS: events were
+// lost, so the caller resyncs). It blocks while out is full; the kernel
+// then queues events in the socket buffer, which is bounded.
+func (c *Conn) Watch(ctx context.Context, keep func(status uint32) bool, out chan<- ctsync.Entry) error {
+	ev, err := conntrack.Dial(c.cfg)
+	if err != nil {
+		return fmt.Errorf("conntrack: dial events: %w", err)
+	}
+	defer ev.Close()
+	_ = ev.SetReadBuffer(8 << 20)
+	evs := make(chan conntrack.Event, 256)
+	errc, err := ev.Listen(evs, 1, []netfilter.NetlinkGroup{netfilter.GroupCTNew, netfilter.GroupCTUpdate, netfilter.GroupCTDestroy})
+	if err != nil {
+		return fmt.Errorf("conntrack: listen: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return fmt.Errorf("conntrack: events: %w", err)
+		case e := <-evs:
+			if e.Flow == nil {
+				continue
+			}
+			s, ok := FromFlow(*e.Flow)
+			if !ok || (keep != nil && !keep(s.Status)) {
+				continue
+			}
+			if e.Type == conntrack.EventDestroy {
+				s.Op = ctsync.OpDelete
+			}
+			select {
+			case out <- s:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
 }

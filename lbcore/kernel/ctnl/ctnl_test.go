@@ -51,3 +51,28 @@ func TestNewMessageByteLayout(t *testing.T) {
 		t.Error("ICMP entry encoded")
 	}
 }
+
+// The reply tuple a created entry starts from: SNAT undone, DNAT undone,
+// and an IPVS-masqueraded (FullNAT) reply keeps its member source, so the
+// backup's entry matches the member's replies to the local address.
+func TestUntranslated(t *testing.T) {
+	a := netip.MustParseAddr
+	client, vip, member, local := a("203.0.113.10"), a("203.0.113.101"), a("198.51.100.11"), a("198.51.100.201")
+	fullnat := ctsync.Entry{Proto: 6, Status: StatusSrcNAT | StatusSeenReply,
+		Orig:  ctsync.Tuple{Src: client, Dst: vip, SrcPort: 40000, DstPort: 80},
+		Reply: ctsync.Tuple{Src: member, Dst: local, SrcPort: 80, DstPort: 61000}}
+	if got, want := Untranslated(fullnat), (ctsync.Tuple{Src: member, Dst: client, SrcPort: 80, DstPort: 40000}); got != want {
+		t.Errorf("fullnat: %+v, want %+v", got, want)
+	}
+	dnat := ctsync.Entry{Proto: 6, Status: StatusDstNAT,
+		Orig:  ctsync.Tuple{Src: client, Dst: vip, SrcPort: 40000, DstPort: 80},
+		Reply: ctsync.Tuple{Src: member, Dst: client, SrcPort: 8080, DstPort: 40000}}
+	if got, want := Untranslated(dnat), (ctsync.Tuple{Src: vip, Dst: client, SrcPort: 80, DstPort: 40000}); got != want {
+		t.Errorf("dnat: %+v, want %+v", got, want)
+	}
+	plain := dnat
+	plain.Status = 0
+	if got := Untranslated(plain); got != plain.Reply {
+		t.Errorf("no NAT: %+v, want the reply unchanged", got)
+	}
+}
