@@ -5,13 +5,14 @@ import (
 	"net/netip"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/ctsync"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/filter"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 )
 
-// ConntrackSyncPort is reserved for connection sync between the HA pair
-// (udp, admitted on Failover from the peers only).
-const ConntrackSyncPort = 7040
+// ConntrackSyncPort is conntrack sync between the HA pair (lbcore/ctsync,
+// run by vrrpd; udp, admitted on Failover from the peers only).
+const ConntrackSyncPort = ctsync.Port
 
 // ConfigSyncPort is where the HA pair offers each other config applies
 // (services/cfgpeer; tcp, admitted on Failover from the peers only, and
@@ -28,7 +29,7 @@ type IfaceResolver func(nameOrMAC string) (string, error)
 //     (rate-limited).
 //   - Internal: the internal (east-west) virtual services, the API when it
 //     listens on internal, ping.
-//   - Failover: VRRP, conntrack sync (udp/7040, reserved), IPVS connection
+//   - Failover: VRRP, conntrack sync (udp/7040), IPVS connection
 //     sync (udp/8848), config sync (tcp/7041, with vrrp.sync_key) and ping
 //     (rate-limited) from vrrp's peers only
 //     (vrrp.peers and unicast_peers); nothing from any other host.

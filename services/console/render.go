@@ -6,6 +6,9 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/ctsync"
 
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
@@ -195,8 +198,38 @@ func WriteVRRP(w io.Writer, st localapi.VRRPStatus) {
 	}
 }
 
-// WriteSync prints the IPVS connection sync state.
+// WriteSync prints the IPVS connection sync state, then conntrack sync's.
 func WriteSync(w io.Writer, st localapi.SyncStatus) {
+	writeIPVSSync(w, st)
+	writeConntrackSync(w, st.Conntrack)
+}
+
+func writeConntrackSync(w io.Writer, c localapi.ConntrackSync) {
+	if !c.Enabled {
+		if c.Error != "" {
+			fmt.Fprintln(w, c.Error)
+		}
+		return
+	}
+	synced := "no"
+	if c.Synced {
+		synced = "yes, since " + c.SyncedAt.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "conntrack sync: %s, peer %s port %d, sync id %d, holds the peer's table: %s\n", c.Role, c.Peer, c.Port, c.SyncID, synced)
+	fmt.Fprintf(w, "  sent %d messages (%d entries), %d events, %d table dumps, %d resent\n", c.Sent.Messages, c.Sent.Entries, c.Events, c.Dumps, c.Resent)
+	fmt.Fprintf(w, "  received %d messages (%d entries): %d installed, %d deleted, %d refused; gaps %d, nacks %d, resyncs asked %d\n",
+		c.Received.Messages, c.Received.Entries, c.Installed, c.Deleted, c.InstallErr, c.Gaps, c.Nacks, c.Resyncs)
+	var parts []string
+	for _, k := range []string{ctsync.DropMalformed, ctsync.DropWrongPeer, ctsync.DropForeign, ctsync.DropReplay, ctsync.DropDuplicate, ctsync.DropUnexpected} {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c.Dropped[k]))
+	}
+	fmt.Fprintf(w, "  dropped: %s; send errors %d\n", strings.Join(parts, " "), c.SendErr)
+	if c.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", c.LastError)
+	}
+}
+
+func writeIPVSSync(w io.Writer, st localapi.SyncStatus) {
 	if !st.Enabled {
 		msg := "sync: off (standalone node)"
 		if st.LastError != "" {

@@ -3,6 +3,8 @@ package localapi
 import (
 	"context"
 	"time"
+
+	"github.com/fulcrum-lb/fulcrum/lbcore/ctsync"
 )
 
 // PathSync (vrrpd) is the IPVS connection sync state.
@@ -39,6 +41,18 @@ type SyncStatus struct {
 	ConnsLocal  uint64 `json:"conns_local"`
 	ConnsSynced uint64 `json:"conns_synced"`
 	ConnsError  string `json:"conns_error,omitempty"`
+	// Conntrack is the conntrack sync (lbcore/ctsync) vrrpd runs beside
+	// the IPVS daemons.
+	Conntrack ConntrackSync `json:"conntrack"`
+}
+
+// ConntrackSync is the conntrack sync state: off (Enabled false, Error
+// says why) or its status.
+type ConntrackSync struct {
+	Enabled bool   `json:"enabled"`
+	Error   string `json:"error,omitempty"`
+	Port    int    `json:"port,omitempty"`
+	ctsync.Status
 }
 
 // Sync is vrrpd's IPVS connection sync state.

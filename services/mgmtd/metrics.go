@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/ctsync"
 	"github.com/fulcrum-lb/fulcrum/services/bondstat"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,16 @@ var (
 	descSyncChanges = prometheus.NewDesc("fulcrum_ipvs_sync_daemon_changes_total", "Sync daemons started or stopped by vrrpd.", []string{"action"}, nil)
 	descSyncErrors  = prometheus.NewDesc("fulcrum_ipvs_sync_errors_total", "Failed sync daemon reconciles (retried).", nil, nil)
 
+	descCTSyncUp     = prometheus.NewDesc("fulcrum_conntrack_sync_up", "1 when conntrack sync runs, with its role (sending on the master, receiving elsewhere).", []string{"role"}, nil)
+	descCTSynced     = prometheus.NewDesc("fulcrum_conntrack_sync_synced", "1 when this node holds the peer's conntrack table (the last resync is complete).", nil, nil)
+	descCTMessages   = prometheus.NewDesc("fulcrum_conntrack_sync_messages_total", "Conntrack sync data messages by direction.", []string{"direction"}, nil)
+	descCTEntries    = prometheus.NewDesc("fulcrum_conntrack_sync_entries_total", "Conntrack entries in sync messages by direction.", []string{"direction"}, nil)
+	descCTInstalled  = prometheus.NewDesc("fulcrum_conntrack_sync_installed_total", "Entries from the peer by outcome (installed, deleted, refused).", []string{"outcome"}, nil)
+	descCTDropped    = prometheus.NewDesc("fulcrum_conntrack_sync_dropped_total", "Sync messages dropped by reason.", []string{"reason"}, nil)
+	descCTRecovery   = prometheus.NewDesc("fulcrum_conntrack_sync_recovery_total", "Reliable delivery at work: gaps seen, NACKs sent, messages resent, resyncs asked, table dumps sent.", []string{"kind"}, nil)
+	descCTEvents     = prometheus.NewDesc("fulcrum_conntrack_sync_events_total", "Conntrack events taken while master.", nil, nil)
+	descCTSendErrors = prometheus.NewDesc("fulcrum_conntrack_sync_send_errors_total", "Sync messages that could not be sent.", nil, nil)
+
 	descBondMember    = prometheus.NewDesc("fulcrum_bond_member_up", "1 when the bond member's link (MII) is up.", []string{"bond", "member"}, nil)
 	descBondLinkFails = prometheus.NewDesc("fulcrum_bond_member_link_failures_total", "Link failures of the bond member.", []string{"bond", "member"}, nil)
 	descBondUp        = prometheus.NewDesc("fulcrum_bond_up", "1 when the bond's MII status is up.", []string{"bond"}, nil)
@@ -67,7 +78,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError} {
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError} {
 		ch <- d
 	}
 }
@@ -190,6 +201,33 @@ func (e emitter) sync(sy localapi.SyncStatus) {
 	e.counter(descSyncChanges, float64(sy.Started), "started")
 	e.counter(descSyncChanges, float64(sy.Stopped), "stopped")
 	e.counter(descSyncErrors, float64(sy.Errors))
+	e.conntrackSync(sy.Conntrack)
+}
+
+// conntrackSync reports conntrack sync (nothing while it is off).
+func (e emitter) conntrackSync(c localapi.ConntrackSync) {
+	if !c.Enabled {
+		return
+	}
+	e.gauge(descCTSyncUp, 1, c.Role)
+	e.gauge(descCTSynced, b2f(c.Synced))
+	e.counter(descCTMessages, float64(c.Sent.Messages), "sent")
+	e.counter(descCTMessages, float64(c.Received.Messages), "received")
+	e.counter(descCTEntries, float64(c.Sent.Entries), "sent")
+	e.counter(descCTEntries, float64(c.Received.Entries), "received")
+	e.counter(descCTInstalled, float64(c.Installed), "installed")
+	e.counter(descCTInstalled, float64(c.Deleted), "deleted")
+	e.counter(descCTInstalled, float64(c.InstallErr), "refused")
+	for _, r := range []string{ctsync.DropMalformed, ctsync.DropWrongPeer, ctsync.DropForeign, ctsync.DropReplay, ctsync.DropDuplicate, ctsync.DropUnexpected} {
+		e.counter(descCTDropped, float64(c.Dropped[r]), r)
+	}
+	e.counter(descCTRecovery, float64(c.Gaps), "gap")
+	e.counter(descCTRecovery, float64(c.Nacks), "nack")
+	e.counter(descCTRecovery, float64(c.Resent), "resent")
+	e.counter(descCTRecovery, float64(c.Resyncs), "resync")
+	e.counter(descCTRecovery, float64(c.Dumps), "dump")
+	e.counter(descCTEvents, float64(c.Events))
+	e.counter(descCTSendErrors, float64(c.SendErr))
 }
 
 // configSync reports whether the HA nodes agree on the config.

@@ -25,12 +25,13 @@ type vrrpNode interface {
 type api struct {
 	n           vrrpNode  // nil: no instances configured
 	sync        *connSync // nil: no instances configured
+	ct          *ctSync   // nil: no instances configured
 	mu          sync.Mutex
 	transitions map[string]uint64 // per instance
 }
 
-func newAPI(n vrrpNode, cs *connSync) *api {
-	return &api{n: n, sync: cs, transitions: map[string]uint64{}}
+func newAPI(n vrrpNode, cs *connSync, ct *ctSync) *api {
+	return &api{n: n, sync: cs, ct: ct, transitions: map[string]uint64{}}
 }
 
 // count records a state change (call for every node event).
@@ -60,7 +61,9 @@ func (a *api) handler() http.Handler {
 		localapi.WriteJSON(w, http.StatusOK, st)
 	})
 	localapi.Route(mux, "GET", localapi.PathSync, func(w http.ResponseWriter, r *http.Request) {
-		localapi.WriteJSON(w, http.StatusOK, a.sync.status())
+		st := a.sync.status()
+		st.Conntrack = a.ct.status()
+		localapi.WriteJSON(w, http.StatusOK, st)
 	})
 	act := func(f func(vrrpNode, context.Context) error, done string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {

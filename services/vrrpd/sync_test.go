@@ -80,7 +80,7 @@ func TestSyncFollowsTheInstanceAndShowsInTheAPI(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go cs.y.Run(ctx)
-	a := newAPI(nil, cs)
+	a := newAPI(nil, cs, nil)
 	get := func() localapi.SyncStatus {
 		w := httptest.NewRecorder()
 		a.handler().ServeHTTP(w, httptest.NewRequest("GET", localapi.PathSync, nil))
@@ -115,7 +115,7 @@ func TestSyncFollowsTheInstanceAndShowsInTheAPI(t *testing.T) {
 
 func TestSyncOffIsShown(t *testing.T) {
 	w := httptest.NewRecorder()
-	newAPI(nil, &connSync{err: "no IPVS generic netlink family"}).handler().ServeHTTP(w, httptest.NewRequest("GET", localapi.PathSync, nil))
+	newAPI(nil, &connSync{err: "no IPVS generic netlink family"}, nil).handler().ServeHTTP(w, httptest.NewRequest("GET", localapi.PathSync, nil))
 	var st localapi.SyncStatus
 	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil || st.Enabled || st.LastError != "no IPVS generic netlink family" {
 		t.Fatalf("%+v %v", st, err)

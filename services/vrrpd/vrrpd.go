@@ -26,20 +26,22 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	if !cfg.VRRP.Enabled() {
 		log.Info("no vrrp instances configured: standalone node, nothing to do")
 		stopLeftovers(log)
-		go serveAPI(ctx, newAPI(nil, nil), log)
+		go serveAPI(ctx, newAPI(nil, nil, nil), log)
 		daemon.Ready(ctx)
 		heartbeat(ctx)
 		return nil
 	}
 	n, err := node.New(node.Options{Config: cfg.VRRP, Interfaces: cfg.VRRPInterfaces(), Log: log,
 		Heartbeat: func() { daemon.Heartbeat(ctx) }, HeartbeatEvery: beatEvery(ctx),
-		PreviousRunHung: daemon.PreviousRunHung()})
+		PreviousRunHung: daemon.PreviousRunHung(), WaitSync: ctSyncWanted(cfg)})
 	if err != nil {
 		return err
 	}
 	cs := startSync(ctx, cfg, log)
 	go cs.follow(ctx, n, 2*time.Second)
-	a := newAPI(n, cs)
+	ct := startCTSync(ctx, cfg, n, log)
+	go ct.follow(ctx, n, 2*time.Second)
+	a := newAPI(n, cs, ct)
 	go serveAPI(ctx, a, log)
 	events, unsubscribe := n.Subscribe(16)
 	defer unsubscribe()
@@ -47,6 +49,7 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 		for ev := range events {
 			a.count(ev)
 			cs.event(ev.Instance, ev.To)
+			ct.event(ev.Instance, ev.To)
 			log.WithFields(logrus.Fields{"instance": ev.Instance, "vrid": ev.VRID, "from": ev.From, "to": ev.To}).Info("state: " + ev.Reason)
 		}
 	}()

@@ -48,6 +48,12 @@ type Params struct {
 	// PreemptDelay holds preemption of a lower-priority master off for this
 	// long after Start or after leaving FAULT.
 	PreemptDelay time.Duration
+	// WaitSync makes preemption wait until SetSynced(true) says this
+	// router holds the master's connection table (conntrack sync, issue
+	// 13 item 4), so taking over loses no connection. PreemptDelay is then
+	// only the safety net: the longest the wait lasts when sync never
+	// completes.
+	WaitSync bool
 	// Primary is this router's own address the adverts come from, which
 	// breaks ties between masters of equal priority.
 	Primary netip.Addr
@@ -111,6 +117,7 @@ type Machine struct {
 	adverAt             time.Time // MASTER
 	preemptFrom         time.Time
 	holdPreempt         bool // manual switchover: do not take back
+	synced              bool // WaitSync: the peer's table is here
 	handover            handover
 	peerPriority        int // of the last advert heard from another router (0: none)
 	master              netip.Addr
@@ -290,8 +297,18 @@ func (m *Machine) higher(a Advert) bool {
 }
 
 func (m *Machine) preempts(now time.Time) bool {
-	return m.p.Preempt && !m.holdPreempt && !now.Before(m.preemptFrom)
+	if !m.p.Preempt || m.holdPreempt {
+		return false
+	}
+	if m.p.WaitSync && m.synced {
+		return true
+	}
+	return !now.Before(m.preemptFrom)
 }
+
+// SetSynced records whether this router holds the master's connection
+// table (see Params.WaitSync).
+func (m *Machine) SetSynced(s bool) { m.synced = s }
 
 // Receive processes a valid advert for this virtual router from another
 // router.

@@ -519,3 +519,56 @@ func TestPeerOutranks(t *testing.T) {
 		t.Error("still outranked after hearing a priority-50 router")
 	}
 }
+
+// preemptAt runs a returning higher-priority backup against a lower-
+// priority master's adverts for up to 20 s; syncAt (zero: never) is when
+// sync completes. It returns when the backup took over (zero: never).
+func preemptAt(t *testing.T, p Params, syncAt time.Duration) time.Duration {
+	t.Helper()
+	m := New(p)
+	m.Start(t0)
+	for now := t0; now.Sub(t0) < 20*time.Second; now = now.Add(200 * ms) {
+		if syncAt > 0 && !now.Before(t0.Add(syncAt)) {
+			m.SetSynced(true)
+		}
+		m.Receive(now, Advert{Priority: 100, Interval: 200 * ms, Src: addr2})
+		for _, a := range m.Tick(now.Add(199 * ms)) {
+			if a.Kind == Transition && a.To == Master {
+				return now.Sub(t0)
+			}
+		}
+	}
+	return 0
+}
+
+// WaitSync: a returning master preempts once it holds the peer's table
+// (sync complete), not before, even with preempt_delay over; when sync
+// never completes, preempt_delay is the safety net; holdPreempt still
+// wins over both.
+func TestPreemptWaitsForSync(t *testing.T) {
+	p := params(200)
+	p.WaitSync, p.PreemptDelay = true, 10*time.Second
+	mdi := New(p).MasterDownInterval() + 200*ms
+	if d := preemptAt(t, p, 2*time.Second); d < 2*time.Second || d > 2*time.Second+mdi {
+		t.Errorf("synced at 2 s: preempted at %v, want 2 s + at most the master-down interval", d)
+	}
+	if d := preemptAt(t, p, 0); d < 10*time.Second || d > 10*time.Second+mdi {
+		t.Errorf("never synced: preempted at %v, want at the 10 s safety net", d)
+	}
+	p.PreemptDelay = time.Second
+	if d := preemptAt(t, p, 4*time.Second); d < time.Second || d > time.Second+mdi {
+		t.Errorf("safety net 1 s, synced at 4 s: preempted at %v, want at 1 s", d)
+	}
+	p.WaitSync, p.PreemptDelay = false, 0
+	if d := preemptAt(t, p, 0); d > mdi {
+		t.Errorf("without WaitSync: preempted at %v, want at once", d)
+	}
+	p.WaitSync, p.PreemptDelay = true, 10*time.Second
+	m := New(p)
+	m.Start(t0)
+	m.holdPreempt = true
+	m.SetSynced(true)
+	if m.preempts(t0.Add(11 * time.Second)) {
+		t.Error("a switchover's preemption hold was overridden by sync")
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
@@ -43,7 +44,15 @@ type Options struct {
 	// resumed (a master that could not prove it was alive has likely been
 	// replaced by the peer; resuming would be a second failover).
 	PreviousRunHung bool
+	// WaitSync: a returning higher-priority node preempts only once
+	// SetSynced(true) says it holds the master's connection table;
+	// preempt_delay (DefaultSyncWait when 0) bounds the wait.
+	WaitSync bool
 }
+
+// DefaultSyncWait bounds a WaitSync node's wait for sync when the config
+// sets no preempt_delay.
+const DefaultSyncWait = 30 * time.Second
 
 // netNS is the namespace to work in, or netns.None() for the current one.
 func (o *Options) netNS() netns.NsHandle {
@@ -99,6 +108,8 @@ type Node struct {
 	cmds  chan func(now time.Time)
 	insts []*instance
 	rt    *session // set while Run runs; used only by its goroutine
+
+	synced atomic.Bool // Options.WaitSync: the peer's table is here
 
 	mu       sync.Mutex
 	subs     map[int]chan Event
@@ -265,6 +276,21 @@ func (n *Node) Switchover(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// SetSynced says whether this node holds the master's connection table
+// (Options.WaitSync). It never blocks: the VRRP loop reads it when it
+// next hears the master.
+func (n *Node) SetSynced(s bool) { n.synced.Store(s) }
+
+// preemptDelay is the configured delay, or with WaitSync the bound on the
+// wait for sync.
+func (n *Node) preemptDelay() time.Duration {
+	d := n.opts.Config.PreemptDelay.D()
+	if n.opts.WaitSync && d == 0 {
+		return DefaultSyncWait
+	}
+	return d
 }
 
 // ResumePreempt ends the preemption hold a Switchover set.

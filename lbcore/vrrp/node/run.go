@@ -127,7 +127,8 @@ func (n *Node) start(rt *session, now time.Time) {
 			Priority:     in.base,
 			Interval:     config.AdvertDuration(in.cfg.AdvertInterval),
 			Preempt:      c.PreemptEnabled(),
-			PreemptDelay: c.PreemptDelay.D(),
+			PreemptDelay: n.preemptDelay(),
+			WaitSync:     n.opts.WaitSync,
 			Primary:      rt.primary[in.v6],
 			HandoverHold: handoverHold(c, in.cfg.AdvertInterval),
 		})
@@ -538,6 +539,7 @@ func (rt *session) receive(now time.Time, p rawPacket) {
 		n.drop(DropInterval, p, fmt.Errorf("advert interval %d cs, %s uses %d", adv.Interval, in.cfg.Name, in.cfg.AdvertInterval))
 		return
 	}
+	in.m.SetSynced(n.synced.Load())
 	rt.handle(in, now, in.m.Receive(now, fsm.Advert{Priority: int(adv.Priority), Interval: config.AdvertDuration(adv.Interval), Src: p.src}))
 }
 
