@@ -85,19 +85,23 @@ func (c *Config) addressUses() []addrUse {
 			add(p.SorryServer.Addr(), roleMember, "pools."+name+".sorry_server")
 		}
 	}
+	// Pools are expanded up to 65536 addresses each (a larger pool is
+	// refused as such) and 131072 in all (a bound on the work).
 	ranges := func(pools map[string]*AddressPool, prefix string, role addrRole) {
+		total := 0
 		for _, name := range sortedKeys(pools) {
 			if pools[name] == nil {
 				continue
 			}
+			n := 0
 			for i, r := range pools[name].Addresses {
-				n := 0
-				for a := r.First; a.IsValid() && n <= 1<<16; a = a.Next() {
+				for a := r.First; a.IsValid() && n < 1<<16 && total < 1<<17; a = a.Next() {
 					add(a, role, cfgerr.Index(prefix+"."+name+".addresses", i))
+					n++
+					total++
 					if a == r.Last {
 						break
 					}
-					n++
 				}
 			}
 		}
