@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
+	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -139,6 +141,19 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 	code, body = call(t, hc, "POST", base+"/api/v1/config/validate", apiToken, "version: 1\nhostname: \"bad host\"\n")
 	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "hostname") {
 		t.Errorf("invalid config: %d %s", code, body)
+	}
+	// config diff on the appliance: what an apply would change, nothing changed.
+	var diff localapi.ConfigDiff
+	code, body = call(t, hc, "POST", base+"/api/v1/config/diff", apiToken, strings.Replace(string(cfg), "weight: 3}", "weight: 5}", 1))
+	if err := json.Unmarshal([]byte(body), &diff); code != 200 || err != nil || diff.Text != "IPVS (changes now):\n  ~   TCP  203.0.113.100:80 (web) -> 198.51.100.12:80 weight 3 -> 5\n" {
+		t.Errorf("config diff: %d %s", code, body)
+	}
+	code, body = call(t, hc, "POST", base+"/api/v1/config/diff", apiToken, "version: 1\nhostname: \"bad host\"\n")
+	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "hostname (line 2)") {
+		t.Errorf("diff of an invalid config: %d %s", code, body)
+	}
+	if code, body = call(t, hc, "GET", base+"/api/v1/vs", apiToken, ""); !strings.Contains(body, `"address": "198.51.100.12:80",`) || !weightOne.MatchString(body) || strings.Contains(body, `"weight": 5`) {
+		t.Errorf("config diff changed the IPVS table: %d %s", code, body)
 	}
 	code, body = call(t, hc, "POST", base+"/api/v1/members/disable", apiToken, disable)
 	if code != 200 {
