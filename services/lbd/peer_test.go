@@ -18,6 +18,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/sirupsen/logrus"
@@ -43,12 +44,24 @@ type syncNode struct {
 	node *cfgpeer.Node
 	path string
 	ip   *recIPVS
+	cfg  *config.Config
 }
 
 // syncServer is lbd's API over a faked kernel, running the lab config
 // file of node (1 or 2), with config sync to the other over loopback
 // (127.0.0.N stands in for the failover address).
 func syncServer(t *testing.T, ctx context.Context, node int, port int) *syncNode {
+	t.Helper()
+	self, peer := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	if node == 2 {
+		self, peer = peer, self
+	}
+	return syncServerAt(t, ctx, node, port, self, peer, nil)
+}
+
+// syncServerAt is syncServer with config sync from self to peer, inside
+// ns when ns is not nil.
+func syncServerAt(t *testing.T, ctx context.Context, node, port int, self, peer netip.Addr, ns *testkit.NS) *syncNode {
 	t.Helper()
 	src, err := os.ReadFile(filepath.Join("..", "..", "qemu", "configs", []string{"", "ha-lb1.yaml", "ha-lb2.yaml"}[node]))
 	if err != nil {
@@ -74,23 +87,39 @@ func syncServer(t *testing.T, ctx context.Context, node int, port int) *syncNode
 	if s.Off != "" || len(s.Key) == 0 {
 		t.Fatalf("sync off for the lab config: %s", s.Off)
 	}
-	self, peer := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
-	if node == 2 {
-		self, peer = peer, self
+	o := cfgpeer.Options{Self: self, Peers: []netip.Addr{peer}, Key: s.Key, Port: port, Interval: time.Hour, Timeout: 2 * time.Second, Local: syncLocal{api}, Log: log}
+	if ns != nil {
+		o.Dial = func(ctx context.Context, addr string) (c net.Conn, err error) {
+			err = ns.Do(func() error {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: self.AsSlice()}}
+				c, err = d.DialContext(ctx, "tcp", addr)
+				return err
+			})
+			return c, err
+		}
 	}
-	n, err := cfgpeer.New(cfgpeer.Options{Self: self, Peers: []netip.Addr{peer}, Key: s.Key, Port: port, Interval: time.Hour, Timeout: 2 * time.Second, Local: syncLocal{api}, Log: log})
+	n, err := cfgpeer.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	api.sync = n
-	l, err := n.Listen(ctx)
+	var l net.Listener
+	listen := func() (err error) {
+		l, err = n.Listen(ctx)
+		return err
+	}
+	if ns != nil {
+		err = ns.Do(listen)
+	} else {
+		err = listen()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	go n.Run(ctx, l)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &syncNode{srv: srv, api: api, node: n, path: path, ip: ip}
+	return &syncNode{srv: srv, api: api, node: n, path: path, ip: ip, cfg: cfg}
 }
 
 func applyVia(t *testing.T, n *syncNode, body string, query string) (int, localapi.ConfigResult) {
