@@ -342,7 +342,7 @@ var zeroDefaults = []struct {
 	{regexp.MustCompile(`^vrrp\.advert_interval$`), "20 (cs)"},
 	{regexp.MustCompile(`^vrrp\.garp\.repeat$`), "5"},
 	{regexp.MustCompile(`^vrrp\.garp\.interval$`), "100ms"},
-	{regexp.MustCompile(`^vrrp\.track\[\d+\]\.weight$`), "50"},
+	{regexp.MustCompile(`^vrrp\.track\[\d+\]\.weight$`), "50 (action decrement)"},
 	{regexp.MustCompile(`^vrrp\.instances\[\d+\]\.priority$`), "the section's priority"},
 	{regexp.MustCompile(`^vrrp\.instances\[\d+\]\.advert_interval$`), "the section's advert_interval"},
 	{regexp.MustCompile(`^virtual_servers\[\d+\]\.persistence\.timeout$`), "600s"},
