@@ -51,9 +51,9 @@ func restoreText(st *ipvs.State) string {
 }
 
 type benchResult struct {
-	cold, change, noop time.Duration
-	changeFull         time.Duration // one-member change reading the whole table (the old way)
-	ops                int
+	cold, change, remove, noop time.Duration
+	changeFull                 time.Duration // one-member change reading the whole table
+	ops                        int
 }
 
 func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
@@ -86,6 +86,22 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 	r.change = time.Since(start)
 	if len(a.Ops) != 1 {
 		t.Fatalf("one-member change planned %d ops", len(a.Ops))
+	}
+	// One member removed (health-down: deleted at once, not drained), then
+	// put back untimed.
+	first := st.SortedServices()[0]
+	gone := first.SortedDests()[1]
+	st.Unhealthy = map[ipvs.DrainRef]bool{{Service: first.Key, Dest: gone.Key}: true}
+	delete(first.Dests, gone.Key)
+	start = time.Now()
+	if a, err = applyPlan(rec, st); err != nil || len(a.Ops) != 1 {
+		t.Fatalf("one-member removal: %v %v", err, a)
+	}
+	r.remove = time.Since(start)
+	st.Unhealthy = nil
+	first.Dests[gone.Key] = gone
+	if a, err = applyPlan(rec, st); err != nil || len(a.Ops) != 1 {
+		t.Fatalf("member back: %v %v", err, a)
 	}
 	start = time.Now()
 	if a, err = applyPlan(rec, st); err != nil || !a.Empty() {
@@ -155,46 +171,31 @@ func TestGuestBenchReport(t *testing.T) {
 	var b strings.Builder
 	uname, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&b, "# IPVS apply benchmark\n\nKernel %s, %d runs each, median.\n\n", strings.TrimSpace(string(uname)), runs)
-	fmt.Fprintf(&b, "| what | time |\n| --- | --- |\n")
-	fmt.Fprintf(&b, "| lbcore/kernel/ipvs cold apply, 1000 VS x 10 members (%d netlink ops) | %s |\n", res[0].ops, med(func(r benchResult) time.Duration { return r.cold }).Round(time.Millisecond))
-	fmt.Fprintf(&b, "| lbcore/kernel/ipvs one-member change on top (service-list check + 1 destination read + diff + 1 op) | %s |\n", med(func(r benchResult) time.Duration { return r.change }).Round(time.Microsecond))
-	fmt.Fprintf(&b, "| same one-member change reading the whole table (before this change; FullReadEvery=1ns) | %s |\n", med(func(r benchResult) time.Duration { return r.changeFull }).Round(time.Microsecond))
-	fmt.Fprintf(&b, "| lbcore/kernel/ipvs no-op re-apply (service-list check + diff) | %s |\n", med(func(r benchResult) time.Duration { return r.noop }).Round(time.Microsecond))
-	if restore := findTool("ipvsadm-restore"); restore != "" {
-		rules := filepath.Join(t.TempDir(), "rules")
-		if err := os.WriteFile(rules, []byte(restoreText(bigState(1000, 10))), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		ipvsadm := findTool("ipvsadm")
-		// The script (bash: grep the comments out, ipvsadm -C, ipvsadm -R)
-		// and ipvsadm -R alone, on an empty table each time.
-		for _, tool := range []struct {
-			what string
-			argv []string
-		}{
-			{"ipvsadm-restore of the same rules (script: bash + grep + ipvsadm -C + ipvsadm -R, processes included)", []string{restore}},
-			{"ipvsadm -R of the same rules (one process)", []string{ipvsadm, "-R"}},
-		} {
-			var times []time.Duration
-			for i := 0; i < runs; i++ {
-				if outp, err := ns.Exec(ipvsadm, "-C"); err != nil {
-					t.Fatalf("ipvsadm -C: %v %s", err, outp)
-				}
-				d, err := timeWithStdin(ns, rules, tool.argv...)
-				if err != nil {
-					t.Fatalf("%s: %v", tool.argv[0], err)
-				}
-				if n := countDests(t, ns); n != 10000 {
-					t.Fatalf("%s installed %d destinations, want 10000", tool.argv[0], n)
-				}
-				times = append(times, d)
-			}
-			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-			fmt.Fprintf(&b, "| %s | %s |\n", tool.what, times[len(times)/2].Round(time.Millisecond))
-		}
-		ns.Exec(ipvsadm, "-C")
+	cold := med(func(r benchResult) time.Duration { return r.cold })
+	change := med(func(r benchResult) time.Duration { return r.change })
+	remove := med(func(r benchResult) time.Duration { return r.remove })
+	noop := med(func(r benchResult) time.Duration { return r.noop })
+	var ref refTimes
+	if findTool("ipvsadm") != "" {
+		ref = ipvsadmReference(t, ns, runs)
 	} else {
-		fmt.Fprintf(&b, "\nipvsadm-restore not installed in this guest: no comparison.\n")
+		fmt.Fprintf(&b, "ipvsadm not installed in this guest: no reference figures.\n\n")
+	}
+	fmt.Fprintf(&b, "| what | time | reference (same guest, same run) | ratio | target |\n| --- | --- | --- | --- | --- |\n")
+	row := func(what string, d time.Duration, refWhat string, refD time.Duration, target string) {
+		ratio := "–"
+		if refD > 0 {
+			ratio = fmt.Sprintf("%.2f×", float64(d)/float64(refD))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s %s | %s | %s |\n", what, d.Round(10*time.Microsecond), refWhat, refD.Round(10*time.Microsecond), ratio, target)
+	}
+	row(fmt.Sprintf("cold apply, 1000 VS × 10 members (%d changes, batched)", res[0].ops), cold, "`ipvsadm -R` of the same rules (one process)", ref.restore, "≤ 0.3×")
+	row("one-member weight change on top (diff from memory + 1 batched change)", change, "one `ipvsadm -e` process", ref.edit, "≤ 1×")
+	row("one-member removal (health-down: deleted at once)", remove, "one `ipvsadm -d` process", ref.del, "≤ 1×")
+	row("no-op re-apply (diff from memory, nothing sent)", noop, "20 ms (absolute target)", 20*time.Millisecond, "≤ 1×")
+	row("one-member change reading the whole table first (what `Verify` costs, off the apply path)", med(func(r benchResult) time.Duration { return r.changeFull }), "`ipvsadm -R`", ref.restore, "–")
+	if ref.script > 0 {
+		fmt.Fprintf(&b, "\nipvsadm-restore (bash + grep + ipvsadm -C + ipvsadm -R, processes included): %s.\n", ref.script.Round(time.Millisecond))
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
@@ -205,6 +206,67 @@ func TestGuestBenchReport(t *testing.T) {
 	t.Log("\n" + b.String())
 	// For the host side of a guest run, which extracts the report.
 	fmt.Printf("@@IPVS-BENCH-BEGIN@@\n%s@@IPVS-BENCH-END@@\n", b.String())
+}
+
+// refTimes are ipvsadm doing the same work in the same guest.
+type refTimes struct {
+	restore, script, edit, del time.Duration
+}
+
+// ipvsadmReference times ipvsadm -R (and the ipvsadm-restore script when
+// present) of the 1000 x 10 table on an empty table, then one ipvsadm -e
+// and one ipvsadm -d process on that full table: medians of runs.
+func ipvsadmReference(t *testing.T, ns *testkit.NS, runs int) refTimes {
+	ipvsadm := findTool("ipvsadm")
+	rules := filepath.Join(t.TempDir(), "rules")
+	st := bigState(1000, 10)
+	if err := os.WriteFile(rules, []byte(restoreText(st)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	median := func(argv []string, stdin string, prepare func()) time.Duration {
+		var times []time.Duration
+		for i := 0; i < runs; i++ {
+			prepare()
+			d, err := timeWithStdin(ns, stdin, argv...)
+			if err != nil {
+				t.Fatalf("%s: %v", argv, err)
+			}
+			times = append(times, d)
+		}
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		return times[len(times)/2]
+	}
+	clear := func() {
+		if outp, err := ns.Exec(ipvsadm, "-C"); err != nil {
+			t.Fatalf("ipvsadm -C: %v %s", err, outp)
+		}
+	}
+	var ref refTimes
+	ref.restore = median([]string{ipvsadm, "-R"}, rules, clear)
+	if n := countDests(t, ns); n != 10000 {
+		t.Fatalf("ipvsadm -R installed %d destinations, want 10000", n)
+	}
+	if restore := findTool("ipvsadm-restore"); restore != "" {
+		ref.script = median([]string{restore}, rules, clear)
+	}
+	// On the full table: the first service's first member, as the
+	// reconciler's figures change it.
+	clear()
+	if _, err := timeWithStdin(ns, rules, ipvsadm, "-R"); err != nil {
+		t.Fatal(err)
+	}
+	s := st.SortedServices()[0]
+	vs := netip.AddrPortFrom(s.Key.Addr, s.Key.Port).String()
+	d := s.SortedDests()[1].Key.String()
+	w := 1
+	ref.edit = median([]string{ipvsadm, "-e", "-t", vs, "-r", d, "-m", "-w", "7"}, os.DevNull, func() {})
+	ref.del = median([]string{ipvsadm, "-d", "-t", vs, "-r", d}, os.DevNull, func() {
+		if outp, err := ns.Exec(ipvsadm, "-a", "-t", vs, "-r", d, "-m", "-w", fmt.Sprint(w)); err != nil && !strings.Contains(string(outp), "exists") {
+			t.Fatalf("ipvsadm -a: %v %s", err, outp)
+		}
+	})
+	clear()
+	return ref
 }
 
 // findTool looks a program up in PATH, then in the sbin directories (a

@@ -1,55 +1,28 @@
 package ipvs
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
-
-	mobyipvs "github.com/moby/ipvs"
 )
 
-// current returns the kernel table as far as Diff needs it: a full read, or
-// the remembered table checked against the kernel's service list with the
-// destinations of the services desired changes re-read. Caller holds r.mu.
-func (r *Reconciler) current(desired *State) (*State, error) {
+// current returns the kernel table as far as Diff needs it: the table as
+// the last successful apply left it, or a full read when there is no such
+// memory (first apply, after a failure) or it is older than FullReadEvery.
+// Nothing is read from the kernel on the hot path: Verify (RunVerifier)
+// compares the memory with the kernel off it, and an apply that the kernel
+// refuses against the memory is retried once on a full read (reconcile).
+// It reports whether it used the memory. Caller holds r.mu.
+func (r *Reconciler) current() (*State, bool, error) {
 	now := r.opt.Clock.Now()
 	if r.last == nil || now.Sub(r.lastFull) >= r.opt.FullReadEvery {
-		return r.fullRead(now)
+		st, err := r.fullRead(now)
+		return st, false, err
 	}
-	kss, err := r.k.GetServices()
-	if err != nil {
-		return nil, fmt.Errorf("ipvs: list services: %w", err)
-	}
-	if !sameServiceList(r.last, kss) {
-		r.stats.Fallbacks++
-		r.log.Info("ipvs: kernel service list differs from the last apply; reading the whole table")
-		return r.fullRead(now)
-	}
-	cfg, err := r.k.GetConfig()
-	if err != nil {
-		return nil, fmt.Errorf("ipvs: read timeouts: %w", err)
-	}
-	st := &State{Services: maps.Clone(r.last.Services),
-		Timeouts: &Timeouts{TCP: cfg.TimeoutTCP, TCPFin: cfg.TimeoutTCPFin, UDP: cfg.TimeoutUDP}}
-	for key, ds := range desired.Services {
-		ls, ok := st.Services[key]
-		if !ok || sameDests(ds, ls) {
-			continue // new service (nothing to read) or no destination change
-		}
-		kds, err := r.k.GetDestinations(ls.toKernel())
-		if err != nil {
-			return nil, fmt.Errorf("ipvs: list destinations of %s: %w", key, err)
-		}
-		fresh := *ls
-		fresh.Dests = make(map[DestKey]*Dest, len(kds))
-		for _, kd := range kds {
-			d := destFromKernel(kd)
-			fresh.Dests[d.Key] = d
-		}
-		st.Services[key] = &fresh
-	}
-	r.stats.Incremental++
-	return st, nil
+	r.stats.FromMemory++
+	return &State{Services: maps.Clone(r.last.Services), Timeouts: r.last.Timeouts}, true, nil
 }
 
 func (r *Reconciler) fullRead(now time.Time) (*State, error) {
@@ -62,42 +35,62 @@ func (r *Reconciler) fullRead(now time.Time) (*State, error) {
 	return st, nil
 }
 
+// Verify reads the whole kernel table and, when it differs from what the
+// last apply left, puts the remembered table back (someone changed IPVS
+// behind the reconciler's back) and says so. It holds the reconciler for
+// one full read (applies wait that long; RunVerifier does this every
+// FullReadEvery/2, not on the apply path). It returns the plan it applied
+// (nil when the table matched or there was nothing to compare with).
+func (r *Reconciler) Verify() (*Plan, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		return nil, nil
+	}
+	now := r.opt.Clock.Now()
+	actual, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	plan := Diff(r.last, actual, DiffOptions{})
+	if plan.Empty() {
+		r.lastFull = now
+		return nil, nil
+	}
+	r.stats.Repairs++
+	r.log.WithField("counts", plan.Counts()).Warnf("ipvs: the kernel table was changed behind lbd's back (%d differences); restoring it", len(plan.Ops))
+	undo, err := r.run(plan.Ops)
+	if err != nil {
+		r.last = nil
+		if uerr := r.runUndo(undo); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("ipvs: rollback failed: %w", uerr))
+		}
+		return nil, fmt.Errorf("ipvs: restore the table: %w", err)
+	}
+	r.lastFull = now
+	return plan, nil
+}
+
+// RunVerifier calls Verify every FullReadEvery/2 until ctx is done, so
+// applies never need a full read of their own.
+func (r *Reconciler) RunVerifier(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.opt.Clock.After(r.opt.FullReadEvery / 2):
+		}
+		if _, err := r.Verify(); err != nil {
+			r.log.WithError(err).Warn("ipvs: verify the kernel table")
+		}
+	}
+}
+
 // Stats reports how applies have read the kernel so far.
 func (r *Reconciler) Stats() ReadStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
-}
-
-// sameServiceList reports whether the kernel's services are exactly the
-// remembered ones, with the same scheduler, flags, timeout and netmask.
-func sameServiceList(last *State, kss []*mobyipvs.Service) bool {
-	if len(kss) != len(last.Services) {
-		return false
-	}
-	for _, ks := range kss {
-		s := serviceFromKernel(ks)
-		ls, ok := last.Services[s.Key]
-		if !ok || !ls.sameConfig(s) {
-			return false
-		}
-	}
-	return true
-}
-
-// sameDests reports whether want's destinations equal have's in weight and
-// forwarding method (so a plan would not touch them).
-func sameDests(want, have *Service) bool {
-	if len(want.Dests) != len(have.Dests) {
-		return false
-	}
-	for k, d := range want.Dests {
-		h, ok := have.Dests[k]
-		if !ok || !d.sameConfig(*h) {
-			return false
-		}
-	}
-	return true
 }
 
 // afterPlan is actual with plan applied: the kernel table once the plan

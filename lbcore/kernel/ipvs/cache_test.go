@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestIncrementalApplyReadsOnlyTouchedServices: after a first (full) apply,
-// a one-member change reads the service list once and the destinations of
-// the one service it changes, and still leaves the kernel equal to desired.
-func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
+// TestApplyFromMemoryReadsNothing: after a first (full) apply, a
+// one-member change reads nothing from the kernel (it plans against the
+// table the last apply left) and still leaves the kernel equal to desired.
+func TestApplyFromMemoryReadsNothing(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk})
@@ -29,10 +29,10 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a.Plan.Ops) != 1 || k.serviceReads != 1 || k.destReads != 1 {
-		t.Fatalf("one-member change: %d ops, %d service dumps, %d destination reads (want 1, 1, 1)", len(a.Plan.Ops), k.serviceReads, k.destReads)
+	if len(a.Plan.Ops) != 1 || k.serviceReads != 0 || k.destReads != 0 {
+		t.Fatalf("one-member change: %d ops, %d service dumps, %d destination reads (want 1, 0, 0)", len(a.Plan.Ops), k.serviceReads, k.destReads)
 	}
-	if st := r.Stats(); st.Incremental != 1 || st.Full != 1 {
+	if st := r.Stats(); st.FromMemory != 1 || st.Full != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 	// The caller editing its desired state afterwards must not change the
@@ -47,43 +47,67 @@ func TestIncrementalApplyReadsOnlyTouchedServices(t *testing.T) {
 	}
 }
 
-// TestIncrementalApplyNoticesOutsideChanges: a service added or deleted
-// behind the reconciler's back makes the next apply read everything (and
-// fix it); a destination changed behind its back in an untouched service is
-// found at the next periodic full read.
-func TestIncrementalApplyNoticesOutsideChanges(t *testing.T) {
+// TestVerifyRestoresOutsideChanges: a service added and a weight changed
+// behind the reconciler's back are invisible to applies from memory; Verify
+// finds and undoes both, and a second Verify finds nothing.
+func TestVerifyRestoresOutsideChanges(t *testing.T) {
 	k := newFakeKernel()
-	clk := &fakeClock{now: time.Unix(1000, 0)}
-	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk, FullReadEvery: time.Minute})
-	want := testState()
-	if _, err := r.reconcile(want); err != nil {
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
+	if p, err := r.Verify(); p != nil || err != nil {
+		t.Fatalf("verify before any apply: %v %v", p, err)
+	}
+	if _, err := r.reconcile(testState()); err != nil {
 		t.Fatal(err)
 	}
 	stray := &mobyipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: netip.MustParseAddr("203.0.113.140").AsSlice(), Port: 9, SchedName: "rr"}
 	if err := k.NewService(stray); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.reconcile(testState())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpDelService || r.Stats().Fallbacks != 1 {
-		t.Fatalf("stray service: plan %s, stats %+v", a.Plan, r.Stats())
-	}
-	// A weight changed by someone else in a service the config does not
-	// touch: invisible to the cheap check, fixed by the periodic full read.
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	k.svcs[web].dests[dk("198.51.100.11", 8080)].Weight = 42
 	if a, err := r.reconcile(testState()); err != nil || !a.Plan.Empty() {
-		t.Fatalf("before the full-read period: %v %s", err, a.Plan)
+		t.Fatalf("apply from memory: %v %s", err, a.Plan)
 	}
-	clk.advance(time.Minute)
-	a, err = r.reconcile(testState())
+	p, err := r.Verify()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpUpdateDest || a.Plan.Ops[0].Dest.Weight != 1 {
-		t.Fatalf("full read should restore the weight: %s", a.Plan)
+	if p == nil || p.Counts()["del-service"] != 1 || p.Counts()["update-dest"] != 1 || len(p.Ops) != 2 || r.Stats().Repairs != 1 {
+		t.Fatalf("verify: plan %v, stats %+v", p, r.Stats())
+	}
+	got, _ := r.Read()
+	if d := Diff(testState(), got, DiffOptions{}); !d.Empty() {
+		t.Fatalf("kernel not restored:\n%s", d)
+	}
+	if p, err := r.Verify(); p != nil || err != nil {
+		t.Fatalf("second verify: %v %v", p, err)
+	}
+}
+
+// TestRefusedPlanRetriedOnFullRead: a service deleted behind the
+// reconciler's back makes the kernel refuse a plan made from memory; the
+// apply reads the table in full and succeeds in the same call.
+func TestRefusedPlanRetriedOnFullRead(t *testing.T) {
+	k := newFakeKernel()
+	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
+	if _, err := r.reconcile(testState()); err != nil {
+		t.Fatal(err)
+	}
+	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
+	delete(k.svcs, web)
+	a, err := r.reconcile(withWeight(5))
+	if err != nil {
+		t.Fatalf("apply after an outside delete: %v", err)
+	}
+	if st := r.Stats(); st.Retries != 1 || st.Full != 2 {
+		t.Fatalf("stats %+v, want one retry on a second full read", st)
+	}
+	if a.Plan.Counts()["add-service"] != 1 {
+		t.Fatalf("retry plan %s does not recreate the deleted service", a.Plan)
+	}
+	got, _ := r.Read()
+	if d := Diff(withWeight(5), got, DiffOptions{}); !d.Empty() {
+		t.Fatalf("kernel differs from desired:\n%s", d)
 	}
 }
 

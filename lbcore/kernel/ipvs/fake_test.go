@@ -5,6 +5,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 	mobyipvs "github.com/moby/ipvs"
 )
 
@@ -202,4 +203,35 @@ func (f *fakeKernel) dump() string {
 		}
 	}
 	return out
+}
+
+// batchingFake is a fakeKernel that takes batches the way the kernel takes
+// a sendmsg of many messages: every change of a chunk runs, failed or not,
+// and no chunk is sent after one with a failure.
+type batchingFake struct {
+	*fakeKernel
+	chunk   int
+	batches int
+}
+
+func (b *batchingFake) Batch(changes []ipvsnl.Change) (ipvsnl.BatchResult, error) {
+	res := ipvsnl.BatchResult{Errs: make([]error, len(changes))}
+	for start := 0; start < len(changes); start += b.chunk {
+		b.batches++
+		end := min(start+b.chunk, len(changes))
+		failed := false
+		for i := start; i < end; i++ {
+			if err := applyChange(b.fakeKernel, changes[i]); err != nil {
+				res.Errs[i] = err
+				failed = true
+			}
+		}
+		if failed {
+			for i := end; i < len(changes); i++ {
+				res.Errs[i] = ipvsnl.ErrNotSent
+			}
+			break
+		}
+	}
+	return res, nil
 }

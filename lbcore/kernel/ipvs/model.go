@@ -161,8 +161,12 @@ func (st *State) SortedServices() []*Service {
 	for _, s := range st.Services {
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key.less(out[j].Key) })
+	sortServices(out)
 	return out
+}
+
+func sortServices(s []*Service) {
+	sort.Slice(s, func(i, j int) bool { return s[i].Key.less(s[j].Key) })
 }
 
 // NetmaskV4 converts a prefix length to the kernel's be32 netmask as moby/ipvs

@@ -123,7 +123,17 @@ func Diff(desired, actual *State, opt DiffOptions) *Plan {
 			p.Ops = append(p.Ops, Op{Kind: OpSetTimeouts, Timeouts: &want, OldTimeouts: &old})
 		}
 	}
-	for _, ds := range desired.SortedServices() {
+	// Only services with something to change are sorted and walked in
+	// order: a no-op or a one-member change over a big table costs a map
+	// lookup per destination, not a sort per service.
+	var touched []*Service
+	for _, ds := range desired.Services {
+		if as, ok := actual.Services[ds.Key]; !ok || !ds.sameConfig(as) || !sameDests(ds, as) {
+			touched = append(touched, ds)
+		}
+	}
+	sortServices(touched)
+	for _, ds := range touched {
 		as, exists := actual.Services[ds.Key]
 		if !exists {
 			p.Ops = append(p.Ops, Op{Kind: OpAddService, Svc: ds})
@@ -160,10 +170,30 @@ func Diff(desired, actual *State, opt DiffOptions) *Plan {
 			p.Drains = append(p.Drains, DrainRef{Service: ds.Key, Dest: ad.Key})
 		}
 	}
-	for _, as := range actual.SortedServices() {
+	var gone []*Service
+	for _, as := range actual.Services {
 		if _, want := desired.Services[as.Key]; !want {
-			p.Ops = append(p.Ops, Op{Kind: OpDelService, Svc: as, Old: as})
+			gone = append(gone, as)
 		}
 	}
+	sortServices(gone)
+	for _, as := range gone {
+		p.Ops = append(p.Ops, Op{Kind: OpDelService, Svc: as, Old: as})
+	}
 	return p
+}
+
+// sameDests reports whether want and have hold the same destinations with
+// the same weight and forwarding method (so a plan would not touch them).
+func sameDests(want, have *Service) bool {
+	if len(want.Dests) != len(have.Dests) {
+		return false
+	}
+	for k, d := range want.Dests {
+		h, ok := have.Dests[k]
+		if !ok || !d.sameConfig(*h) {
+			return false
+		}
+	}
+	return true
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"sync"
+	"syscall"
 	"time"
 
 	mobyipvs "github.com/moby/ipvs"
@@ -27,18 +29,54 @@ type Kernel interface {
 	SetConfig(*mobyipvs.Config) error
 }
 
-var _ Kernel = (*mobyipvs.Handle)(nil)
+var (
+	_ Kernel = (*mobyipvs.Handle)(nil)
+	_ Kernel = (*Handle)(nil)
+)
+
+// Handle is the IPVS table of one network namespace: it reads through
+// moby/ipvs and makes changes in batches over its own generic netlink
+// socket (lbcore/kernel/ipvsnl), many per round trip.
+type Handle struct {
+	*mobyipvs.Handle
+	nl *ipvsnl.Conn
+}
 
 // Open returns a handle on the IPVS table of the network namespace at
 // nsPath ("" for the current one). ip_vs must already be loaded (see the
 // package comment).
-func Open(nsPath string) (*mobyipvs.Handle, error) {
+func Open(nsPath string) (*Handle, error) {
 	h, err := mobyipvs.New(nsPath)
 	if err != nil {
 		return nil, fmt.Errorf("ipvs: open netlink handle (ns %q): %w", nsPath, err)
 	}
-	return h, nil
+	c, err := ipvsnl.Open(nsPath)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("ipvs: open batch socket (ns %q): %w", nsPath, err)
+	}
+	return &Handle{Handle: h, nl: c}, nil
 }
+
+// Batch makes changes in order, many per netlink round trip.
+func (h *Handle) Batch(changes []ipvsnl.Change) (ipvsnl.BatchResult, error) {
+	return h.nl.Batch(changes)
+}
+
+// Close releases both sockets.
+func (h *Handle) Close() {
+	h.nl.Close()
+	h.Handle.Close()
+}
+
+// Batcher is a Kernel that can make many changes per round trip (Handle
+// is one). The reconciler makes changes one call at a time on a Kernel
+// that is not.
+type Batcher interface {
+	Batch([]ipvsnl.Change) (ipvsnl.BatchResult, error)
+}
+
+var _ Batcher = (*Handle)(nil)
 
 // Clock is the time source of the reconciler's drainer.
 type Clock interface {
@@ -59,9 +97,9 @@ type Options struct {
 	DrainTimeout time.Duration
 	Clock        Clock // default: the real clock
 	// FullReadEvery is how old the reconciler's memory of the kernel table
-	// may get before an apply reads the whole table again (default 1 min).
-	// In between, an apply checks the service list (one netlink dump) and
-	// reads the destinations of the services it is about to change only.
+	// may get (since it was last read or verified in full) before an apply
+	// reads the whole table itself (default 1 min). Run RunVerifier more
+	// often than that to keep full reads off the apply path altogether.
 	FullReadEvery time.Duration
 }
 
@@ -71,11 +109,12 @@ const DefaultFullReadEvery = time.Minute
 // Reconciler owns the IPVS table of one network namespace.
 //
 // It remembers the table as it left it after each successful apply (last),
-// so the next apply need not read 1000 services' destinations to change
-// one: it verifies the remembered service list against one dump of the
-// kernel's services, re-reads the destinations of the services the new plan
-// touches, and falls back to a full read when the list differs, when the
-// memory is older than FullReadEvery, or after any failure.
+// so the next apply reads nothing from the kernel: it diffs against the
+// memory and sends the plan in batches. Verify (RunVerifier) compares the
+// memory with a full read off the apply path and restores the table when
+// someone changed it behind the reconciler's back; a plan the kernel refuses
+// is retried once on a full read; the memory is dropped after any failure
+// and when older than FullReadEvery.
 type Reconciler struct {
 	k        Kernel
 	log      logrus.FieldLogger
@@ -83,15 +122,16 @@ type Reconciler struct {
 	mu       sync.Mutex
 	drain    map[DrainRef]time.Time // deadline per draining destination
 	last     *State                 // the kernel table after the last successful apply; nil: unknown
-	lastFull time.Time              // when last was last read in full
+	lastFull time.Time              // when last was last read or verified in full
 	stats    ReadStats
 }
 
 // ReadStats count how applies learnt the kernel table.
 type ReadStats struct {
-	Full        int // whole-table reads
-	Incremental int // service-list check + destinations of touched services
-	Fallbacks   int // incremental checks that found the table changed behind our back
+	Full       int // whole-table reads
+	FromMemory int // applies planned against the table the last apply left
+	Retries    int // applies the kernel refused against the memory, retried on a full read
+	Repairs    int // Verify passes that found the table changed behind our back
 }
 
 // NewReconciler returns a reconciler over k.
@@ -175,27 +215,43 @@ func (a *applied) undoAll() error {
 
 // reconcile makes the kernel match desired with the minimal plan. On failure the
 // steps already taken are undone, so the kernel ends as it started; the
-// error says what failed (and whether the undo failed too).
+// error says what failed (and whether the undo failed too). A plan made
+// against the remembered table that the kernel refuses is made again once
+// against a full read: the table was changed behind our back.
 func (r *Reconciler) reconcile(desired *State) (*applied, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	actual, err := r.current(desired)
+	a, fromMemory, err := r.reconcileOnce(desired)
+	if err == nil || !fromMemory || !outdatedMemory(err) {
+		return a, err
+	}
+	r.stats.Retries++
+	r.log.WithError(err).Warn("ipvs: the kernel refused a plan made against the table the last apply left; reading it in full and trying again")
+	a, _, err = r.reconcileOnce(desired)
+	return a, err
+}
+
+// outdatedMemory reports whether the kernel refused a change because the
+// table is not what the reconciler remembers: a service or destination it
+// adds exists already, or one it changes or deletes does not.
+func outdatedMemory(err error) bool {
+	return errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT)
+}
+
+func (r *Reconciler) reconcileOnce(desired *State) (*applied, bool, error) {
+	actual, fromMemory, err := r.current()
 	if err != nil {
 		r.last = nil
-		return nil, err
+		return nil, false, err
 	}
 	plan := Diff(desired, actual, DiffOptions{Drain: r.opt.DrainTimeout > 0})
-	var undo []Op
-	for i, op := range plan.Ops {
-		if err := r.exec(op); err != nil {
-			r.last = nil // whatever happens next, read the kernel in full
-			err = fmt.Errorf("ipvs: step %d/%d %s: %w", i+1, len(plan.Ops), op, err)
-			if uerr := r.runUndo(undo); uerr != nil {
-				return nil, errors.Join(err, fmt.Errorf("ipvs: rollback failed, kernel state is partly changed: %w", uerr))
-			}
-			return nil, fmt.Errorf("%w (rolled back %d steps)", err, len(undo))
+	undo, err := r.run(plan.Ops)
+	if err != nil {
+		r.last = nil // whatever happens next, read the kernel in full
+		if uerr := r.runUndo(undo); uerr != nil {
+			return nil, fromMemory, errors.Join(err, fmt.Errorf("ipvs: rollback failed, kernel state is partly changed: %w", uerr))
 		}
-		undo = append(undo, inverse(op)...)
+		return nil, fromMemory, fmt.Errorf("%w (rolled back %d steps)", err, len(undo))
 	}
 	r.last = afterPlan(actual, plan)
 	// Drain bookkeeping: new drains get a deadline; members wanted again
@@ -223,7 +279,7 @@ func (r *Reconciler) reconcile(desired *State) (*applied, error) {
 			r.log.Debugf("ipvs: %s", op)
 		}
 	}
-	return &applied{Plan: plan, r: r, undo: undo, new: added}, nil
+	return &applied{Plan: plan, r: r, undo: undo, new: added}, fromMemory, nil
 }
 
 // inverse returns the ops that undo op (to be run after the inverses of the
@@ -254,34 +310,127 @@ func inverse(op Op) []Op {
 	return nil
 }
 
-func (r *Reconciler) runUndo(undo []Op) error {
-	var errs []error
-	for i := len(undo) - 1; i >= 0; i-- {
-		if err := r.exec(undo[i]); err != nil {
-			errs = append(errs, fmt.Errorf("undo %s: %w", undo[i], err))
+// run makes ops in order (batched when the kernel can) and returns the
+// inverse ops of those the kernel made, in the order they must run, and
+// an error naming the first op that failed.
+func (r *Reconciler) run(ops []Op) ([]Op, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	changes := make([]ipvsnl.Change, len(ops))
+	for i, op := range ops {
+		changes[i] = op.change()
+	}
+	res, err := r.batch(changes)
+	if err != nil {
+		return nil, err
+	}
+	var undo []Op
+	for i, op := range ops {
+		if res.Errs[i] == nil {
+			undo = append(undo, inverse(op)...)
 		}
+	}
+	if i, ferr := res.Failed(); ferr != nil {
+		return undo, fmt.Errorf("ipvs: step %d/%d %s: %w", i+1, len(ops), ops[i], ferr)
+	}
+	if res.Unknown != nil {
+		return undo, fmt.Errorf("ipvs: the kernel's answer was lost, the table is unknown: %w", res.Unknown)
+	}
+	return undo, nil
+}
+
+func (r *Reconciler) runUndo(undo []Op) error {
+	if len(undo) == 0 {
+		return nil
+	}
+	changes := make([]ipvsnl.Change, 0, len(undo))
+	for i := len(undo) - 1; i >= 0; i-- {
+		changes = append(changes, undo[i].change())
+	}
+	// Undo goes on past failures: every step that can be undone is.
+	var errs []error
+	for len(changes) > 0 {
+		res, err := r.batch(changes)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if res.Unknown != nil {
+			return errors.Join(append(errs, res.Unknown)...)
+		}
+		next := len(changes)
+		for i, e := range res.Errs {
+			if e != nil && !errors.Is(e, ipvsnl.ErrNotSent) {
+				errs = append(errs, fmt.Errorf("undo %s: %w", changes[i], e))
+			}
+			if errors.Is(e, ipvsnl.ErrNotSent) && i < next {
+				next = i
+			}
+		}
+		changes = changes[next:]
 	}
 	return errors.Join(errs...)
 }
 
-func (r *Reconciler) exec(op Op) error {
+// batch makes changes through the kernel's Batch when it has one, else one
+// call each, with the same result: it stops after the first failure.
+func (r *Reconciler) batch(changes []ipvsnl.Change) (ipvsnl.BatchResult, error) {
+	if b, ok := r.k.(Batcher); ok {
+		return b.Batch(changes)
+	}
+	res := ipvsnl.BatchResult{Errs: make([]error, len(changes))}
+	for i, c := range changes {
+		if err := applyChange(r.k, c); err != nil {
+			res.Errs[i] = err
+			for j := i + 1; j < len(changes); j++ {
+				res.Errs[j] = ipvsnl.ErrNotSent
+			}
+			break
+		}
+	}
+	return res, nil
+}
+
+// change is op as a kernel table change.
+func (op Op) change() ipvsnl.Change {
 	switch op.Kind {
 	case OpSetTimeouts:
-		return r.k.SetConfig(&mobyipvs.Config{TimeoutTCP: op.Timeouts.TCP, TimeoutTCPFin: op.Timeouts.TCPFin, TimeoutUDP: op.Timeouts.UDP})
+		return ipvsnl.Change{Cmd: ipvsnl.SetConfig, Config: &mobyipvs.Config{TimeoutTCP: op.Timeouts.TCP, TimeoutTCPFin: op.Timeouts.TCPFin, TimeoutUDP: op.Timeouts.UDP}}
 	case OpAddService:
-		return r.k.NewService(op.Svc.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.NewService, Service: op.Svc.toKernel()}
 	case OpUpdateService:
-		return r.k.UpdateService(op.Svc.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.SetService, Service: op.Svc.toKernel()}
 	case OpDelService:
-		return r.k.DelService(op.Svc.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.DelService, Service: op.Svc.toKernel()}
 	case OpAddDest:
-		return r.k.NewDestination(op.Svc.toKernel(), op.Dest.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.NewDest, Service: op.Svc.toKernel(), Dest: op.Dest.toKernel()}
 	case OpUpdateDest:
-		return r.k.UpdateDestination(op.Svc.toKernel(), op.Dest.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.SetDest, Service: op.Svc.toKernel(), Dest: op.Dest.toKernel()}
 	case OpDelDest:
-		return r.k.DelDestination(op.Svc.toKernel(), op.Prev.toKernel())
+		return ipvsnl.Change{Cmd: ipvsnl.DelDest, Service: op.Svc.toKernel(), Dest: op.Prev.toKernel()}
 	}
-	return fmt.Errorf("unknown op %d", op.Kind)
+	return ipvsnl.Change{} // Encode refuses it
+}
+
+// applyChange makes one change through the Kernel interface.
+func applyChange(k Kernel, c ipvsnl.Change) error {
+	switch c.Cmd {
+	case ipvsnl.SetConfig:
+		return k.SetConfig(c.Config)
+	case ipvsnl.NewService:
+		return k.NewService(c.Service)
+	case ipvsnl.SetService:
+		return k.UpdateService(c.Service)
+	case ipvsnl.DelService:
+		return k.DelService(c.Service)
+	case ipvsnl.NewDest:
+		return k.NewDestination(c.Service, c.Dest)
+	case ipvsnl.SetDest:
+		return k.UpdateDestination(c.Service, c.Dest)
+	case ipvsnl.DelDest:
+		return k.DelDestination(c.Service, c.Dest)
+	}
+	return fmt.Errorf("ipvs: %s is not a table change", c)
 }
 
 // Draining lists the destinations being drained with their deadlines.

@@ -172,9 +172,21 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 	if c["set-timeouts"] != 1 || c["update-service"] != 1 || c["add-service"] != 1 || c["del-service"] != 1 || c["drain"] != 1 || c["add-dest"] < 3 {
 		t.Fatalf("plan is not mixed enough to test rollback: %v\n%s", c, a.Plan)
 	}
+	// One change per call, and batches whose chunks go on past a failure
+	// (as the kernel runs a sendmsg's messages) and stop after it.
+	kernels := map[string]func(*fakeKernel) Kernel{
+		"one-call-each": func(k *fakeKernel) Kernel { return k },
+		"batches-of-3":  func(k *fakeKernel) Kernel { return &batchingFake{fakeKernel: k, chunk: 3} },
+	}
+	for name, wrap := range kernels {
+		t.Run(name, func(t *testing.T) { testRollbackAtEveryStep(t, wrap, n, testState, nextState) })
+	}
+}
+
+func testRollbackAtEveryStep(t *testing.T, wrap func(*fakeKernel) Kernel, n int, testState, nextState func() *State) {
 	for fail := 1; fail <= n; fail++ {
 		k := newFakeKernel()
-		r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
+		r := NewReconciler(wrap(k), quietLog(), Options{DrainTimeout: time.Minute})
 		if _, err := r.reconcile(testState()); err != nil {
 			t.Fatal(err)
 		}
