@@ -10,7 +10,7 @@ import (
 // Appliance is a client of every daemon's local API, as lbctl and mgmtd use
 // them.
 type Appliance struct {
-	LBD, VRRPD, Init *Client
+	LBD, VRRPD, Init, L7D *Client
 }
 
 // NewAppliance returns clients of the sockets in dir ("" = Dir).
@@ -19,6 +19,7 @@ func NewAppliance(dir string) *Appliance {
 		LBD:   NewClient(LBD, SocketPath(dir, LBD)),
 		VRRPD: NewClient(VRRPD, SocketPath(dir, VRRPD)),
 		Init:  NewClient(Init, SocketPath(dir, Init)),
+		L7D:   NewClient(L7D, SocketPath(dir, L7D)),
 	}
 }
 
@@ -122,4 +123,10 @@ func (a *Appliance) Log(ctx context.Context, since uint64, max int) (LogPage, er
 	var out LogPage
 	q := url.Values{"since": {fmt.Sprint(since)}, "max": {fmt.Sprint(max)}}
 	return out, a.Init.Get(ctx, PathLog+"?"+q.Encode(), &out)
+}
+
+// L7 lists the L7 proxy's virtual servers with their counters.
+func (a *Appliance) L7(ctx context.Context) ([]L7VirtualServer, error) {
+	var out []L7VirtualServer
+	return out, a.L7D.Get(ctx, PathL7, &out)
 }

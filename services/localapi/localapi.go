@@ -30,6 +30,7 @@ const (
 	LBD   = "lbd"
 	VRRPD = "vrrpd"
 	Init  = "init"
+	L7D   = "l7d"
 )
 
 // SocketPath is the socket of daemon name under dir ("" = Dir).

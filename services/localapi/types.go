@@ -254,3 +254,35 @@ type ConfigSyncPeer struct {
 	LastSeen   time.Time `json:"last_seen,omitempty"`
 	Error      string    `json:"error,omitempty"`
 }
+
+// PathL7 (l7d) lists the L7 virtual servers with their counters.
+const PathL7 = "/v1/l7" // GET []L7VirtualServer
+
+// L7VirtualServer is one http/https virtual server as the L7 proxy serves it.
+type L7VirtualServer struct {
+	Name    string `json:"name"`
+	Mode    string `json:"mode"`
+	Address string `json:"address"` // VIP:port
+	Pool    string `json:"pool"`
+	// Requests count answered requests by status class (1xx..5xx, other).
+	Requests     map[string]uint64 `json:"requests"`
+	BytesOut     uint64            `json:"bytes_out"`
+	BadCookies   uint64            `json:"bad_cookies"` // forged, expired or malformed
+	ConnsOpen    int               `json:"conns_open"`
+	ConnsEvicted uint64            `json:"conns_evicted"` // idle ones closed at the cap
+	ConnsRefused uint64            `json:"conns_refused"`
+	Members      []L7Member        `json:"members"`
+}
+
+// L7Member is one member of an L7 virtual server.
+type L7Member struct {
+	Pool     string `json:"pool"`
+	Member   string `json:"member"`  // as the config spells it
+	Address  string `json:"address"` // addr:port dialled
+	Weight   int    `json:"weight"`
+	Usable   bool   `json:"usable"` // healthy and enabled
+	Active   int64  `json:"active"` // requests in flight
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"` // failed to answer (502/504)
+	BytesOut uint64 `json:"bytes_out"`
+}

@@ -40,6 +40,10 @@ func Daemons() []Daemon {
 		// heartbeats from its main loop, so a hung vrrpd (still holding the
 		// VIPs while the backup takes them too) is killed within 3s.
 		{Name: "vrrpd", After: []string{"lbd"}, Watchdog: 3 * time.Second},
+		// The L7 proxy (mode http/https virtual servers): follows lbd's
+		// member health; listens with IP_FREEBIND, so it serves the VIPs as
+		// soon as vrrpd moves them here.
+		{Name: "l7d", After: []string{"lbd"}},
 		// The management API and syslog forwarding.
 		{Name: "mgmtd"},
 		// DHCP on the management NIC (exits 125 when not configured).

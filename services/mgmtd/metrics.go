@@ -70,6 +70,18 @@ var (
 	descConfigGeneration = prometheus.NewDesc("fulcrum_config_generation", "Generation of the running config (raised by every synced apply).", nil, nil)
 	descConfigSyncDrops  = prometheus.NewDesc("fulcrum_config_sync_dropped_total", "Config sync messages dropped, by reason (oversized, malformed, unauthenticated, stale, replayed, not_a_peer).", []string{"reason"}, nil)
 
+	l7Labels      = []string{"vs", "address"}
+	l7MemLabels   = []string{"vs", "pool", "member"}
+	descL7Reqs    = prometheus.NewDesc("fulcrum_l7_requests_total", "Requests the L7 virtual server answered, by status class.", append(l7Labels, "class"), nil)
+	descL7Bytes   = prometheus.NewDesc("fulcrum_l7_response_bytes_total", "Response body bytes the L7 virtual server sent.", l7Labels, nil)
+	descL7Conns   = prometheus.NewDesc("fulcrum_l7_connections", "Open client connections of the L7 virtual server.", l7Labels, nil)
+	descL7Evict   = prometheus.NewDesc("fulcrum_l7_connections_evicted_total", "Idle client connections closed at the connection cap.", l7Labels, nil)
+	descL7Cookies = prometheus.NewDesc("fulcrum_l7_bad_cookies_total", "Persistence cookies refused (forged, expired or malformed).", l7Labels, nil)
+	descL7MemReqs = prometheus.NewDesc("fulcrum_l7_member_requests_total", "Requests the L7 proxy sent to the member.", l7MemLabels, nil)
+	descL7MemErrs = prometheus.NewDesc("fulcrum_l7_member_errors_total", "Requests the member failed to answer (502/504).", l7MemLabels, nil)
+	descL7MemAct  = prometheus.NewDesc("fulcrum_l7_member_active_requests", "Requests in flight to the member.", l7MemLabels, nil)
+	descL7MemUp   = prometheus.NewDesc("fulcrum_l7_member_usable", "1 when the L7 proxy sends new requests to the member (healthy and enabled).", l7MemLabels, nil)
+
 	descScrapeError = prometheus.NewDesc("fulcrum_scrape_source_up", "1 when the source answered this scrape.", []string{"source"}, nil)
 )
 
@@ -78,7 +90,8 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError} {
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError,
+		descL7Reqs, descL7Bytes, descL7Conns, descL7Evict, descL7Cookies, descL7MemReqs, descL7MemErrs, descL7MemAct, descL7MemUp} {
 		ch <- d
 	}
 }
@@ -113,6 +126,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if cs, err := c.API.ConfigSync(ctx); source("config-sync", err) && cs.On {
 		e.configSync(cs)
+	}
+	if l7, err := c.API.L7(ctx); source("l7d", err) {
+		e.l7(l7)
 	}
 	if bonds, err := bondstat.Read(c.BondDir); source("bonds", err) {
 		e.bonds(bonds)
@@ -248,6 +264,27 @@ func (e emitter) bonds(bonds []bondstat.Bond) {
 		for _, m := range b.Members {
 			e.gauge(descBondMember, b2f(m.Up()), b.Name, m.Name)
 			e.counter(descBondLinkFails, float64(m.LinkFailures), b.Name, m.Name)
+		}
+	}
+}
+
+// l7 reports the L7 proxy's virtual servers and members.
+func (e emitter) l7(vss []localapi.L7VirtualServer) {
+	for _, v := range vss {
+		l := []string{v.Name, v.Address}
+		for class, n := range v.Requests {
+			e.counter(descL7Reqs, float64(n), append(l, class)...)
+		}
+		e.counter(descL7Bytes, float64(v.BytesOut), l...)
+		e.gauge(descL7Conns, float64(v.ConnsOpen), l...)
+		e.counter(descL7Evict, float64(v.ConnsEvicted), l...)
+		e.counter(descL7Cookies, float64(v.BadCookies), l...)
+		for _, m := range v.Members {
+			ml := []string{v.Name, m.Pool, m.Member}
+			e.counter(descL7MemReqs, float64(m.Requests), ml...)
+			e.counter(descL7MemErrs, float64(m.Errors), ml...)
+			e.gauge(descL7MemAct, float64(m.Active), ml...)
+			e.gauge(descL7MemUp, b2f(m.Usable), ml...)
 		}
 	}
 }
