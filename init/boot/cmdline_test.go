@@ -1,6 +1,10 @@
 package boot
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/fulcrum-lb/fulcrum/services/manifest"
+)
 
 func TestParseCmdline(t *testing.T) {
 	c := ParseCmdline(`console=ttyS0,115200 quiet fulcrum.config=/etc/fulcrum/lb2.yaml x="a b"` + "\n")
@@ -21,7 +25,7 @@ func TestServicesParamPicksManifestDaemons(t *testing.T) {
 		}
 		return out
 	}
-	if got := names("quiet"); len(got) != 4 || got[0] != "lbd" || got[1] != "vrrpd" {
+	if got := names("quiet"); len(got) != len(manifest.Daemons()) || got[0] != "lbd" || got[1] != "vrrpd" {
 		t.Errorf("without fulcrum.services: %v, want all manifest daemons, lbd first", got)
 	}
 	if got := names("fulcrum.services=vrrpd,lbd"); len(got) != 2 || got[0] != "lbd" || got[1] != "vrrpd" {

@@ -152,7 +152,10 @@ func (l *lab) proxy(t *testing.T, doc string) *Proxy {
 		return
 	}
 	p.Dial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = l.lb.Do(func() error { c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr); return err })
+		err = l.lb.Do(func() error {
+			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
 		return
 	}
 	if err := p.Apply(context.Background(), l.config(t, doc)); err != nil {
@@ -167,7 +170,10 @@ func (l *lab) proxy(t *testing.T, doc string) *Proxy {
 }
 
 func (l *lab) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
-	err = l.cl.Do(func() error { c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr); return err })
+	err = l.cl.Do(func() error {
+		c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
+		return err
+	})
 	return
 }
 
