@@ -338,6 +338,15 @@ func TestL7InNamespaces(t *testing.T) {
 				t.Errorf("%.30q: got %.60q, want %s", tc.raw, got, tc.want)
 			}
 		}
+		// no usable member: 503
+		a, _ := ParseMember("web", "198.51.100.11:8080")
+		b, _ := ParseMember("web", "198.51.100.12:8080")
+		p.SetHealth(map[config.MemberRef]bool{a: false, b: false})
+		resp, _ = get(t, c, base+"/")
+		p.SetHealth(map[config.MemberRef]bool{a: true, b: true})
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("every member down: %s, want 503", resp.Status)
+		}
 		// chunked body over the limit: 413 from the member path
 		conn, err := l.dial(context.Background(), "tcp", "203.0.113.100:80")
 		if err != nil {
