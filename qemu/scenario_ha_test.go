@@ -18,6 +18,11 @@ import (
 const (
 	nextConfig = "ha-next-lb%d.yaml" // node's boot config + virtual server web-new on 203.0.113.103
 	badConfig  = "ha-bad.yaml"       // lb1's next config with an unknown scheduler: fails validation
+	// syncConfig is lb1's next config with web-new on wrr; lb2 gets it only
+	// through config sync. peerBadConfig moves web-new to FullNAT with a
+	// local address pool only lb1 has: valid on lb1, refused by lb2.
+	syncConfig    = "ha-sync-lb1.yaml"
+	peerBadConfig = "ha-peer-refuses.yaml"
 )
 
 // preemptDelay is vrrp.preempt_delay in the HA configs.
@@ -66,10 +71,18 @@ func applyFiles(t *testing.T, cfg1, cfg2 []byte) map[string][]byte {
 	if bad == next1 {
 		t.Fatal("could not derive the bad config")
 	}
+	synced := strings.Replace(next1, "    scheduler: rr\n    persistence: {enabled: false}\n    pool: web\n\npools:", "    scheduler: wrr\n    persistence: {enabled: false}\n    pool: web\n\npools:", 1)
+	peerBad := strings.Replace(synced, "    vip: 203.0.113.103\n    port: \"80\"\n    mode: nat\n", "    vip: 203.0.113.103\n    port: \"80\"\n    mode: fullnat\n    local_address_pool: la1\n", 1)
+	peerBad = strings.Replace(peerBad, "  la: {addresses: [198.51.100.201-204]}\n", "  la: {addresses: [198.51.100.201-204]}\n  la1: {addresses: [198.51.100.209]}\n", 1)
+	if synced == next1 || strings.Count(peerBad, "la1") != 2 {
+		t.Fatal("could not derive the config sync configs")
+	}
 	return map[string][]byte{
 		fmt.Sprintf(nextConfig, 1): []byte(next1),
 		fmt.Sprintf(nextConfig, 2): []byte(withVS(t, cfg2, webNewVS)),
 		badConfig:                  []byte(bad),
+		syncConfig:                 []byte(synced),
+		peerBadConfig:              []byte(peerBad),
 	}
 }
 
@@ -287,6 +300,10 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("ConfigAppliedOnLb1RunsOnLb2AndOneLb2RefusesChangesNeither", func(t *testing.T) {
+		configSyncScenario(t, ha, configURL)
+	})
+
 	t.Run("ManualSwitchoverHandsTheVIPsToThePeerAndResumeTakesThemBack", func(t *testing.T) {
 		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 2*time.Minute)
 		t0 := time.Now()
@@ -357,6 +374,14 @@ func TestHAPairScenarios(t *testing.T) {
 		}
 		if held, err := ha.Holds(2, scenario.VIPNAT); err != nil || held {
 			t.Errorf("lb2 still holds %s after lb1 preempted (err %v)", scenario.VIPNAT, err)
+		}
+		// lb1 came back with its boot config, older than the applies the
+		// pair took meanwhile: config sync brings it up to date.
+		t0 := time.Now()
+		if err := waitAgree(ha, 30*time.Second); err != nil {
+			t.Error(err)
+		} else {
+			ha.Report.Add("config sync", "lb1 back with its older boot config → both nodes agree", "%.2f s after preemption", time.Since(t0).Seconds())
 		}
 	})
 
@@ -477,6 +502,92 @@ func checkFullNAT(t *testing.T, c *scenario.Client, vip string, local []string) 
 
 // applyConfig applies the config at url with the console CLI on node n; a
 // refused config is an error, with lbctl's output.
+// configState is what `lbctl show config` says of the nodes' configs.
+type configState struct {
+	gen   string
+	hash  string
+	agree bool
+}
+
+var (
+	configSelfRE  = regexp.MustCompile(`(?m)^# config: this node \S+ generation (\d+) hash (\w+)$`)
+	configAgreeRE = regexp.MustCompile(`(?m)^# config sync: the nodes (AGREE|DISAGREE)$`)
+)
+
+func showConfig(ha *scenario.HA, n int) (configState, error) {
+	out, err := ha.Run(n, "lbctl show config")
+	if err != nil {
+		return configState{}, fmt.Errorf("lbctl show config on lb%d: %v\n%s", n, err, out)
+	}
+	m, a := configSelfRE.FindStringSubmatch(out), configAgreeRE.FindStringSubmatch(out)
+	if m == nil || a == nil {
+		return configState{}, fmt.Errorf("lbctl show config on lb%d does not say the generation, hash and agreement:\n%s", n, out)
+	}
+	return configState{gen: m[1], hash: m[2], agree: a[1] == "AGREE"}, nil
+}
+
+// waitAgree waits until both nodes say they agree on the same hash.
+func waitAgree(ha *scenario.HA, timeout time.Duration) error {
+	var last string
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(time.Second) {
+		s1, err1 := showConfig(ha, 1)
+		s2, err2 := showConfig(ha, 2)
+		if err1 == nil && err2 == nil && s1.agree && s2.agree && s1.hash == s2.hash && s1.gen == s2.gen {
+			return nil
+		}
+		last = fmt.Sprintf("lb1 %+v %v, lb2 %+v %v", s1, err1, s2, err2)
+	}
+	return fmt.Errorf("the nodes do not agree on the config after %v: %s", timeout, last)
+}
+
+// configSyncScenario: an apply on lb1 alone runs on lb2 too (same hash,
+// web-new on wrr in lb2's IPVS table); a config lb2 refuses is refused on
+// lb1 and changes neither node's IPVS table or config hash.
+func configSyncScenario(t *testing.T, ha *scenario.HA, configURL string) {
+	if err := waitAgree(ha, 20*time.Second); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	before, _ := showConfig(ha, 1)
+	t0 := time.Now()
+	out, err := applyConfig(ha, 1, configURL+"/"+syncConfig)
+	if err != nil || !strings.Contains(out, "192.0.2.2") {
+		t.Fatalf("lbctl config apply on lb1: %v\n%s", err, out)
+	}
+	ha.Report.Add("config sync", "apply on lb1, both nodes (two-phase) → lbctl returns", "%.2f s", time.Since(t0).Seconds())
+	s1, err1 := showConfig(ha, 1)
+	s2, err2 := showConfig(ha, 2)
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if s1.hash != s2.hash || s1.gen != s2.gen || s1.hash == before.hash || !s1.agree || !s2.agree {
+		t.Fatalf("after the apply on lb1: lb1 %+v, lb2 %+v (before %+v)", s1, s2, before)
+	}
+	// web-new 203.0.113.103:80 is CB007167:0050 in /proc/net/ip_vs
+	wrr := regexp.MustCompile(`TCP\s+CB007167:0050\s+wrr`)
+	var tables [3]string
+	for _, n := range []int{1, 2} {
+		tables[n], err = ha.Run(n, "cat /proc/net/ip_vs")
+		if err != nil || !wrr.MatchString(tables[n]) {
+			t.Fatalf("lb%d does not run web-new with wrr after the apply on lb1 (%v):\n%s", n, err, tables[n])
+		}
+	}
+	out, err = applyConfig(ha, 1, configURL+"/"+peerBadConfig)
+	if err == nil || !strings.Contains(out, "refused") || !strings.Contains(out, "local_address_pool") {
+		t.Fatalf("a config lb2 refuses: %v\n%s", err, out)
+	}
+	for _, n := range []int{1, 2} {
+		after, err := ha.Run(n, "cat /proc/net/ip_vs")
+		if err != nil || ipvsLines(after) != ipvsLines(tables[n]) {
+			t.Errorf("lb%d's IPVS table changed by a config lb2 refused (%v):\nbefore:\n%s\nafter:\n%s", n, err, tables[n], after)
+		}
+	}
+	a1, _ := showConfig(ha, 1)
+	a2, _ := showConfig(ha, 2)
+	if a1 != s1 || a2 != s2 {
+		t.Errorf("a refused config changed the config state: lb1 %+v → %+v, lb2 %+v → %+v", s1, a1, s2, a2)
+	}
+}
+
 func applyConfig(ha *scenario.HA, n int, url string) (string, error) {
 	return ha.Run(n, "lbctl config apply "+url)
 }
