@@ -19,6 +19,11 @@ import (
 func TestMetricsShowConfigAgreement(t *testing.T) {
 	dir := t.TempDir()
 	mux := http.NewServeMux()
+	var forced []string
+	localapi.Route(mux, "POST", localapi.PathConfigApply, func(w http.ResponseWriter, r *http.Request) {
+		forced = append(forced, r.URL.Query().Get(localapi.ForceLocal))
+		localapi.WriteJSON(w, 200, localapi.ConfigResult{OK: true, Message: "applied"})
+	})
 	localapi.Route(mux, "GET", localapi.PathConfigSync, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, 200, localapi.ConfigSync{On: true, Self: "192.0.2.1", Generation: 7, Hash: "aa",
 			Peers:   []localapi.ConfigSyncPeer{{Address: "192.0.2.2", Reachable: true, Generation: 6, Hash: "bb"}},
@@ -73,5 +78,23 @@ func TestMetricsShowConfigAgreement(t *testing.T) {
 	}
 	if drops["replayed"] != 3 || len(drops) != 2 {
 		t.Errorf("drops %v", drops)
+	}
+
+	// The API: GET /config/sync, and apply passes ?force_local=true on
+	// (and only when asked).
+	do := func(method, path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, path, bytes.NewReader([]byte("version: 1\n")))
+		r.Header.Set("Authorization", "Bearer 0123456789abcdef-token")
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, r)
+		return w
+	}
+	if w := do("GET", Prefix+"/config/sync"); w.Code != 200 || !bytes.Contains(w.Body.Bytes(), []byte(`"generation": 7`)) {
+		t.Errorf("GET /config/sync: %d %s", w.Code, w.Body.String())
+	}
+	do("POST", Prefix+"/config/apply")
+	do("POST", Prefix+"/config/apply?force_local=true")
+	if len(forced) != 2 || forced[0] != "" || forced[1] != "true" {
+		t.Errorf("force_local passed to lbd as %q", forced)
 	}
 }
