@@ -94,9 +94,10 @@ type Options struct {
 	Key   []byte
 	Port  int // default Port
 	// Interval between hellos (default 2 s); Timeout bounds one exchange
-	// (default 5 s); PrepareTTL is how long a peer holds a prepared
-	// config without a commit (default 15 s).
-	Interval, Timeout, PrepareTTL time.Duration
+	// (default 5 s); CommitTimeout bounds a commit, which waits for the
+	// peer's apply (default 60 s); PrepareTTL is how long a peer holds a
+	// prepared config without a commit (default 15 s).
+	Interval, Timeout, CommitTimeout, PrepareTTL time.Duration
 	Local                         Local
 	Log                           logrus.FieldLogger
 	// Now is the clock (default time.Now).
@@ -142,6 +143,10 @@ type Node struct {
 	c    *codec
 	busy chan struct{} // held for one transaction at a time
 
+	// commitMu is held while a peer's commit applies, so an undo for it
+	// waits for its outcome.
+	commitMu sync.Mutex
+
 	mu          sync.Mutex
 	peers       map[netip.Addr]*PeerStatus
 	pending     *txn // prepared for a peer, awaiting commit
@@ -179,6 +184,9 @@ func New(o Options) (*Node, error) {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Second
+	}
+	if o.CommitTimeout == 0 {
+		o.CommitTimeout = 60 * time.Second
 	}
 	if o.PrepareTTL == 0 {
 		o.PrepareTTL = 15 * time.Second
@@ -283,6 +291,7 @@ func (n *Node) serve(conn net.Conn) {
 		return
 	}
 	reply := n.dispatch(m)
+	conn.SetWriteDeadline(time.Now().Add(n.o.Timeout)) // a commit may have taken longer than the request's deadline
 	reply.Kind, reply.Re = KindReply, m.Nonce
 	frame, _, err := n.c.seal(reply, m.From)
 	if err != nil {
@@ -394,6 +403,8 @@ func (n *Node) take(id string, from netip.Addr) *txn {
 }
 
 func (n *Node) commit(m Message) Message {
+	n.commitMu.Lock()
+	defer n.commitMu.Unlock()
 	t := n.take(m.Txn, m.From)
 	if t == nil {
 		return Message{Error: "no prepared config for this transaction (expired or aborted); nothing changed"}
@@ -420,6 +431,8 @@ func (n *Node) abort(m Message) Message {
 
 func (n *Node) undo(m Message) Message {
 	n.abort(m) // a commit that never arrived
+	n.commitMu.Lock() // a commit still applying: wait for its outcome
+	defer n.commitMu.Unlock()
 	n.mu.Lock()
 	t := n.committed
 	if t != nil && t.id == m.Txn && t.from == m.From {
@@ -439,8 +452,13 @@ func (n *Node) undo(m Message) Message {
 	return Message{OK: true}
 }
 
-// exchange sends m to peer and returns its reply.
+// exchange sends m to peer and returns its reply (within Timeout, or
+// CommitTimeout for a commit or undo, which wait for the peer's apply).
 func (n *Node) exchange(ctx context.Context, peer netip.Addr, m Message) (Message, error) {
+	timeout := n.o.Timeout
+	if m.Kind == KindCommit || m.Kind == KindUndo {
+		timeout = n.o.CommitTimeout
+	}
 	frame, nonce, err := n.c.seal(m, peer)
 	if err != nil {
 		return Message{}, err
@@ -452,7 +470,7 @@ func (n *Node) exchange(ctx context.Context, peer netip.Addr, m Message) (Messag
 		return Message{}, err
 	}
 	defer conn.Close()
-	deadline := time.Now().Add(n.o.Timeout)
+	deadline := time.Now().Add(timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}

@@ -24,6 +24,7 @@ type fakeLocal struct {
 	prev       []State
 	failCommit bool
 	commits    int
+	delay      time.Duration // each commit takes this long
 }
 
 type fakePlan struct{ cluster []byte }
@@ -56,6 +57,7 @@ func (f *fakeLocal) Prepare(cluster []byte) (Plan, error) {
 func (f *fakeLocal) Commit(p Plan, gen uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	time.Sleep(f.delay)
 	if f.failCommit {
 		f.failCommit = false
 		return errors.New("kernel said no; running state unchanged")
@@ -329,5 +331,20 @@ func TestPreparedExpires(t *testing.T) {
 	}
 	if b := p.lb.get(); b.Hash != hashOf([]byte("pools: {z: 1}\n")) {
 		t.Errorf("expired transaction committed")
+	}
+}
+
+// A peer whose apply takes longer than an exchange's Timeout still
+// answers its commit (the commit has its own, longer timeout), so a slow
+// apply is not mistaken for a failure and undone.
+func TestSlowPeerCommitStillAgrees(t *testing.T) {
+	lb := newLocal("pools: {web: 1}\n")
+	lb.delay = 1500 * time.Millisecond // Timeout is 1 s
+	p := newPairWith(t, true, newLocal("pools: {web: 1}\n"), lb)
+	if _, err := p.a.Apply(p.ctx, fakePlan{cluster: []byte("pools: {web: 2}\n")}, false); err != nil {
+		t.Fatalf("slow peer: %v", err)
+	}
+	if a, b := p.la.get(), p.lb.get(); a.Generation != 1 || b.Generation != 1 || a.Hash != b.Hash {
+		t.Fatalf("after a slow commit: a %d %s b %d %s", a.Generation, short(a.Hash), b.Generation, short(b.Hash))
 	}
 }
