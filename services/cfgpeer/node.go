@@ -98,8 +98,8 @@ type Options struct {
 	// peer's apply (default 60 s); PrepareTTL is how long a peer holds a
 	// prepared config without a commit (default 15 s).
 	Interval, Timeout, CommitTimeout, PrepareTTL time.Duration
-	Local                         Local
-	Log                           logrus.FieldLogger
+	Local                                        Local
+	Log                                          logrus.FieldLogger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Dial opens a connection to addr (default: TCP from Self; tests
@@ -430,7 +430,7 @@ func (n *Node) abort(m Message) Message {
 }
 
 func (n *Node) undo(m Message) Message {
-	n.abort(m) // a commit that never arrived
+	n.abort(m)        // a commit that never arrived
 	n.commitMu.Lock() // a commit still applying: wait for its outcome
 	defer n.commitMu.Unlock()
 	n.mu.Lock()
