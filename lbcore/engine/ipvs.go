@@ -16,12 +16,33 @@ import (
 // deletes it at once instead of draining it (a dead server has nothing to
 // finish).
 func IPVS(cfg *config.Config, ov Overrides, h Health) (*ipvs.State, error) {
-	st := ipvs.NewState()
+	st, err := services(cfg, ov, h, nil)
+	if err != nil {
+		return nil, err
+	}
 	st.Timeouts = &ipvs.Timeouts{TCP: cfg.IPVSTimeouts.TCP.D(), TCPFin: cfg.IPVSTimeouts.TCPFin.D(), UDP: cfg.IPVSTimeouts.UDP.D()}
+	return st, nil
+}
+
+// IPVSOfPools is the part of IPVS that members of pools decide: the
+// services of the virtual servers balancing to them, and no timeouts (what
+// a health transition in those pools can change; ipvs.Reconciler's
+// ApplyServices applies it and leaves every other service alone).
+func IPVSOfPools(cfg *config.Config, ov Overrides, h Health, pools map[string]bool) (*ipvs.State, error) {
+	return services(cfg, ov, h, pools)
+}
+
+// services builds the IPVS services of cfg's L4 virtual servers (only those
+// balancing to pools, when pools is not nil).
+func services(cfg *config.Config, ov Overrides, h Health, pools map[string]bool) (*ipvs.State, error) {
+	st := ipvs.NewState()
 	for i := range cfg.VirtualServers {
 		vs := &cfg.VirtualServers[i]
 		if vs.Mode.L7() {
 			continue // served by the L7 proxy (l7d), not IPVS
+		}
+		if pools != nil && !pools[vs.Pool] {
+			continue
 		}
 		s, err := service(cfg, vs, ov, h, st)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"github.com/sirupsen/logrus"
 )
@@ -67,6 +68,18 @@ type Controller struct {
 	applies     uint64    // health-triggered applies that changed the kernel
 	adopting    bool      // IPVS left as the previous daemon left it (adopt.go)
 	adoptUntil  time.Time // the hold ends by then at the latest
+	// Health transitions not applied yet: the pools they are in, or all
+	// (a member of no known pool, a failed apply).
+	memberPool   map[string]string // member id -> pool, of the running config
+	pendingPools map[string]bool
+	pendingAll   bool
+}
+
+// PartialIPVS is an IPVS stage that can apply some services and leave
+// the others alone (an *ipvs.Reconciler): a health transition then costs
+// the pools it is in, not the whole table.
+type PartialIPVS interface {
+	ApplyServices(context.Context, *ipvs.State) (stage.Change, error)
 }
 
 // NewController returns a controller over a and h (h may be nil).
@@ -83,8 +96,41 @@ func (c *Controller) SetHealth(h HealthChecker) { c.h = h }
 func (c *Controller) OnTransition(ev health.Event) {
 	c.mu.Lock()
 	c.transitions++
+	if pool, ok := c.memberPool[ev.Member]; ok {
+		if c.pendingPools == nil {
+			c.pendingPools = map[string]bool{}
+		}
+		c.pendingPools[pool] = true
+	} else {
+		c.pendingAll = true
+	}
 	c.mu.Unlock()
 	c.poke()
+}
+
+// takePending returns and clears the pools with unapplied transitions
+// (all: apply every pool).
+func (c *Controller) takePending() (pools map[string]bool, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pools, all = c.pendingPools, c.pendingAll
+	c.pendingPools, c.pendingAll = nil, false
+	return pools, all
+}
+
+// memberPools maps each member's id (as the health checker knows it) to its
+// pool.
+func memberPools(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for name, pool := range cfg.Pools {
+		if pool == nil {
+			continue
+		}
+		for i := range pool.Members {
+			out[pool.Members[i].Ref(name).String()] = name
+		}
+	}
+	return out
 }
 
 func (c *Controller) poke() {
@@ -250,6 +296,7 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 		if res, err = c.a.Apply(ctx, d); err == nil {
 			c.mu.Lock()
 			c.cfg, c.ov, c.path, c.appliedAt = cfg, ov, path, time.Now()
+			c.memberPool = memberPools(cfg)
 			c.mu.Unlock()
 			plan := ipvsPlan(res)
 			c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
@@ -271,16 +318,49 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 	return err
 }
 
-// applyHealth re-applies the running config's IPVS side with the members'
-// current health: what a health transition changes. While an adopted table
-// is held it does nothing (the hold's own poll ends it).
+// applyHealth re-applies what the pending health transitions change: the
+// services of their pools when the IPVS stage can apply part of the table,
+// else the whole IPVS side. While an adopted table is held it does nothing
+// (the hold's own poll ends it). A failed apply leaves every pool pending.
 func (c *Controller) applyHealth(ctx context.Context) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	if adopting, _ := c.Adopting(); adopting {
 		return nil
 	}
-	return c.applyIPVSLocked(ctx)
+	pools, all := c.takePending()
+	partial, ok := c.a.IPVS.(PartialIPVS)
+	var err error
+	if all || !ok {
+		err = c.applyIPVSLocked(ctx)
+	} else {
+		err = c.applyPoolsLocked(ctx, partial, pools)
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.pendingAll = true
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// applyPoolsLocked applies the IPVS services of pools (applyMu held).
+func (c *Controller) applyPoolsLocked(ctx context.Context, partial PartialIPVS, pools map[string]bool) error {
+	cfg, ov := c.Running()
+	if cfg == nil || len(pools) == 0 {
+		return nil
+	}
+	start := time.Now()
+	st, err := engine.IPVSOfPools(cfg, ov, c.healthOf(), pools)
+	if err != nil {
+		return fmt.Errorf("health apply: %w", err)
+	}
+	ch, err := partial.ApplyServices(ctx, st)
+	if err != nil {
+		return fmt.Errorf("health apply: %w", err)
+	}
+	c.noteHealthApply(ch, start, len(st.Services))
+	return nil
 }
 
 // applyIPVSLocked applies the running config's IPVS side (applyMu held).
@@ -298,14 +378,19 @@ func (c *Controller) applyIPVSLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("health apply: %w", err)
 	}
-	if ch.Summary != "" {
-		c.mu.Lock()
-		c.applies++
-		c.mu.Unlock()
-		c.log.WithFields(logrus.Fields{"changes": ch.Summary, "took": time.Since(start).Round(time.Microsecond)}).
-			Info("health: pool membership re-applied")
-	}
+	c.noteHealthApply(ch, start, len(st.Services))
 	return nil
+}
+
+func (c *Controller) noteHealthApply(ch stage.Change, start time.Time, services int) {
+	if ch.Summary == "" {
+		return
+	}
+	c.mu.Lock()
+	c.applies++
+	c.mu.Unlock()
+	c.log.WithFields(logrus.Fields{"changes": ch.Summary, "services": services, "took": time.Since(start).Round(time.Microsecond)}).
+		Info("health: pool membership re-applied")
 }
 
 func (c *Controller) recordErr(err error) {

@@ -331,3 +331,78 @@ func TestControllerReadyAfterTheFirstApplyOnly(t *testing.T) {
 		}
 	}
 }
+
+// partialIPVS is a countingIPVS that can also apply part of the table.
+type partialIPVS struct {
+	countingIPVS
+	partial     []*ipvs.State
+	failPartial int
+}
+
+func (p *partialIPVS) ApplyServices(_ context.Context, st *ipvs.State) (stage.Change, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failPartial > 0 {
+		p.failPartial--
+		return stage.Change{}, errors.New("injected partial failure")
+	}
+	p.partial = append(p.partial, st)
+	return stage.Change{Summary: "1 changes", Detail: &ipvs.Plan{Ops: []ipvs.Op{{Kind: ipvs.OpUpdateDest}}}}, nil
+}
+
+func (p *partialIPVS) partials() []*ipvs.State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*ipvs.State(nil), p.partial...)
+}
+
+// TestHealthTransitionAppliesOnlyItsPool: with an IPVS stage that can
+// apply part of the table, a transition of a web member hands over web's
+// service only (no timeouts, not the other VS); a transition of a member
+// the controller does not know, and the retry after a failed partial
+// apply, apply the whole table.
+func TestHealthTransitionAppliesOnlyItsPool(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{}}
+	ip := &partialIPVS{}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cfgHealth), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := NewController(&Applier{IPVS: ip, NAT: &fakeNAT{}, Log: quiet()}, h, quiet())
+	c.Debounce, c.RetryAfter = 20*time.Millisecond, 20*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, path, config.Load, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	h.set("web/198.51.100.11:0", health.StateUp)
+	c.OnTransition(health.Event{Member: "web/198.51.100.11:0"})
+	waitUntil(t, "partial apply", func() bool { return len(ip.partials()) == 1 })
+	part := ip.partials()[0]
+	if len(part.Services) != 1 || part.Timeouts != nil {
+		t.Fatalf("partial state: %d services, timeouts %v; want web's service only", len(part.Services), part.Timeouts)
+	}
+	for k, s := range part.Services {
+		if k.Addr.String() != "203.0.113.100" || len(s.Dests) != 1 {
+			t.Fatalf("partial state has %s with %d members", k, len(s.Dests))
+		}
+	}
+	if ip.n() != 1 {
+		t.Fatalf("a pool's transition also applied the whole table (%d applies)", ip.n())
+	}
+	c.OnTransition(health.Event{Member: "nowhere/198.51.100.99:80"})
+	waitUntil(t, "full apply for an unknown member", func() bool { return ip.n() == 2 })
+	ip.mu.Lock()
+	ip.failPartial = 1
+	ip.mu.Unlock()
+	c.OnTransition(health.Event{Member: "web/198.51.100.12:8080"})
+	waitUntil(t, "full apply after a failed partial one", func() bool { return ip.n() == 3 })
+	if n := len(ip.partials()); n != 1 {
+		t.Fatalf("%d partial applies, want only the first", n)
+	}
+}

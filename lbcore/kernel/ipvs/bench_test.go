@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -53,6 +54,7 @@ func restoreText(st *ipvs.State) string {
 type benchResult struct {
 	cold, change, remove, noop time.Duration
 	changeFull                 time.Duration // one-member change reading the whole table
+	transitionCPU, transition  time.Duration // per health transition (ApplyServices of its pool's service)
 	ops                        int
 }
 
@@ -108,6 +110,7 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		t.Fatalf("no-op apply: %v %v", err, a)
 	}
 	r.noop = time.Since(start)
+	r.transitionCPU, r.transition = healthTransitions(t, rec, st, 100)
 	// The same change undone by a reconciler that reads everything each time.
 	full := ipvs.NewReconciler(h, discard(), ipvs.Options{DrainTimeout: time.Minute, FullReadEvery: time.Nanosecond})
 	for _, s := range st.SortedServices()[:1] {
@@ -122,6 +125,42 @@ func runBench(t testing.TB, ns *testkit.NS, nVS, nDest int) benchResult {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// healthTransitions hands the reconciler n health transitions the way
+// lbapply's controller does (one member of one service down, then up
+// again: that service alone, through ApplyServices) and returns the mean
+// process CPU time and wall time of each. CPU comes from getrusage, whose
+// resolution is the scheduler tick: hence the mean over many.
+func healthTransitions(t testing.TB, rec *ipvs.Reconciler, st *ipvs.State, n int) (cpu, wall time.Duration) {
+	svc := st.SortedServices()[2]
+	member := svc.SortedDests()[3]
+	cpuNow := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0, start := cpuNow(), time.Now()
+	for i := range n {
+		part := &ipvs.State{Services: map[ipvs.ServiceKey]*ipvs.Service{}}
+		s := *svc
+		s.Dests = maps.Clone(svc.Dests)
+		if i%2 == 0 {
+			delete(s.Dests, member.Key)
+			part.Unhealthy = map[ipvs.DrainRef]bool{{Service: svc.Key, Dest: member.Key}: true}
+		}
+		part.Services[s.Key] = &s
+		c, err := rec.ApplyServices(context.Background(), part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := c.Detail.(*ipvs.Plan); len(p.Ops) != 1 {
+			t.Fatalf("transition %d planned %s", i, p)
+		}
+	}
+	return (cpuNow() - c0) / time.Duration(n), time.Since(start) / time.Duration(n)
 }
 
 // BenchmarkApply1000x10 applies 1000 VS x 10 members cold, then a
@@ -193,6 +232,8 @@ func TestGuestBenchReport(t *testing.T) {
 	row("one-member weight change on top (diff from memory + 1 batched change)", change, "one `ipvsadm -e` process", ref.edit, "≤ 1×")
 	row("one-member removal (health-down: deleted at once)", remove, "one `ipvsadm -d` process", ref.del, "≤ 1×")
 	row("no-op re-apply (diff from memory, nothing sent)", noop, "20 ms (absolute target)", 20*time.Millisecond, "≤ 1×")
+	row("health transition to the kernel, CPU (its pool's service only, from memory; mean of 100)", med(func(r benchResult) time.Duration { return r.transitionCPU }), "1 ms CPU (absolute target)", time.Millisecond, "≤ 1×")
+	row("health transition to the kernel, wall (same)", med(func(r benchResult) time.Duration { return r.transition }), "one `ipvsadm -d` process", ref.del, "–")
 	row("one-member change reading the whole table first (what `Verify` costs, off the apply path)", med(func(r benchResult) time.Duration { return r.changeFull }), "`ipvsadm -R`", ref.restore, "–")
 	if ref.script > 0 {
 		fmt.Fprintf(&b, "\nipvsadm-restore (bash + grep + ipvsadm -C + ipvsadm -R, processes included): %s.\n", ref.script.Round(time.Millisecond))

@@ -22,7 +22,7 @@ func (r *Reconciler) current() (*State, bool, error) {
 		return st, false, err
 	}
 	r.stats.FromMemory++
-	return &State{Services: maps.Clone(r.last.Services), Timeouts: r.last.Timeouts}, true, nil
+	return r.last, true, nil // read-only until afterPlan updates it in place
 }
 
 func (r *Reconciler) fullRead(now time.Time) (*State, error) {
@@ -94,10 +94,14 @@ func (r *Reconciler) Stats() ReadStats {
 }
 
 // afterPlan is actual with plan applied: the kernel table once the plan
-// succeeded. It copies what it changes and never aliases the desired state
+// succeeded. It updates actual's service map in place (actual is the
+// reconciler's own memory or a fresh read: no one else holds it; copying
+// a map of thousands of services per health transition was most of its
+// cost) but copies every service it changes, since the plan's ops (undo)
+// still point at the old ones, and never aliases the desired state
 // (callers may edit theirs later).
 func afterPlan(actual *State, plan *Plan) *State {
-	st := &State{Services: maps.Clone(actual.Services), Timeouts: actual.Timeouts}
+	st := actual
 	own := map[ServiceKey]bool{} // services already copied in st
 	mut := func(k ServiceKey) *Service {
 		s := st.Services[k]
@@ -158,6 +162,5 @@ func (r *Reconciler) forgetDest(sk ServiceKey, dk DestKey) {
 	c := *s
 	c.Dests = maps.Clone(s.Dests)
 	delete(c.Dests, dk)
-	r.last.Services = maps.Clone(r.last.Services)
 	r.last.Services[sk] = &c
 }

@@ -16,7 +16,7 @@ func TestApplyFromMemoryReadsNothing(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute, Clock: clk})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	if k.destReads != 0 || r.Stats().Full != 1 {
@@ -25,7 +25,7 @@ func TestApplyFromMemoryReadsNothing(t *testing.T) {
 	k.serviceReads, k.destReads = 0, 0
 	changed := withWeight(5)
 	want := withWeight(5)
-	a, err := r.reconcile(want)
+	a, err := r.reconcile(want, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestApplyFromMemoryReadsNothing(t *testing.T) {
 	// The caller editing its desired state afterwards must not change the
 	// reconciler's memory: the same config again is a no-op.
 	want.Services[svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)].Dests[dk("198.51.100.12", 8080)].Weight = 99
-	if a, err := r.reconcile(changed); err != nil || !a.Plan.Empty() {
+	if a, err := r.reconcile(changed, false); err != nil || !a.Plan.Empty() {
 		t.Fatalf("re-apply: %v %v", err, a.Plan)
 	}
 	got, _ := r.Read()
@@ -56,7 +56,7 @@ func TestVerifyRestoresOutsideChanges(t *testing.T) {
 	if p, err := r.Verify(); p != nil || err != nil {
 		t.Fatalf("verify before any apply: %v %v", p, err)
 	}
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	stray := &mobyipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: netip.MustParseAddr("203.0.113.140").AsSlice(), Port: 9, SchedName: "rr"}
@@ -65,7 +65,7 @@ func TestVerifyRestoresOutsideChanges(t *testing.T) {
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	k.svcs[web].dests[dk("198.51.100.11", 8080)].Weight = 42
-	if a, err := r.reconcile(testState()); err != nil || !a.Plan.Empty() {
+	if a, err := r.reconcile(testState(), false); err != nil || !a.Plan.Empty() {
 		t.Fatalf("apply from memory: %v %s", err, a.Plan)
 	}
 	p, err := r.Verify()
@@ -90,12 +90,12 @@ func TestVerifyRestoresOutsideChanges(t *testing.T) {
 func TestRefusedPlanRetriedOnFullRead(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	delete(k.svcs, web)
-	a, err := r.reconcile(withWeight(5))
+	a, err := r.reconcile(withWeight(5), false)
 	if err != nil {
 		t.Fatalf("apply after an outside delete: %v", err)
 	}
@@ -116,17 +116,17 @@ func TestRefusedPlanRetriedOnFullRead(t *testing.T) {
 func TestFailedApplyForgetsTheTable(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	k.failAt = k.n + 1
 	changed := withWeight(3)
-	if _, err := r.reconcile(changed); err == nil {
+	if _, err := r.reconcile(changed, false); err == nil {
 		t.Fatal("injected failure not reported")
 	}
 	k.failAt = 0
 	full := r.Stats().Full
-	if _, err := r.reconcile(changed); err != nil {
+	if _, err := r.reconcile(changed, false); err != nil {
 		t.Fatal(err)
 	}
 	if r.Stats().Full != full+1 {
@@ -139,12 +139,12 @@ func TestFailedApplyForgetsTheTable(t *testing.T) {
 func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	down := without11()
 	down.Unhealthy = map[DrainRef]bool{{Service: webKey, Dest: dk("198.51.100.11", 8080)}: true}
-	a, err := r.reconcile(down)
+	a, err := r.reconcile(down, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestUnhealthyMemberDeletedAtOnce(t *testing.T) {
 		t.Fatal("health-down member still in the kernel")
 	}
 	// Back up: added again.
-	a, err = r.reconcile(testState())
+	a, err = r.reconcile(testState(), false)
 	if err != nil || len(a.Plan.Ops) != 1 || a.Plan.Ops[0].Kind != OpAddDest {
 		t.Fatalf("member back up: %v %s", err, a.Plan)
 	}

@@ -1,8 +1,11 @@
 package ipvs
 
 import (
+	"context"
+	"maps"
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,6 +57,33 @@ func TestDiffOrdersTouchedServices(t *testing.T) {
 			if got := op.Svc.Key.String() + " " + op.Dest.Key.String(); got != expect[i] {
 				t.Fatalf("op %d is %s, want %s", i, got, expect[i])
 			}
+		}
+	}
+}
+
+// BenchmarkHealthTransition1000x10 is a health transition's reconciler
+// cost over 1000 VS x 10 members (fake kernel: no syscalls): one member of
+// one service down or up, that service alone through ApplyServices.
+func BenchmarkHealthTransition1000x10(b *testing.B) {
+	full := table(1000, 10)
+	r := NewReconciler(newFakeKernel(), quietLog(), Options{DrainTimeout: time.Minute})
+	if _, err := r.Apply(context.Background(), full); err != nil {
+		b.Fatal(err)
+	}
+	svc := full.SortedServices()[2]
+	member := svc.SortedDests()[3]
+	i := 0
+	for b.Loop() {
+		s := *svc
+		s.Dests = maps.Clone(svc.Dests)
+		part := &State{Services: map[ServiceKey]*Service{s.Key: &s}}
+		if i%2 == 0 {
+			delete(s.Dests, member.Key)
+			part.Unhealthy = map[DrainRef]bool{{Service: svc.Key, Dest: member.Key}: true}
+		}
+		i++
+		if _, err := r.ApplyServices(context.Background(), part); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -190,7 +190,20 @@ type applied struct {
 // Apply makes the kernel's IPVS table match desired (the stage contract:
 // Detail is the *Plan, Undo reverts it).
 func (r *Reconciler) Apply(_ context.Context, desired *State) (stage.Change, error) {
-	a, err := r.reconcile(desired)
+	return r.change(desired, false)
+}
+
+// ApplyServices makes the services part lists match part and leaves every
+// other service, and the timeouts, as they are: what a health transition
+// changes, planned over those services only (from memory, a few
+// microseconds for a one-member change in a table of thousands). Same
+// contract as Apply otherwise.
+func (r *Reconciler) ApplyServices(_ context.Context, part *State) (stage.Change, error) {
+	return r.change(part, true)
+}
+
+func (r *Reconciler) change(desired *State, partial bool) (stage.Change, error) {
+	a, err := r.reconcile(desired, partial)
 	if err != nil {
 		return stage.Change{}, err
 	}
@@ -218,16 +231,16 @@ func (a *applied) undoAll() error {
 // error says what failed (and whether the undo failed too). A plan made
 // against the remembered table that the kernel refuses is made again once
 // against a full read: the table was changed behind our back.
-func (r *Reconciler) reconcile(desired *State) (*applied, error) {
+func (r *Reconciler) reconcile(desired *State, partial bool) (*applied, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a, fromMemory, err := r.reconcileOnce(desired)
+	a, fromMemory, err := r.reconcileOnce(desired, partial)
 	if err == nil || !fromMemory || !outdatedMemory(err) {
 		return a, err
 	}
 	r.stats.Retries++
 	r.log.WithError(err).Warn("ipvs: the kernel refused a plan made against the table the last apply left; reading it in full and trying again")
-	a, _, err = r.reconcileOnce(desired)
+	a, _, err = r.reconcileOnce(desired, partial)
 	return a, err
 }
 
@@ -238,13 +251,24 @@ func outdatedMemory(err error) bool {
 	return errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT)
 }
 
-func (r *Reconciler) reconcileOnce(desired *State) (*applied, bool, error) {
+// reconcileOnce plans desired against the kernel table (only the services
+// desired lists when partial) and makes the plan.
+func (r *Reconciler) reconcileOnce(desired *State, partial bool) (*applied, bool, error) {
 	actual, fromMemory, err := r.current()
 	if err != nil {
 		r.last = nil
 		return nil, false, err
 	}
-	plan := Diff(desired, actual, DiffOptions{Drain: r.opt.DrainTimeout > 0})
+	against := actual
+	if partial {
+		against = &State{Services: make(map[ServiceKey]*Service, len(desired.Services)), Timeouts: actual.Timeouts}
+		for k := range desired.Services {
+			if s, ok := actual.Services[k]; ok {
+				against.Services[k] = s
+			}
+		}
+	}
+	plan := Diff(desired, against, DiffOptions{Drain: r.opt.DrainTimeout > 0})
 	undo, err := r.run(plan.Ops)
 	if err != nil {
 		r.last = nil // whatever happens next, read the kernel in full
@@ -269,7 +293,7 @@ func (r *Reconciler) reconcileOnce(desired *State) (*applied, bool, error) {
 			if _, wanted := s.Dests[d.Dest]; wanted {
 				delete(r.drain, d)
 			}
-		} else {
+		} else if !partial {
 			delete(r.drain, d) // the service went away with its destinations
 		}
 	}

@@ -87,7 +87,7 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
 	want := testState()
-	a, err := r.reconcile(want)
+	a, err := r.reconcile(want, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 		t.Errorf("timeouts after apply = %+v (tcp 90s set, udp left at kernel default)", got.Timeouts)
 	}
 	before := len(k.calls)
-	a2, err := r.reconcile(testState())
+	a2, err := r.reconcile(testState(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +117,11 @@ func TestApplyColdThenIdempotent(t *testing.T) {
 func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	before := len(k.calls)
-	a, err := r.reconcile(withWeight(5))
+	a, err := r.reconcile(withWeight(5), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestChangeOneMemberTouchesOnlyItsService(t *testing.T) {
 	before = len(k.calls)
 	changed2 := withWeight(5)
 	changed2.Services[webKey].Scheduler = "lc"
-	if _, err := r.reconcile(changed2); err != nil {
+	if _, err := r.reconcile(changed2, false); err != nil {
 		t.Fatal(err)
 	}
 	if calls := k.calls[before:]; len(calls) != 1 || !strings.HasPrefix(calls[0], "update-service tcp:203.0.113.100:80") {
@@ -160,10 +160,10 @@ func TestRollbackOnInjectedFailure(t *testing.T) {
 	}
 	probe := newFakeKernel()
 	pr := NewReconciler(probe, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := pr.reconcile(testState()); err != nil {
+	if _, err := pr.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
-	a, err := pr.reconcile(nextState())
+	a, err := pr.reconcile(nextState(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,12 +187,12 @@ func testRollbackAtEveryStep(t *testing.T, wrap func(*fakeKernel) Kernel, n int,
 	for fail := 1; fail <= n; fail++ {
 		k := newFakeKernel()
 		r := NewReconciler(wrap(k), quietLog(), Options{DrainTimeout: time.Minute})
-		if _, err := r.reconcile(testState()); err != nil {
+		if _, err := r.reconcile(testState(), false); err != nil {
 			t.Fatal(err)
 		}
 		start := k.dump()
 		k.failAt = k.n + fail
-		_, err := r.reconcile(nextState())
+		_, err := r.reconcile(nextState(), false)
 		if err == nil {
 			t.Fatalf("fail at step %d: apply succeeded", fail)
 		}
@@ -211,11 +211,11 @@ func testRollbackAtEveryStep(t *testing.T, wrap func(*fakeKernel) Kernel, n int,
 func TestAppliedRollback(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: time.Minute})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	start := k.dump()
-	a, err := r.reconcile(edited(func(st *State) { delete(st.Services, webKey) }))
+	a, err := r.reconcile(edited(func(st *State) { delete(st.Services, webKey) }), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestDrain(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
@@ -244,7 +244,7 @@ func TestDrain(t *testing.T) {
 	without := edited(func(st *State) {
 		st.Services[webKey].Dests = map[DestKey]*Dest{dk("198.51.100.13", 8080): {Key: dk("198.51.100.13", 8080), Weight: 1, Fwd: FwdMasq}}
 	})
-	a, err := r.reconcile(without)
+	a, err := r.reconcile(without, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestDrain(t *testing.T) {
 		}
 	}
 	// Same config again: still a no-op, drains stay registered.
-	if a, err := r.reconcile(without); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
+	if a, err := r.reconcile(without, false); err != nil || !a.Plan.Empty() || len(r.Draining()) != 2 {
 		t.Fatalf("re-apply during drain: err=%v plan=%v draining=%d", err, a.Plan, len(r.Draining()))
 	}
 	if n, err := r.DrainOnce(); err != nil || n != 0 {
@@ -286,17 +286,17 @@ func TestDrainCancelledByReAdd(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	web := svcKey(unix.IPPROTO_TCP, "203.0.113.100", 80)
 	m11 := dk("198.51.100.11", 8080)
 	k.setActive(web, m11, 1)
 	without := without11()
-	if _, err := r.reconcile(without); err != nil {
+	if _, err := r.reconcile(without, false); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.reconcile(testState())
+	a, err := r.reconcile(testState(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,11 +313,11 @@ func TestRunDrainerLoop(t *testing.T) {
 	k := newFakeKernel()
 	clk := &fakeClock{now: time.Unix(1000, 0), ch: make(chan time.Time)}
 	r := NewReconciler(k, quietLog(), Options{DrainTimeout: 30 * time.Second, Clock: clk})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
 	without := without11()
-	if _, err := r.reconcile(without); err != nil {
+	if _, err := r.reconcile(without, false); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -343,10 +343,10 @@ func TestRunDrainerLoop(t *testing.T) {
 func TestDeleteWithoutDrain(t *testing.T) {
 	k := newFakeKernel()
 	r := NewReconciler(k, quietLog(), Options{})
-	if _, err := r.reconcile(testState()); err != nil {
+	if _, err := r.reconcile(testState(), false); err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.reconcile(without11())
+	a, err := r.reconcile(without11(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
