@@ -19,6 +19,8 @@ import (
 	"github.com/fulcrum-lb/fulcrum/image/ramfs"
 	"github.com/fulcrum-lb/fulcrum/image/usbimg"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
+	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
+	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvs"
 	"github.com/fulcrum-lb/fulcrum/services/manifest"
 	"github.com/u-root/mkuimage/cpio"
 )
@@ -185,6 +187,9 @@ func initramfsFiles(o Options, cfg *config.Config, tree *kernel.Tree, logf func(
 	if len(sel.Missing) > 0 {
 		logf("      optional modules not in this kernel: %s", strings.Join(sel.Missing, " "))
 	}
+	if err := engine.CheckSchedulers(cfg, imageSchedulers(sel), filepath.Base(tree.ModulesDir())); err != nil {
+		return nil, nil, err
+	}
 	logf("      %d modules (%d asked for, rest dependencies), %.1f MiB", len(sel.Modules), len(sel.Wanted), mib(sel.Size()))
 	files, err := moduleRecords(tree, sel)
 	if err != nil {
@@ -322,4 +327,21 @@ func (r *Result) Summary() string {
 	fmt.Fprintf(&b, "  %-28s %s/{boot.ipxe,pxelinux.cfg/default}\n", "PXE tree", r.PXEDir)
 	fmt.Fprintf(&b, "  commands: %d (init, %d appliance programs, %d console tools)\n", len(r.Commands), len(r.Commands)-1-len(ConsoleCommands), len(ConsoleCommands))
 	return b.String()
+}
+
+// imageSchedulers are the IPVS schedulers the image's kernel can load: the
+// selected ip_vs_* modules and the built-in ones.
+func imageSchedulers(sel *modsel.Selection) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range sel.Modules {
+		if s, ok := ipvs.SchedulerOfModule(m.Name); ok {
+			out[s] = true
+		}
+	}
+	for name := range sel.Index.Builtin {
+		if s, ok := ipvs.SchedulerOfModule(name); ok {
+			out[s] = true
+		}
+	}
+	return out
 }

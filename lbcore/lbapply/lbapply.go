@@ -31,12 +31,22 @@ type Applier struct {
 	// ResolveIface turns the management NIC's MAC into its name for the
 	// filter (nil: the config must name it).
 	ResolveIface engine.IfaceResolver
-	Log          logrus.FieldLogger
+	// Schedulers, if set, are the IPVS schedulers the running kernel has
+	// (ipvs.Schedulers), named by Kernel: a config asking for another one is
+	// refused with its field before anything changes.
+	Schedulers map[string]bool
+	Kernel     string
+	Log        logrus.FieldLogger
 }
 
 // Desired computes everything the kernel must hold for cfg under ov with
 // members' health h (the input filter only when there is a filter stage).
 func (a *Applier) Desired(cfg *config.Config, ov engine.Overrides, h engine.Health) (*engine.Desired, error) {
+	if a.Schedulers != nil {
+		if err := engine.CheckSchedulers(cfg, a.Schedulers, a.Kernel); err != nil {
+			return nil, err
+		}
+	}
 	d, err := engine.Build(cfg, ov, h)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,11 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	defer nl.Close()
 	a := &lbapply.Applier{Addrs: addrs.NewOwner(nl, log), NAT: nat.NewManager(-1, log), Filter: filter.NewManager(-1, log), IPVS: rec,
 		ResolveIface: func(mac string) (string, error) { return nicByMAC(nl, mac) }, Log: log}
+	if rel, scheds, err := kernelSchedulers(); err != nil {
+		log.WithError(err).Warn("cannot list the kernel's IPVS schedulers: a config naming a missing one fails at apply instead of at check")
+	} else {
+		a.Schedulers, a.Kernel = scheds, rel
+	}
 	ctrl := lbapply.NewController(a, nil, log)
 	ctrl.Ready = func() { daemon.Ready(ctx) }
 	ctrl.Restore = restoreOverrides(path, log)
@@ -163,4 +169,16 @@ func restoreOverrides(path string, log logrus.FieldLogger) func(*config.Config) 
 		}
 		return ov
 	}
+}
+
+// kernelSchedulers returns the running kernel's release and the IPVS
+// schedulers its modules directory offers.
+func kernelSchedulers() (string, map[string]bool, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "", nil, fmt.Errorf("uname: %w", err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	s, err := ipvs.Schedulers(filepath.Join("/lib/modules", rel))
+	return rel, s, err
 }
