@@ -19,6 +19,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/init/supervisor"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
 	"github.com/fulcrum-lb/fulcrum/services/manifest"
 	"github.com/fulcrum-lb/fulcrum/services/power"
@@ -115,6 +116,10 @@ func (in *Init) boot() {
 		log.WithError(err).Error("continuing without them")
 	}
 	choice, byURL := in.chooseConfigWithURL(ctx, log) // fulcrum.config_url, see configurl.go
+	if byURL.Fetched {
+		choice.Store = cfgstore.Descriptor{Why: "config fetched from " + byURL.URL + " (PXE)"}
+	}
+	keepStoreState(log, choice)
 	in.say("fulcrum: config: %s", choice.Source)
 	cfgPath := choice.Path
 	cfg, cfgErr := config.Load(cfgPath)

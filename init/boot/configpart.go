@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -20,7 +21,9 @@ import (
 //
 // Which config runs, first match wins:
 //  1. fulcrum.config=PATH on the kernel command line (explicit choice);
-//  2. config.yaml on the config partition, when the partition is found;
+//  2. on the config partition, when it is found: the newest config applied
+//     at runtime (kept in its fulcrum/ directory by services/cfgstore),
+//     unless config.yaml was edited since it was saved; else config.yaml;
 //  3. the built-in /etc/fulcrum/config.yaml.
 //
 // The console always says which one. A config partition that cannot be
@@ -53,14 +56,25 @@ type ConfigChoice struct {
 	Source string // for the console: "built-in ...", "config partition ..."
 	// Partition is set when the config came from the config partition.
 	Partition string
+	// Store tells the daemons where applied configs are kept
+	// (services/cfgstore): the config partition when one was found,
+	// else RAM with the reason.
+	Store cfgstore.Descriptor
+	// Overrides are the operator overrides saved in the store (nil: none).
+	Overrides []byte
 }
 
 // chooseConfig applies the precedence above. say prints to the console.
+// On the config partition, configs applied at runtime are kept by
+// services/cfgstore: the newest one runs unless config.yaml was edited by
+// hand since (cfgstore.Choose).
 func chooseConfig(log logrus.FieldLogger, cmdline Cmdline, say func(string, ...any)) ConfigChoice {
 	if p, ok := cmdline[ParamConfig]; ok && p != "" {
-		return ConfigChoice{Path: p, Source: "kernel argument " + ParamConfig + "=" + p}
+		return ConfigChoice{Path: p, Source: "kernel argument " + ParamConfig + "=" + p,
+			Store: cfgstore.Descriptor{Why: "config given by kernel argument " + ParamConfig}}
 	}
-	builtin := ConfigChoice{Path: DefaultConfigPath, Source: "built-in " + DefaultConfigPath}
+	builtin := ConfigChoice{Path: DefaultConfigPath, Source: "built-in " + DefaultConfigPath,
+		Store: cfgstore.Descriptor{Why: "no config partition"}}
 	label, wait := ConfigPartLabel, time.Duration(0)
 	if v, ok := cmdline[ParamConfigPart]; ok {
 		if v != "" {
@@ -76,36 +90,60 @@ func chooseConfig(log logrus.FieldLogger, cmdline Cmdline, say func(string, ...a
 		}
 		return builtin
 	}
-	b, err := readPartConfig(dev)
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(partConfigCopy), 0o755)
-	}
-	if err == nil {
-		err = os.WriteFile(partConfigCopy, b, 0o600)
-	}
+	pc, err := readPartConfig(dev)
 	if err != nil {
 		say("fulcrum: config partition %s (%s): %v; using the built-in config", label, dev, err)
 		log.WithError(err).WithField("device", dev).Warn("config partition unusable")
+		builtin.Store.Why = fmt.Sprintf("config partition %s unusable: %v", dev, err)
 		return builtin
 	}
-	src := fmt.Sprintf("%s on config partition %s (%s)", ConfigPartFile, label, dev)
-	return ConfigChoice{Path: partConfigCopy, Source: src, Partition: dev}
+	for _, n := range pc.Notes {
+		say("fulcrum: config partition %s: %s", label, n)
+	}
+	builtin.Store = cfgstore.Descriptor{Device: dev, Label: label}
+	builtin.Overrides = pc.Overrides
+	if pc.Config == nil {
+		say("fulcrum: config partition %s (%s): no %s on it; using the built-in config", label, dev, ConfigPartFile)
+		return builtin
+	}
+	err = os.MkdirAll(filepath.Dir(partConfigCopy), 0o755)
+	if err == nil {
+		err = os.WriteFile(partConfigCopy, pc.Config, 0o600)
+	}
+	if err != nil {
+		say("fulcrum: config partition %s (%s): %v; using the built-in config", label, dev, err)
+		return builtin
+	}
+	src := fmt.Sprintf("%s on config partition %s (%s)", pc.From, label, dev)
+	return ConfigChoice{Path: partConfigCopy, Source: src, Partition: dev, Store: builtin.Store, Overrides: pc.Overrides}
 }
 
-// readPartConfig mounts dev read-only, reads config.yaml and unmounts.
-func readPartConfig(dev string) ([]byte, error) {
+// readPartConfig mounts dev read-only, chooses the config to run from it
+// (config.yaml or the newest config applied at runtime) and unmounts.
+func readPartConfig(dev string) (cfgstore.Choice, error) {
 	if err := os.MkdirAll(configPartMount, 0o755); err != nil {
-		return nil, err
+		return cfgstore.Choice{}, err
 	}
 	if err := unix.Mount(dev, configPartMount, "vfat", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, fmt.Errorf("mounting vfat read-only: %w", err)
+		return cfgstore.Choice{}, fmt.Errorf("mounting vfat read-only: %w", err)
 	}
 	defer unix.Unmount(configPartMount, 0)
-	b, err := os.ReadFile(filepath.Join(configPartMount, ConfigPartFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no %s on it", ConfigPartFile)
+	return cfgstore.Choose(configPartMount)
+}
+
+// keepStoreState tells the daemons where applied configs are kept and puts
+// the stored operator overrides next to the config lbd reads.
+func keepStoreState(log logrus.FieldLogger, choice ConfigChoice) {
+	if err := cfgstore.WriteDescriptor(cfgstore.DescriptorPath, choice.Store); err != nil {
+		log.WithError(err).Error("config store descriptor not written; applied configs are kept in RAM only")
 	}
-	return b, err
+	if choice.Overrides == nil {
+		return
+	}
+	p := filepath.Join(filepath.Dir(choice.Path), cfgstore.OverridesFile)
+	if err := os.WriteFile(p, choice.Overrides, 0o600); err != nil {
+		log.WithError(err).Error("stored operator overrides not restored")
+	}
 }
 
 // partFinder finds a block device holding a FAT filesystem with a label.

@@ -32,6 +32,10 @@ type Access struct {
 	API     APIAccess     `yaml:"api"`
 	Syslog  SyslogConfig  `yaml:"syslog"`
 	Log     LogConfig     `yaml:"log"`
+	// ConfigHistory is how many applied configs the appliance keeps for
+	// `lbctl config rollback N` (on the config partition when it boots
+	// from one); default 5.
+	ConfigHistory int `yaml:"config_history"`
 }
 
 // ConsoleAccess is the serial console login.
@@ -123,7 +127,13 @@ func (a *Access) ApplyDefaults(hasMgmtNIC bool) {
 	if a.Log.RingLines == 0 {
 		a.Log.RingLines = 2000
 	}
+	if a.ConfigHistory == 0 {
+		a.ConfigHistory = DefaultConfigHistory
+	}
 }
+
+// DefaultConfigHistory is management.config_history's default.
+const DefaultConfigHistory = 5
 
 // Validate checks the section (paths relative to it); hasMgmtNIC says
 // whether network.management is configured.
@@ -181,6 +191,9 @@ func (a *Access) Validate(hasMgmtNIC bool) error {
 	}
 	if a.Log.RingLines < 10 || a.Log.RingLines > 100000 {
 		errs.Add("log.ring_lines", "%d is outside 10..100000", a.Log.RingLines)
+	}
+	if a.ConfigHistory < 1 || a.ConfigHistory > 100 {
+		errs.Add("config_history", "%d is outside 1..100 (applied configs kept for rollback)", a.ConfigHistory)
 	}
 	return errs.Err()
 }

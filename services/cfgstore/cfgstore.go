@@ -160,7 +160,22 @@ func (s *Store) Persistent() bool { return s.persistent }
 func (s *Store) Where() string { return s.where }
 
 // Keep is how many configs the store keeps.
-func (s *Store) Keep() int { return s.keep }
+func (s *Store) Keep() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keep
+}
+
+// SetKeep changes how many configs are kept (from the config's
+// management.config_history; below 1: DefaultKeep); the next save prunes.
+func (s *Store) SetKeep(n int) {
+	if n < 1 {
+		n = DefaultKeep
+	}
+	s.mu.Lock()
+	s.keep = n
+	s.mu.Unlock()
+}
 
 func (s *Store) pause(step string) {
 	if s.Pause != nil {
@@ -218,19 +233,38 @@ func (s *Store) Save(cfg []byte, m Meta) (Entry, error) {
 			return err
 		}
 		next := nextGen(entries)
+		var bootFile string
 		if m.Replaces != nil && !sameAsNewest(dir, entries, m.Replaces) {
-			if _, err := s.write(dir, KindConfig, next, m.Replaces, SourceBoot, base, m.Time); err != nil {
+			be, err := s.write(dir, KindConfig, next, m.Replaces, SourceBoot, base, m.Time)
+			if err != nil {
 				return err
 			}
+			bootFile = be.File
 			next++
 		}
 		if e, err = s.write(dir, KindConfig, next, cfg, m.Source, base, m.Time); err != nil {
+			if bootFile != "" { // all or nothing
+				os.Remove(filepath.Join(dir, bootFile))
+				_ = syncDir(dir)
+			}
 			return err
 		}
 		s.pause("written")
 		return s.prune(dir, KindConfig, s.keep)
 	})
 	return e, err
+}
+
+// Remove deletes config generation gen (an apply undone because the HA
+// peer refused it), so the store is as before that apply.
+func (s *Store) Remove(gen uint64) error {
+	return s.withDir(func(dir string) error {
+		p := filepath.Join(dir, fileName(KindConfig, gen))
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing %s from %s: %w", fileName(KindConfig, gen), s.where, err)
+		}
+		return syncDir(dir)
+	})
 }
 
 // SaveOverrides stores the operator overrides (JSON) as the newest

@@ -17,6 +17,9 @@ const (
 	DescriptorPath = "/run/fulcrum/store.json"
 	// RAMDir holds the store when there is no config partition.
 	RAMDir = "/run/fulcrum/store"
+	// OverridesFile is where, next to the running config, lbd keeps the
+	// operator overrides (init puts the stored ones there at boot).
+	OverridesFile = "overrides.json"
 	// mountPoint is where the partition is mounted for each store access.
 	mountPoint = "/run/fulcrum/store-part"
 )
@@ -131,7 +134,11 @@ func Choose(root string) (Choice, error) {
 			continue
 		}
 		if e.Base != seedHash {
-			c.Notes = append(c.Notes, fmt.Sprintf("%s changed since %s/%s was applied: running %s (the applied configs stay in %s/ for rollback)", SeedFile, Dir, e.File, SeedFile, Dir))
+			what, runs := "changed", SeedFile
+			if c.Config == nil {
+				what, runs = "removed", "the built-in config"
+			}
+			c.Notes = append(c.Notes, fmt.Sprintf("%s %s since %s/%s was applied: running %s (the applied configs stay in %s/ for rollback)", SeedFile, what, Dir, e.File, runs, Dir))
 			break
 		}
 		b, _, err := readEntry(dir, e.File)

@@ -94,8 +94,10 @@ func (c *CLI) Init() {
 		{words: []string{"config", "diff"}, args: []argSpec{{name: "FILE"}}, help: "what applying a config file (or URL) would change; nothing changes", run: c.configDiff},
 		{words: []string{"config", "apply"}, args: []argSpec{src}, help: "validate and apply a config (pasted or from URL) here and on the HA peer; rejected by either → nothing changes", run: c.configOp(localapi.PathConfigApply)},
 		{words: []string{"config", "apply", "--force-local"}, args: []argSpec{src}, help: "apply on this node only, without the HA peer (the nodes disagree until the peer takes it)", run: c.configOp(localapi.PathConfigApply + "?" + localapi.ForceLocal + "=true")},
-		{words: []string{"config", "rollback"}, help: "go back to the config before the last apply (here and on the HA peer)", run: c.configOp(localapi.PathConfigRevert)},
-		{words: []string{"config", "rollback", "--force-local"}, help: "go back on this node only", run: c.configOp(localapi.PathConfigRevert + "?" + localapi.ForceLocal + "=true")},
+		{words: []string{"config", "rollback"}, args: []argSpec{{name: "N", optional: true}}, help: "apply the stored config N back (default 1: the one before the last apply; see 'config history'), here and on the HA peer", run: c.rollback(false)},
+		{words: []string{"config", "rollback", "--force-local"}, args: []argSpec{{name: "N", optional: true}}, help: "roll back on this node only", run: c.rollback(true)},
+		{words: []string{"config", "history"}, help: "the stored configs (rollback N takes the N shown) and where they are kept", run: c.history},
+		{words: []string{"config", "export"}, help: "print the running config in full (secrets included) to put on a config server or stick", run: c.export},
 		{words: []string{"reboot"}, help: "stop the daemons cleanly and reboot", run: c.powerCmd(power.Reboot)},
 		{words: []string{"poweroff"}, help: "stop the daemons cleanly and power off", run: c.powerCmd(power.PowerOff)},
 		{words: []string{"shell"}, help: "the maintenance shell (/bin/sh); 'exit' comes back here", run: c.shell},
@@ -533,6 +535,75 @@ func (c *CLI) configOp(path string) func(context.Context, []string) error {
 		fmt.Fprintln(c.Out, res.Message)
 		return nil
 	}
+}
+
+// rollback applies the stored config N back (force: this node only).
+func (c *CLI) rollback(force bool) func(context.Context, []string) error {
+	return func(ctx context.Context, args []string) error {
+		back := 1
+		if len(args) > 0 {
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 {
+				return fmt.Errorf("config rollback: %q is not a number of configs back (1 or more; see 'config history'); nothing changed", args[0])
+			}
+			back = n
+		}
+		res, err := c.API.Rollback(ctx, back, force)
+		if err != nil {
+			return err
+		}
+		if !res.OK {
+			msg := res.Message
+			for _, e := range res.Errors {
+				msg += "\n  " + e
+			}
+			return errors.New(msg)
+		}
+		fmt.Fprintln(c.Out, res.Message)
+		return nil
+	}
+}
+
+func (c *CLI) history(ctx context.Context, _ []string) error {
+	h, err := c.API.ConfigHistory(ctx)
+	if err != nil {
+		return err
+	}
+	kept := "kept across reboots"
+	if !h.Persistent {
+		kept = "NOT kept across reboots"
+	}
+	fmt.Fprintf(c.Out, "Stored configs: %s, %s, the last %d\n", h.Store, kept, h.Keep)
+	fmt.Fprintf(c.Out, "%-4s %-10s %-20s %-9s %-12s %s\n", "N", "GENERATION", "SAVED", "SOURCE", "SHA256", "")
+	for _, e := range h.Configs {
+		note := ""
+		if e.Running {
+			note = "running"
+		}
+		if e.Damaged != "" {
+			note = "DAMAGED: " + e.Damaged
+		}
+		sum := e.SHA256
+		if len(sum) > 12 {
+			sum = sum[:12]
+		}
+		fmt.Fprintf(c.Out, "%-4d %-10d %-20s %-9s %-12s %s\n", e.Back, e.Generation, e.Saved.UTC().Format("2006-01-02 15:04:05"), e.Source, sum, note)
+	}
+	return nil
+}
+
+// export prints the running config as lbd holds it, unredacted: the file
+// to put on the config server (PXE) or the stick.
+func (c *CLI) export(ctx context.Context, _ []string) error {
+	b, err := c.API.Config(ctx)
+	if err != nil {
+		return err
+	}
+	c.Out.Write(b)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		fmt.Fprintln(c.Out)
+	}
+	return nil
 }
 
 // configCheck validates a config file with the loader every daemon uses and

@@ -1,6 +1,6 @@
 // Package lbd is the LB daemon's side of the local API (services/localapi): virtual
 // servers with kernel counters, member health, SNAT, the running config,
-// config validate/diff/apply/rollback, and member disable/enable.
+// config validate/diff/apply/rollback/history, and member disable/enable.
 //
 // Every write goes through the LB controller's synchronous Apply and answers
 // with its outcome. Disable is an operator override (engine.Overrides): the
@@ -14,6 +14,8 @@ package lbd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +24,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/cfgdiff"
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
@@ -33,6 +38,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/lbcore/rates"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
@@ -78,12 +84,16 @@ type Server struct {
 	syncOff string
 	// rates holds counter samples of every service and member (RunSampler).
 	rates *rates.Ring
+	// Store keeps applied configs and overrides for the next boot and
+	// for rollback (New: a RAM store next to the config file).
+	Store *cfgstore.Store
 }
 
 // New returns the local API server for the config at path, applying
 // through ctrl.
 func New(path string, ctrl *lbapply.Controller, k KernelIPVS, log logrus.FieldLogger) *Server {
-	return &Server{path: path, ctrl: ctrl, kernel: &lockedKernel{k: k}, log: log, statusHandler: lbapply.StatusHandler(ctrl), rates: rates.New(rates.DefaultKeep)}
+	store := cfgstore.NewDir(filepath.Join(filepath.Dir(path), "store"), cfgstore.DefaultKeep, false, "RAM only (no config partition)")
+	return &Server{path: path, ctrl: ctrl, kernel: &lockedKernel{k: k}, log: log, statusHandler: lbapply.StatusHandler(ctrl), rates: rates.New(rates.DefaultKeep), Store: store}
 }
 
 // Handler serves the local API.
@@ -104,6 +114,7 @@ func (a *Server) Handler() http.Handler {
 	localapi.Route(mux, "GET", localapi.PathConfigSync, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, a.syncStatus())
 	})
+	localapi.Route(mux, "GET", localapi.PathConfigHistory, a.getHistory)
 	localapi.Route(mux, "POST", localapi.PathMemberDisable, a.postMember(false))
 	localapi.Route(mux, "POST", localapi.PathMemberEnable, a.postMember(true))
 	return mux
@@ -299,7 +310,7 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusOK, localapi.ConfigResult{OK: true, Message: "config is valid"})
 			return
 		}
-		res := a.applyConfig(r.Context(), body, forceLocal(r))
+		res := a.applyConfig(r.Context(), body, forceLocal(r), cfgstore.SourceApply)
 		code := http.StatusOK
 		if !res.OK {
 			code = http.StatusUnprocessableEntity
@@ -343,15 +354,17 @@ func forceLocal(r *http.Request) bool {
 }
 
 // applyConfig applies body here, and with config sync on, on the peers
-// too: all of them or none (cfgpeer). force changes this node only.
-func (a *Server) applyConfig(ctx context.Context, body []byte, force bool) localapi.ConfigResult {
+// too: all of them or none (cfgpeer). force changes this node only. src
+// says why, in the config store.
+func (a *Server) applyConfig(ctx context.Context, body []byte, force bool, src cfgstore.Source) localapi.ConfigResult {
 	ctx = context.WithoutCancel(ctx)
 	p, refused := a.newPlan(body)
 	if refused != nil {
 		return *refused
 	}
+	p.source = src
 	if a.sync == nil {
-		return a.applyFile(ctx, body, p.cfg, true)
+		return a.applyFile(ctx, body, p.cfg, src)
 	}
 	res, err := a.sync.Apply(ctx, p, force)
 	if err != nil {
@@ -360,43 +373,96 @@ func (a *Server) applyConfig(ctx context.Context, body []byte, force bool) local
 	return localapi.ConfigResult{OK: true, Message: p.result + "; " + res.Message}
 }
 
-func (a *Server) prevPath() string { return filepath.Join(localapi.Dir, "config.prev.yaml") }
-
 // applyFile applies body (already parsed as cfg) through the controller
-// and, once the kernel holds it, writes it to the config path (the old file
-// kept for rollback when keep). If the file cannot be written the old config
-// is applied again, so the file and the running state stay the same.
-func (a *Server) applyFile(ctx context.Context, body []byte, cfg *config.Config, keep bool) localapi.ConfigResult {
+// and, once the kernel holds it, writes it to the config path and saves it
+// in the config store (a new generation, src saying why). If either write
+// fails the old config is applied again and its file put back, so the
+// kernel, the file and the store stay as they were.
+func (a *Server) applyFile(ctx context.Context, body []byte, cfg *config.Config, src cfgstore.Source) localapi.ConfigResult {
+	res, _ := a.applyAndSave(ctx, body, cfg, src)
+	return res
+}
+
+// applyAndSave is applyFile, also returning the stored entry. An empty src
+// saves nothing in the store (undoing an apply the HA peer refused: the
+// caller removes the entry that apply saved).
+func (a *Server) applyAndSave(ctx context.Context, body []byte, cfg *config.Config, src cfgstore.Source) (localapi.ConfigResult, cfgstore.Entry) {
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
 	ctx = context.WithoutCancel(ctx) // a client gone mid-apply must not stop it half-way
 	old, err := os.ReadFile(a.path)
 	if err != nil {
-		return localapi.ConfigResult{Message: fmt.Sprintf("reading the running config file: %v; nothing changed", err)}
+		return localapi.ConfigResult{Message: fmt.Sprintf("reading the running config file: %v; nothing changed", err)}, cfgstore.Entry{}
 	}
 	running, ov := a.ctrl.Running()
 	if err := a.ctrl.Apply(ctx, a.path, cfg, ov); err != nil {
-		return localapi.ConfigResult{Message: "config not applied; running state unchanged", Errors: []string{err.Error()}}
+		return localapi.ConfigResult{Message: "config not applied; running state unchanged", Errors: []string{err.Error()}}, cfgstore.Entry{}
 	}
-	if err := writeAtomic(a.path, body); err != nil {
-		msg := fmt.Sprintf("writing %s: %v", a.path, err)
+	undo := func(msg string) localapi.ConfigResult {
 		if running != nil {
 			if rerr := a.ctrl.Apply(ctx, a.path, running, ov); rerr != nil {
-				a.log.WithError(rerr).Error("config file not written and the old config could not be applied again")
-				msg += "; the old config could not be applied again: " + rerr.Error()
-			} else {
-				msg += "; the old config is running again"
+				a.log.WithError(rerr).Error("new config not kept and the old config could not be applied again")
+				return localapi.ConfigResult{Message: msg + "; the old config could not be applied again: " + rerr.Error()}
 			}
 		}
-		return localapi.ConfigResult{Message: msg}
+		if werr := writeAtomic(a.path, old); werr != nil {
+			a.log.WithError(werr).Error("old config file not put back")
+		}
+		return localapi.ConfigResult{Message: msg + "; the old config is running again, nothing changed"}
 	}
-	if keep {
-		if err := os.MkdirAll(filepath.Dir(a.prevPath()), 0o755); err == nil {
-			_ = writeAtomic(a.prevPath(), old)
+	if err := writeAtomic(a.path, body); err != nil {
+		return undo(fmt.Sprintf("writing %s: %v", a.path, err)), cfgstore.Entry{}
+	}
+	if src == "" {
+		a.log.WithField("path", a.path).Info("config applied again (not saved in the store)")
+		return localapi.ConfigResult{OK: true, Message: "config applied"}, cfgstore.Entry{}
+	}
+	var replaces []byte
+	if running != nil {
+		replaces = running.Source()
+	}
+	a.Store.SetKeep(cfg.Access.ConfigHistory)
+	e, err := a.Store.Save(body, cfgstore.Meta{Source: src, Replaces: replaces})
+	if err != nil {
+		a.log.WithError(err).Error("config not saved to the store; old config applied again")
+		return undo(fmt.Sprintf("config not saved: %v", err)), cfgstore.Entry{}
+	}
+	a.log.WithFields(logrus.Fields{"path": a.path, "store": a.Store.Where(), "generation": e.Gen, "source": src}).Info("config applied through the local API")
+	return localapi.ConfigResult{OK: true, Message: a.appliedMessage(running, cfg, e)}, e
+}
+
+// appliedMessage tells the operator what the apply did and what it did
+// not: lbd applies the LB part at once; network, VRRP, host name and
+// kernel settings are read at boot, so they take effect at the next boot
+// only if the config was saved where that boot reads it.
+func (a *Server) appliedMessage(old, cfg *config.Config, e cfgstore.Entry) string {
+	var atBoot []string
+	if old != nil {
+		if !reflect.DeepEqual(old.Network, cfg.Network) {
+			atBoot = append(atBoot, "network")
+		}
+		if !reflect.DeepEqual(old.VRRP, cfg.VRRP) {
+			atBoot = append(atBoot, "vrrp")
+		}
+		if old.Hostname != cfg.Hostname {
+			atBoot = append(atBoot, "hostname")
+		}
+		if !reflect.DeepEqual(old.Kernel, cfg.Kernel) {
+			atBoot = append(atBoot, "kernel")
 		}
 	}
-	a.log.WithField("path", a.path).Info("config applied through the local API")
-	return localapi.ConfigResult{OK: true, Message: "config applied (LB part now; vrrp and network changes take effect at the next boot)"}
+	if a.Store.Persistent() {
+		msg := fmt.Sprintf("config applied and saved to the %s as generation %d (the last %d are kept for rollback)", a.Store.Where(), e.Gen, a.Store.Keep())
+		if len(atBoot) > 0 {
+			return msg + fmt.Sprintf("; the load-balancing part runs now, its %s changes take effect at the next boot", strings.Join(atBoot, ", "))
+		}
+		return msg + "; all of it is in effect now"
+	}
+	msg := fmt.Sprintf("config applied; NOT saved across a reboot (%s): it lasts until the appliance reboots, which brings back the config it booted with. To keep it, put it on the config server (`lbctl config export` prints it)", a.Store.Where())
+	if len(atBoot) > 0 {
+		msg += fmt.Sprintf("; its %s changes are NOT in effect and will not be until the appliance boots with this config", strings.Join(atBoot, ", "))
+	}
+	return msg
 }
 
 // writeAtomic replaces the config at path; only root may read it (it
@@ -410,26 +476,95 @@ func writeAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
+// postRollback applies the stored config ?back=N generations before the
+// newest (default 1: the one before the last apply) through the same
+// validated apply, which saves it as a new generation (so a rollback can
+// itself be rolled back).
 func (a *Server) postRollback(w http.ResponseWriter, r *http.Request) {
-	prev, err := os.ReadFile(a.prevPath())
-	if err != nil {
-		localapi.WriteJSON(w, http.StatusConflict, localapi.ConfigResult{Message: "no earlier config to roll back to (no apply since boot); nothing changed"})
+	back := 1
+	if v := r.URL.Query().Get("back"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			localapi.WriteJSON(w, http.StatusBadRequest, localapi.ConfigResult{Message: fmt.Sprintf("rollback %q: want a number of configs back, 1 or more; nothing changed", v)})
+			return
+		}
+		back = n
+	}
+	prev, e, err := a.Store.Load(back)
+	var missing *cfgstore.MissingError
+	switch {
+	case errors.As(err, &missing):
+		localapi.WriteJSON(w, http.StatusConflict, localapi.ConfigResult{Message: err.Error() + "; nothing changed"})
+		return
+	case err != nil:
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: err.Error() + "; nothing changed"})
 		return
 	}
 	if _, err := config.Parse(prev); err != nil {
-		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "the earlier config no longer parses; nothing changed", Errors: config.Problems(err)})
+		localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: fmt.Sprintf("stored config %s no longer validates; nothing changed", e.File), Errors: config.Problems(err)})
 		return
 	}
-	res := a.applyConfig(r.Context(), prev, forceLocal(r))
-	if res.OK {
-		os.Remove(a.prevPath())
-		res.Message = "rolled back to the config before the last apply"
-	}
+	res := a.applyConfig(r.Context(), prev, forceLocal(r), cfgstore.SourceRollback)
 	code := http.StatusOK
 	if !res.OK {
 		code = http.StatusUnprocessableEntity
+	} else {
+		res.Message = fmt.Sprintf("rolled back %d config(s) to %s (saved %s); %s", back, e.File, e.Saved.Format(time.RFC3339), res.Message)
 	}
 	localapi.WriteJSON(w, code, res)
+}
+
+// getHistory lists the stored configs, newest first.
+func (a *Server) getHistory(w http.ResponseWriter, r *http.Request) {
+	l, err := a.Store.List()
+	if err != nil {
+		localapi.WriteError(w, http.StatusInternalServerError, err)
+		return
+	}
+	h := localapi.ConfigHistory{Store: a.Store.Where(), Persistent: a.Store.Persistent(), Keep: a.Store.Keep(), Configs: []localapi.StoredConfig{}}
+	cfg, _ := a.ctrl.Running()
+	for i, e := range l {
+		sc := localapi.StoredConfig{Back: i, File: e.File, Generation: e.Gen, Saved: e.Saved, Source: string(e.Source), SHA256: e.SHA256, Damaged: e.Damaged}
+		if cfg != nil && e.Damaged == "" && e.SHA256 == sha256Hex(cfg.Source()) {
+			sc.Running = true
+		}
+		h.Configs = append(h.Configs, sc)
+	}
+	localapi.WriteJSON(w, http.StatusOK, h)
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// RecordRunning saves the running config in the store when the store's
+// newest config is not it (first boot of a stick, config.yaml edited by
+// hand, a PXE boot's RAM store), so `rollback` counts from what runs.
+func (a *Server) RecordRunning() {
+	a.writeMu.Lock()
+	defer a.writeMu.Unlock()
+	cfg, _ := a.ctrl.Running()
+	if cfg == nil {
+		return
+	}
+	l, err := a.Store.List()
+	if err != nil {
+		a.log.WithError(err).Warn("config store unreadable")
+		return
+	}
+	for _, e := range l {
+		if e.Damaged == "" {
+			if e.SHA256 == sha256Hex(cfg.Source()) {
+				return
+			}
+			break
+		}
+	}
+	a.Store.SetKeep(cfg.Access.ConfigHistory)
+	if _, err := a.Store.Save(cfg.Source(), cfgstore.Meta{Source: cfgstore.SourceBoot}); err != nil {
+		a.log.WithError(err).Warn("running config not recorded in the config store")
+	}
 }
 
 func (a *Server) postMember(enable bool) http.HandlerFunc {
@@ -468,6 +603,13 @@ func (a *Server) postMember(enable bool) http.HandlerFunc {
 		if err := SaveOverrides(OverridesPath(a.path), now); err != nil {
 			a.log.WithError(err).Error("member admin state not saved; it will not survive an lbd restart")
 			msg += fmt.Sprintf(" (not saved, lost if lbd restarts: %v)", err)
+		} else if err := a.Store.SaveOverrides(EncodeOverrides(now)); err != nil {
+			// The change stands (an operator draining a failing member
+			// must not be stopped by a full stick) and says so.
+			a.log.WithError(err).Error("member admin state not saved in the config store; lost at reboot")
+			msg += fmt.Sprintf(" (in effect, but NOT saved for the next boot: %v)", err)
+		} else if !a.Store.Persistent() {
+			msg += fmt.Sprintf(" (until reboot: %s)", a.Store.Where())
 		}
 		a.log.WithFields(logrus.Fields{"pool": req.Pool, "member": ref.Label(), "enabled": enable}).Info("member admin state changed")
 		localapi.WriteJSON(w, http.StatusOK, localapi.Message{Message: msg})

@@ -22,6 +22,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/stage"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
@@ -186,7 +187,7 @@ func TestConfigApplyWritesTheFileOnlyAfterTheKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := api.applyFile(gone, []byte(next), cfg, true); !res.OK {
+	if res := api.applyFile(gone, []byte(next), cfg, cfgstore.SourceApply); !res.OK {
 		t.Fatalf("apply: %+v", res)
 	}
 	fi, err := os.Stat(path)

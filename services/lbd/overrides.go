@@ -11,6 +11,7 @@ import (
 
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 )
 
 // Operator overrides (disabled members) outlive an lbd restart: every
@@ -21,7 +22,7 @@ import (
 // OverridesPath is where the overrides of the config at configPath are
 // kept.
 func OverridesPath(configPath string) string {
-	return filepath.Join(filepath.Dir(configPath), "overrides.json")
+	return filepath.Join(filepath.Dir(configPath), cfgstore.OverridesFile)
 }
 
 // overridesFile is the file's form.
@@ -29,26 +30,35 @@ type overridesFile struct {
 	Disabled []config.MemberRef `json:"disabled"`
 }
 
-// SaveOverrides writes ov to path (removes it when nothing is overridden).
-func SaveOverrides(path string, ov engine.Overrides) error {
-	var f overridesFile
+// EncodeOverrides is ov in the overrides file's form (JSON, members
+// sorted); nothing overridden is {"disabled": []}.
+func EncodeOverrides(ov engine.Overrides) []byte {
+	f := overridesFile{Disabled: []config.MemberRef{}}
 	for r, off := range ov.Disabled {
 		if off {
 			f.Disabled = append(f.Disabled, r)
 		}
 	}
-	if len(f.Disabled) == 0 {
+	sort.Slice(f.Disabled, func(i, j int) bool { return f.Disabled[i].String() < f.Disabled[j].String() })
+	b, _ := json.MarshalIndent(f, "", "  ") // MemberRef marshals without error
+	return append(b, '\n')
+}
+
+// SaveOverrides writes ov to path (removes it when nothing is overridden).
+func SaveOverrides(path string, ov engine.Overrides) error {
+	n := 0
+	for _, off := range ov.Disabled {
+		if off {
+			n++
+		}
+	}
+	if n == 0 {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing overrides %s: %w", path, err)
 		}
 		return nil
 	}
-	sort.Slice(f.Disabled, func(i, j int) bool { return f.Disabled[i].String() < f.Disabled[j].String() })
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(path, append(b, '\n')); err != nil {
+	if err := writeAtomic(path, EncodeOverrides(ov)); err != nil {
 		return fmt.Errorf("writing overrides %s: %w", path, err)
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/engine"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/sirupsen/logrus"
 )
@@ -36,6 +37,10 @@ type plan struct {
 	prev    []byte
 	prevGen uint64
 	result  string
+	// source is why the config is applied (the config store's record);
+	// saved is the store entry the commit wrote (removed by Undo).
+	source cfgstore.Source
+	saved  cfgstore.Entry
 }
 
 func (p *plan) Hash() string    { return p.hash }
@@ -121,6 +126,7 @@ func (l syncLocal) Prepare(cluster []byte) (cfgpeer.Plan, error) {
 	if refused != nil {
 		return nil, errors.New(strings.Join(refused.Errors, "; "))
 	}
+	p.source = cfgstore.SourcePeer
 	return p, nil
 }
 
@@ -135,11 +141,15 @@ func (l syncLocal) Commit(cp cfgpeer.Plan, gen uint64) error {
 		prevHash = hashOf(h)
 	}
 	p.prev, p.prevGen = prev, l.a.generation(prevHash)
-	res := l.a.applyFile(context.Background(), p.body, p.cfg, true)
+	src := p.source
+	if src == "" {
+		src = cfgstore.SourceApply
+	}
+	res, saved := l.a.applyAndSave(context.Background(), p.body, p.cfg, src)
 	if !res.OK {
 		return errors.New(strings.Join(append([]string{res.Message}, res.Errors...), "; "))
 	}
-	p.result = res.Message
+	p.result, p.saved = res.Message, saved
 	if err := l.a.setGeneration(gen, p.hash); err != nil {
 		l.a.log.WithError(err).Error("config sync: generation not stored; this node's config counts as oldest after a restart")
 	}
@@ -155,9 +165,14 @@ func (l syncLocal) Undo(cp cfgpeer.Plan) error {
 	if err != nil {
 		return fmt.Errorf("the earlier config no longer parses: %w", err)
 	}
-	res := l.a.applyFile(context.Background(), p.prev, cfg, false)
+	res := l.a.applyFile(context.Background(), p.prev, cfg, "")
 	if !res.OK {
 		return errors.New(strings.Join(append([]string{res.Message}, res.Errors...), "; "))
+	}
+	if p.saved.Gen != 0 {
+		if err := l.a.Store.Remove(p.saved.Gen); err != nil {
+			l.a.log.WithError(err).Error("config sync: the undone config stays in the config store")
+		}
 	}
 	cluster, _ := config.ClusterPart(p.prev)
 	return l.a.setGeneration(p.prevGen, hashOf(cluster))

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nldump"
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/daemon"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
@@ -63,7 +66,6 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 		a.Schedulers, a.Kernel = scheds, rel
 	}
 	ctrl := lbapply.NewController(a, nil, log)
-	ctrl.Ready = func() { daemon.Ready(ctx) }
 	ctrl.Restore = restoreOverrides(path, log)
 	sched := health.NewScheduler(health.Options{Log: log, OnTransition: ctrl.OnTransition})
 	ctrl.SetHealth(sched)
@@ -75,6 +77,18 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	defer reader.Close()
 	reload := make(chan struct{}, 1)
 	api := New(path, ctrl, reader, log)
+	store, err := cfgstore.Open(cfgstore.DescriptorPath, cfgstore.DefaultKeep)
+	if err != nil {
+		return err
+	}
+	store.Pause = testPause(log)
+	api.Store = store
+	log.WithField("store", store.Where()).Info("applied configs are kept in the config store")
+	var once sync.Once
+	ctrl.Ready = func() {
+		daemon.Ready(ctx)
+		once.Do(func() { go api.RecordRunning() })
+	}
 	startSync(ctx, api, path, log)
 	go api.RunSampler(ctx, SampleEvery)
 	if o.Socket != "" {
@@ -150,6 +164,28 @@ func nicByMAC(nl *netlink.Handle, mac string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no NIC with MAC %s", mac)
+}
+
+// ParamTestStorePause (kernel argument, milliseconds) slows config store
+// writes down: lbd logs each write step and sleeps, so the QEMU power-cut
+// test can cut power between steps. Never set on a real appliance.
+const ParamTestStorePause = "fulcrum.test_store_pause"
+
+func testPause(log logrus.FieldLogger) func(string) {
+	b, _ := os.ReadFile("/proc/cmdline")
+	for _, f := range strings.Fields(string(b)) {
+		if v, ok := strings.CutPrefix(f, ParamTestStorePause+"="); ok {
+			ms, err := strconv.Atoi(v)
+			if err != nil || ms <= 0 {
+				return nil
+			}
+			return func(step string) {
+				log.Warnf("config store test pause: %s", step)
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+			}
+		}
+	}
+	return nil
 }
 
 // restoreOverrides brings back the operator overrides saved next to the

@@ -90,6 +90,23 @@ func (a *Appliance) ConfigSync(ctx context.Context) (ConfigSync, error) {
 	return out, a.LBD.Get(ctx, PathConfigSync, &out)
 }
 
+// Rollback applies the stored config back generations before the newest
+// (lbd's config store; 1: the one before the last apply); force: on this
+// node only, not offered to the HA peer.
+func (a *Appliance) Rollback(ctx context.Context, back int, force bool) (ConfigResult, error) {
+	p := fmt.Sprintf("%s?back=%d", PathConfigRevert, back)
+	if force {
+		p += "&" + ForceLocal + "=true"
+	}
+	return a.ConfigOp(ctx, p, nil)
+}
+
+// ConfigHistory lists the stored configs, newest first.
+func (a *Appliance) ConfigHistory(ctx context.Context) (ConfigHistory, error) {
+	var out ConfigHistory
+	return out, a.LBD.Get(ctx, PathConfigHistory, &out)
+}
+
 // Member disables (drain) or enables a pool member.
 func (a *Appliance) Member(ctx context.Context, enable bool, ref MemberRef) (Message, error) {
 	p := PathMemberDisable

@@ -10,9 +10,10 @@ const (
 	PathConfig        = "/v1/config"          // GET: the running config (YAML, raw)
 	PathConfigCheck   = "/v1/config/validate" // POST YAML → ConfigResult
 	PathConfigApply   = "/v1/config/apply"    // POST YAML → ConfigResult
-	PathConfigRevert  = "/v1/config/rollback" // POST → ConfigResult
 	PathConfigDiff    = "/v1/config/diff"     // POST YAML → ConfigDiff (nothing changes)
 	PathConfigSync    = "/v1/config/sync"     // GET ConfigSync
+	PathConfigRevert  = "/v1/config/rollback" // POST [?back=N] → ConfigResult
+	PathConfigHistory = "/v1/config/history"  // GET → ConfigHistory
 	PathMemberDisable = "/v1/member/disable"  // POST MemberRef → MemberResult
 	PathMemberEnable  = "/v1/member/enable"   // POST MemberRef → MemberResult
 	// ForceLocal is the query flag of apply and rollback that changes this
@@ -171,6 +172,26 @@ type DiffSection struct {
 	Title string   `json:"title"`
 	Live  bool     `json:"live"` // an apply changes it at once; false: at the next boot
 	Lines []string `json:"lines"`
+}
+
+// ConfigHistory lists the stored configs, newest first.
+type ConfigHistory struct {
+	Store      string         `json:"store"`
+	Persistent bool           `json:"persistent"`
+	Keep       int            `json:"keep"`
+	Configs    []StoredConfig `json:"configs"`
+}
+
+// StoredConfig is one stored config; Back is the N of `rollback N`.
+type StoredConfig struct {
+	Back       int       `json:"back"`
+	File       string    `json:"file"`
+	Generation uint64    `json:"generation"`
+	Saved      time.Time `json:"saved"`
+	Source     string    `json:"source"`
+	SHA256     string    `json:"sha256"`
+	Running    bool      `json:"running"`
+	Damaged    string    `json:"damaged,omitempty"`
 }
 
 // VRRPInstance is one VRRP instance's state.

@@ -113,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 		w.Write(b)
 	})
 	get("/config/sync", s.jsonOf(func(r *http.Request) (any, error) { return s.API.ConfigSync(r.Context()) }))
+	get("/config/history", s.jsonOf(func(r *http.Request) (any, error) { return s.API.ConfigHistory(r.Context()) }))
 	for _, op := range []struct{ name, path string }{{"validate", localapi.PathConfigCheck}, {"apply", localapi.PathConfigApply}, {"rollback", localapi.PathConfigRevert}} {
 		post("/config/"+op.name, s.configOp(op.path))
 	}
@@ -212,16 +213,27 @@ func (s *Server) configOp(path string) http.HandlerFunc {
 			localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("config body unreadable or larger than 1 MiB"))
 			return
 		}
-		if path == localapi.PathConfigRevert {
-			body = nil
+		var res localapi.ConfigResult
+		// ?force_local=true: this node only, without the HA peer
+		force := false
+		if v := r.URL.Query().Get(localapi.ForceLocal); v == "true" || v == "1" || v == "yes" {
+			force = path != localapi.PathConfigCheck
 		}
-		if path != localapi.PathConfigCheck {
-			// ?force_local=true: this node only, without the HA peer
-			if v := r.URL.Query().Get(localapi.ForceLocal); v == "true" || v == "1" || v == "yes" {
+		if path == localapi.PathConfigRevert {
+			back := 1
+			if v := r.URL.Query().Get("back"); v != "" {
+				if back, err = strconv.Atoi(v); err != nil || back < 1 {
+					localapi.WriteError(w, http.StatusBadRequest, fmt.Errorf("rollback back=%q: want a number of configs back, 1 or more; nothing changed", v))
+					return
+				}
+			}
+			res, err = s.API.Rollback(r.Context(), back, force)
+		} else {
+			if force {
 				path += "?" + localapi.ForceLocal + "=true"
 			}
+			res, err = s.API.ConfigOp(r.Context(), path, body)
 		}
-		res, err := s.API.ConfigOp(r.Context(), path, body)
 		if err != nil {
 			s.fail(w, err)
 			return
