@@ -71,6 +71,9 @@ type Options struct {
 	// harness logs in (LabUser/LabPassword) and enters the maintenance
 	// shell, so VM.Run and Console.Run drive a shell as they always did.
 	ManualLogin bool
+	// ExtraArgs are added to QEMU's command line of a direct kernel boot
+	// (a disk holding the config partition).
+	ExtraArgs []string
 	// Firmware, when set, boots through the guest firmware (disk or PXE)
 	// instead of loading out/ with -kernel; Config, Files and Cmdline must
 	// then be empty (the boot medium carries them).
@@ -144,6 +147,7 @@ func Boot(t testing.TB, lab *netlab.Lab, img Image, o Options) *vm.VM {
 		NICs:      nics,
 		Switch:    lab.Switch,
 		Dir:       t.TempDir(),
+		ExtraArgs: o.ExtraArgs,
 	})
 }
 

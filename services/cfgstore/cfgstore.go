@@ -22,9 +22,11 @@
 // # Why generations and no rename
 //
 // A write never touches an existing file: it creates the next generation's
-// file, writes it, fsyncs it (vfat's fsync writes the file's data, its
+// file, writes it, fsyncs it (vfat's fsync writes the file's data, its short
 // directory entry and the FAT, then flushes the device), fsyncs the
-// directory, and only then deletes generations beyond Keep. Linux vfat's
+// directory (the new name's long-name entries are directory buffers: the
+// QEMU power-cut test lost a file cut between the two fsyncs), and only
+// then deletes generations beyond Keep. Linux vfat's
 // rename over an existing file is NOT atomic on disk: vfat_rename rewrites
 // the target's directory entry in place (written back with the renamed
 // inode, which a directory fsync does not flush), removes the source's

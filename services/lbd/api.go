@@ -523,10 +523,11 @@ func (a *Server) getHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	h := localapi.ConfigHistory{Store: a.Store.Where(), Persistent: a.Store.Persistent(), Keep: a.Store.Keep(), Configs: []localapi.StoredConfig{}}
 	cfg, _ := a.ctrl.Running()
+	marked := false // the newest copy of the running config
 	for i, e := range l {
 		sc := localapi.StoredConfig{Back: i, File: e.File, Generation: e.Gen, Saved: e.Saved, Source: string(e.Source), SHA256: e.SHA256, Damaged: e.Damaged}
-		if cfg != nil && e.Damaged == "" && e.SHA256 == sha256Hex(cfg.Source()) {
-			sc.Running = true
+		if !marked && cfg != nil && e.Damaged == "" && e.SHA256 == sha256Hex(cfg.Source()) {
+			sc.Running, marked = true, true
 		}
 		h.Configs = append(h.Configs, sc)
 	}
@@ -548,6 +549,7 @@ func (a *Server) RecordRunning() {
 	if cfg == nil {
 		return
 	}
+	a.Store.SetKeep(cfg.Access.ConfigHistory)
 	l, err := a.Store.List()
 	if err != nil {
 		a.log.WithError(err).Warn("config store unreadable")
@@ -561,7 +563,6 @@ func (a *Server) RecordRunning() {
 			break
 		}
 	}
-	a.Store.SetKeep(cfg.Access.ConfigHistory)
 	if _, err := a.Store.Save(cfg.Source(), cfgstore.Meta{Source: cfgstore.SourceBoot}); err != nil {
 		a.log.WithError(err).Warn("running config not recorded in the config store")
 	}

@@ -165,3 +165,20 @@ func TestDisableIsSavedInTheStore(t *testing.T) {
 		t.Errorf("after enable the store still disables it: %s", b)
 	}
 }
+
+// TestRecordRunningStoresTheBootConfigOnce: at start lbd records the
+// config it runs when the store's newest is not it (so rollback counts
+// from what runs), once, and takes the config's history length.
+func TestRecordRunningStoresTheBootConfigOnce(t *testing.T) {
+	_, _, _, api := server(t)
+	api.Store = cfgstore.NewDir(t.TempDir(), 9, true, "test partition")
+	api.RecordRunning()
+	api.RecordRunning()
+	l, err := api.Store.List()
+	if err != nil || len(l) != 1 || l[0].Source != cfgstore.SourceBoot {
+		t.Fatalf("store after two starts: %+v %v, want one boot entry", l, err)
+	}
+	if api.Store.Keep() != 5 {
+		t.Errorf("keep %d, want the config's default 5", api.Store.Keep())
+	}
+}
