@@ -20,6 +20,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/lbapply"
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
+	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/sirupsen/logrus"
 )
@@ -209,6 +210,18 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	if !s1.Agree || !s2.Agree || s1.Hash != s2.Hash || s1.Generation != 1 || s2.Generation != 1 {
 		t.Fatalf("after the apply: %+v / %+v", s1, s2)
 	}
+	// Both config stores hold the new config: lb1's as its apply, lb2's as
+	// taken from the peer (each after the config it booted with).
+	for _, n := range []struct {
+		node *syncNode
+		src  cfgstore.Source
+	}{{lb1, cfgstore.SourceApply}, {lb2, cfgstore.SourcePeer}} {
+		l, err := n.node.api.Store.List()
+		if err != nil || len(l) != 2 || l[0].Source != n.src || l[1].Source != cfgstore.SourceBoot {
+			t.Fatalf("config store after the apply: %+v %v, want %s then boot", l, err, n.src)
+		}
+	}
+	stored1, _ := lb1.api.Store.List()
 
 	// lb2 refuses: web-new uses a local address pool only lb1 defines.
 	before1, _ := os.ReadFile(lb1.path)
@@ -229,6 +242,9 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	}
 	if r1, _ := lb1.api.ctrl.Running(); r1.VirtualServers[4].Mode != config.ModeNAT {
 		t.Fatal("a config the peer refused runs on lb1")
+	}
+	if l, _ := lb1.api.Store.List(); len(l) != len(stored1) || l[0].Gen != stored1[0].Gen {
+		t.Fatalf("a config the peer refused is in lb1's config store: %+v", l)
 	}
 
 	// Forced on lb1 only: the nodes disagree, loudly in the status.

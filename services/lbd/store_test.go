@@ -182,3 +182,30 @@ func TestRecordRunningStoresTheBootConfigOnce(t *testing.T) {
 		t.Errorf("keep %d, want the config's default 5", api.Store.Keep())
 	}
 }
+
+// TestPeerUndoRemovesTheStoredApply: when the HA peer refuses after this
+// node committed, the undo runs the old config and takes the undone
+// config out of the store, so the next boot and rollback never see it.
+func TestPeerUndoRemovesTheStoredApply(t *testing.T) {
+	_, ip, _, api := server(t)
+	api.Store = cfgstore.NewDir(t.TempDir(), 5, true, "test partition")
+	p, refused := api.newPlan([]byte(withWeight("4")))
+	if refused != nil {
+		t.Fatal(refused)
+	}
+	l := syncLocal{api}
+	if err := l.Commit(p, 1); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := api.Store.List(); len(st) != 2 || ip.weights()["198.51.100.12"] != 4 {
+		t.Fatalf("after commit: store %+v, weights %v", st, ip.weights())
+	}
+	if err := l.Undo(p); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := api.Store.List()
+	b, _, _ := api.Store.Load(0)
+	if len(st) != 1 || string(b) != cfgDoc || ip.weights()["198.51.100.12"] != 3 {
+		t.Fatalf("after undo: store %+v (newest %q), weights %v; want only the boot config", st, b, ip.weights())
+	}
+}
