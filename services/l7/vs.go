@@ -221,3 +221,20 @@ func (st *vsState) serverKey() serverKey {
 	t := st.opts.Timeouts
 	return serverKey{st.mode, t.Header.D(), t.Read.D(), t.Idle.D(), t.Backend.D(), st.opts.MaxHeaderBytes, st.opts.MaxConnections}
 }
+
+// CheckFiles reads the certificates and keys every https virtual server of
+// cfg names, as the proxy will: the LB daemon refuses a config apply (and
+// validate) with a missing or bad one, as "field.path (line N): reason",
+// before anything changes.
+func CheckFiles(cfg *config.Config) error {
+	for i := range cfg.VirtualServers {
+		v := &cfg.VirtualServers[i]
+		if v.Mode != config.ModeHTTPS || v.HTTP == nil {
+			continue
+		}
+		if _, err := loadTLS(cfg, cfgerr.Index("virtual_servers", i), v.HTTP.Certificates); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -39,6 +39,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/rates"
 	"github.com/fulcrum-lb/fulcrum/services/cfgpeer"
 	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
+	"github.com/fulcrum-lb/fulcrum/services/l7"
 	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
@@ -302,7 +303,11 @@ func (a *Server) postConfig(apply bool) http.HandlerFunc {
 			localapi.WriteJSON(w, http.StatusRequestEntityTooLarge, localapi.ConfigResult{Message: err.Error()})
 			return
 		}
-		if _, err := config.Parse(body); err != nil {
+		cfg, err := config.Parse(body)
+		if err == nil {
+			err = l7.CheckFiles(cfg) // the L7 proxy's certificates, read where l7d reads them
+		}
+		if err != nil {
 			localapi.WriteJSON(w, http.StatusUnprocessableEntity, localapi.ConfigResult{Message: "config is invalid; nothing changed", Errors: config.Problems(err)})
 			return
 		}

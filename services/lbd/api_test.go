@@ -296,3 +296,25 @@ func TestRatesFromCounterDeltas(t *testing.T) {
 		t.Fatalf("history %+v, want 4 points for the service, 10 conn/s first", hist)
 	}
 }
+
+// An https virtual server naming a certificate file that is not there is
+// refused by validate and apply as a field error; nothing changes.
+func TestConfigWithMissingCertificateIsRefused(t *testing.T) {
+	srv, _, path, _ := server(t)
+	next := strings.Replace(cfgDoc, "pools:\n", "  - {name: shop, vip: 203.0.113.100, port: \"443\", mode: https, pool: web, http: {cookie: {secret: 0123456789abcdef}, certificates: [{cert: /nonexistent/shop.pem, key: /nonexistent/shop.key}]}}\npools:\n", 1)
+	for _, p := range []string{localapi.PathConfigCheck, localapi.PathConfigApply} {
+		resp, err := http.Post(srv.URL+p, "application/yaml", strings.NewReader(next))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res localapi.ConfigResult
+		json.NewDecoder(resp.Body).Decode(&res)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || len(res.Errors) != 1 || !strings.HasPrefix(res.Errors[0], "virtual_servers[1].http.certificates[0].cert (line 8): stat /nonexistent/shop.pem") {
+			t.Fatalf("%s: %d %+v", p, resp.StatusCode, res)
+		}
+	}
+	if b, _ := os.ReadFile(path); string(b) != cfgDoc {
+		t.Fatal("a refused config was written")
+	}
+}
