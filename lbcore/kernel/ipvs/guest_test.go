@@ -437,3 +437,70 @@ pools: {tun: {members: [{address: 198.51.100.41}]}}
 		t.Fatalf("TUN: member %s saw %s, want m41 seeing the client", name, seen)
 	}
 }
+
+// TestGuestSeedDefaultsOnTheKernel: the seed's defaults as the kernel holds
+// them after an apply (TCP established timeout 90 s, persistence 600 s on
+// by default), and an idle established connection leaving the kernel's
+// table at the configured TCP timeout: not before, and soon after.
+func TestGuestSeedDefaultsOnTheKernel(t *testing.T) {
+	l := newGuestLab(t, []string{"198.51.100.11"}, true, ipvs.Options{})
+	vs := `
+virtual_servers: [{name: web, vip: 203.0.113.100, port: 80, pool: web}]
+pools: {web: {members: [{address: 198.51.100.11, port: 8080}]}}
+`
+	l.apply(vs)
+	st, err := l.rec.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Timeouts.TCP != 90*time.Second {
+		t.Errorf("kernel TCP established timeout %s, want the seed's 90s", st.Timeouts.TCP)
+	}
+	if len(st.Services) != 1 {
+		t.Fatalf("%d services", len(st.Services))
+	}
+	for k, s := range st.Services {
+		if s.Flags&ipvs.FlagPersistent == 0 || s.Timeout != 600 {
+			t.Errorf("%s: flags %#x persistence %d s, want persistent 600 s by default", k, s.Flags, s.Timeout)
+		}
+	}
+	const idle = 4 * time.Second
+	l.apply(vs + "ipvs_timeouts: {tcp: 4s}\n")
+	if st, err = l.rec.Read(); err != nil || st.Timeouts.TCP != idle {
+		t.Fatalf("TCP timeout after apply: %v %v", st.Timeouts, err)
+	}
+	c, _, err := l.client.Dial("", "203.0.113.100:80", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	opened := time.Now()
+	active := func() int {
+		st, err := l.rec.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range st.Services {
+			for _, d := range s.Dests {
+				n += d.Active
+			}
+		}
+		return n
+	}
+	if n := active(); n != 1 {
+		t.Fatalf("%d active connections after the dial, want 1", n)
+	}
+	time.Sleep(idle / 2)
+	if n := active(); n != 1 {
+		t.Fatalf("idle connection gone after %s, before its %s timeout", time.Since(opened).Round(time.Millisecond), idle)
+	}
+	deadline := opened.Add(idle + 4*time.Second)
+	for active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle connection still in the table %s after opening (timeout %s)", time.Since(opened).Round(time.Millisecond), idle)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("idle connection expired %s after opening (tcp timeout %s)", time.Since(opened).Round(100*time.Millisecond), idle)
+}
