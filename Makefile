@@ -16,7 +16,7 @@ FUZZTIME_CI ?= 8s
 # network namespaces included).
 QEMU_PKG = ./qemu
 
-.PHONY: all deps image lab lab-down test unit qemu-test fuzz fuzz-ci bench vet fmt clean check-config import-keepalived
+.PHONY: all deps image lab lab-down test unit qemu-test fuzz fuzz-ci bench bench-report vet fmt clean check-config import-keepalived
 
 all: image
 
@@ -79,6 +79,15 @@ fuzz-ci:
 bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	FULCRUM_IPVS_BENCH=$(abspath $(OUT))/ipvs-bench.md $(GO) test -tags bench -count=1 -timeout 30m -run '^TestIPVSBenchReport$$' $(QEMU_PKG)
+	$(MAKE) --no-print-directory bench-report
+
+# out/bench.md: every report of this run in one file (each figure beside its
+# reference, measured in the same run).
+bench-report:
+	@{ echo "# Fulcrum benchmarks"; echo; echo "Generated $$(date -u '+%F %H:%M UTC') from:"; \
+	  for f in $(OUT)/*bench*.md; do [ "$$f" = "$(OUT)/bench.md" ] || echo "- \`$$(basename $$f)\`"; done; \
+	  for f in $(OUT)/*bench*.md; do [ "$$f" = "$(OUT)/bench.md" ] || { echo; sed 's/^#/##/' "$$f"; }; done; } > $(OUT)/bench.md
+	@echo "wrote $(OUT)/bench.md"
 
 clean:
 	rm -rf $(OUT) $(CACHE)/build-*
