@@ -455,7 +455,7 @@ func masterKilled(t *testing.T, ha *scenario.HA, what string) {
 	if st := ha.VRRPStates(2); len(st) == 0 || st[len(st)-1] != "MASTER" {
 		t.Errorf("lb2 VRRP states %v, want it to end MASTER", st)
 	}
-	// FullNAT on the new master uses lb2's own local addresses.
+	// FullNAT on the new master uses the same (floating) local addresses.
 	checkFullNAT(t, ha.Client("client1"), scenario.VIPFullNAT, scenario.LocalAddresses(2))
 }
 

@@ -31,15 +31,16 @@ const (
 	rolePeer     addrRole = "a vrrp peer"
 )
 
-// compatible reports whether one address may hold both roles: a VIP or a
-// SNAT address is also the floating address vrrp moves, and any role may
+// compatible reports whether one address may hold both roles: a VIP, a
+// SNAT address or a local address is also the floating address vrrp moves
+// (with vrrp on they must be: issue 13 item 3), and any role may
 // repeat (two virtual servers on one VIP, one member in two pools).
 func compatible(a, b addrRole) bool {
 	if a == b {
 		return true
 	}
 	pair := func(x, y addrRole) bool { return a == x && b == y || a == y && b == x }
-	return pair(roleVIP, roleFloating) || pair(roleSNAT, roleFloating)
+	return pair(roleVIP, roleFloating) || pair(roleSNAT, roleFloating) || pair(roleLocal, roleFloating)
 }
 
 // addrUse is one use of an address.

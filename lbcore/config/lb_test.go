@@ -287,14 +287,15 @@ snat:
 vrrp:
   peers: [192.0.2.2]
   instances:
-    - {vrid: 1, internal: [198.51.100.1/24, 198.51.100.150], external: [203.0.113.100, 203.0.113.200, 203.0.113.201]}
+    - {vrid: 1, internal: [198.51.100.1/24, 198.51.100.150, 198.51.100.201, 198.51.100.202], external: [203.0.113.100, 203.0.113.200, 203.0.113.201]}
 `
 	if errs := lbErrors(t, good); len(errs) != 0 {
 		t.Fatalf("vrrp config with every floating address listed rejected: %v", errs)
 	}
 	cases := []struct{ name, from, to, path, msg string }{
 		{"external VIP missing", "external: [203.0.113.100, ", "external: [", "virtual_servers[0].vip", "203.0.113.100 is not a virtual address of the external group"},
-		{"internal VIP on the wrong group", "internal: [198.51.100.1/24, 198.51.100.150]", "internal: [198.51.100.1/24]", "virtual_servers[1].vip", "never be announced"},
+		{"internal VIP on the wrong group", "internal: [198.51.100.1/24, 198.51.100.150, ", "internal: [198.51.100.1/24, ", "virtual_servers[1].vip", "never be announced"},
+		{"local address missing", ", 198.51.100.202]", "]", "local_address_pools.la.addresses", "198.51.100.202: not virtual addresses of the internal group"},
 		{"snat address missing", ", 203.0.113.201]", "]", "snat.ipools.out.addresses", "203.0.113.201: not virtual addresses of the external group"},
 	}
 	for _, tc := range cases {

@@ -303,6 +303,31 @@ func (c *Config) validateFloatingOwnership(errs *cfgerr.List) {
 			errs.Add(cfgerr.Join(cfgerr.Index("virtual_servers", i), "vip"), "%s is not a virtual address of the %s group in any vrrp instance; with vrrp on, vrrpd owns VIPs, so this VIP would never be announced (add it to a vrrp instance's %s list)", v.VIP, g, g)
 		}
 	}
+	// Local addresses float too: a FullNAT member replies to one, and
+	// after a takeover the new master must receive that reply to carry
+	// the synced connection on (issue 13 item 3).
+	for _, name := range sortedKeys(c.LocalAddressPools) {
+		lp := c.LocalAddressPools[name]
+		if lp == nil || !c.localPoolUsed(name) {
+			continue
+		}
+		rg, err := lp.Range()
+		if err != nil {
+			continue
+		}
+		var missing []string
+		for a := rg.First; ; a = a.Next() {
+			if !floating[Internal][a.Unmap()] {
+				missing = append(missing, a.String())
+			}
+			if a == rg.Last {
+				break
+			}
+		}
+		if len(missing) > 0 {
+			errs.Add(cfgerr.Join(cfgerr.Join("local_address_pools", name), "addresses"), "%s: not virtual addresses of the internal group in any vrrp instance; with vrrp on, local addresses float with the instance so the new master receives the members' replies to synced FullNAT connections (add them to a vrrp instance's internal list)", strings.Join(missing, ", "))
+		}
+	}
 	reported := map[string]bool{}
 	for _, r := range c.SNAT.Rules {
 		p := c.SNAT.IPools[r.IPool]
@@ -328,6 +353,16 @@ func (c *Config) validateFloatingOwnership(errs *cfgerr.List) {
 			errs.Add(cfgerr.Join(cfgerr.Join("snat.ipools", r.IPool), "addresses"), "%s: not virtual addresses of the %s group in any vrrp instance; with vrrp on, vrrpd owns SNAT addresses, so these would never be announced (add them to a vrrp instance's %s list)", strings.Join(missing, ", "), g, g)
 		}
 	}
+}
+
+// localPoolUsed reports whether a FullNAT virtual server uses the pool.
+func (c *Config) localPoolUsed(name string) bool {
+	for _, v := range c.VirtualServers {
+		if v.Mode == ModeFullNAT && v.LocalAddressPool == name {
+			return true
+		}
+	}
+	return false
 }
 
 // validateMonitorPorts: a member checked by a monitor needs a port to check:

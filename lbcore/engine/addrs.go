@@ -30,10 +30,12 @@ func Addrs(cfg *config.Config) addrs.Plan {
 		out = append(out, addrs.Want{Link: link, Addr: k.addr, Why: why})
 	}
 	internal, external := cfg.Network.Internal.Bond, cfg.Network.External.Bond
-	for _, a := range cfg.LocalAddresses() {
-		add(internal, a, "local address")
-	}
 	if !cfg.VRRP.Enabled() {
+		// With VRRP, VIPs, SNAT and local addresses float: vrrpd owns them
+		// (the new master answers for what members reply to, issue 13).
+		for _, a := range cfg.LocalAddresses() {
+			add(internal, a, "local address")
+		}
 		for _, v := range cfg.VirtualServers {
 			vip := v.VIP.Addr
 			if v.Internal {

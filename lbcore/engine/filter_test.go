@@ -23,7 +23,7 @@ local_address_pools: {la: {addresses: [198.51.100.201-202]}}
 vrrp:
   peers: [192.0.2.2]
   instances:
-    - {vrid: 1, internal: [198.51.100.1/24, 198.51.100.150], external: [203.0.113.100, 203.0.113.101]}
+    - {vrid: 1, internal: [198.51.100.1/24, 198.51.100.150, 198.51.100.201, 198.51.100.202], external: [203.0.113.100, 203.0.113.101]}
 management:
   api: {port: 9443}
 `

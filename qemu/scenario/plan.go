@@ -32,13 +32,14 @@ const (
 	ServicePort = 80
 )
 
-// LocalAddresses is node n's FullNAT local-address pool (la) in the HA
-// configs: lb1 198.51.100.201-204, lb2 198.51.100.205-208. They are per node
-// and never float.
+// LocalAddresses is the FullNAT local-address pool (la) in the HA configs,
+// 198.51.100.201-204. The addresses float with the VRRP instance (issue 13
+// item 3), so members see the same ones whichever node (n, kept so callers
+// say which node they mean) is master.
 func LocalAddresses(node int) []string {
 	var out []string
 	for i := 0; i < 4; i++ {
-		out = append(out, fmt.Sprintf("198.51.100.%d", 201+4*(node-1)+i))
+		out = append(out, fmt.Sprintf("198.51.100.%d", 201+i))
 	}
 	return out
 }
