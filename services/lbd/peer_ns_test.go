@@ -84,6 +84,7 @@ func TestConfigSyncOverVeth(t *testing.T) {
 	before1, _ := os.ReadFile(lb1.path)
 	before2, _ := os.ReadFile(lb2.path)
 	onlyLB1 := strings.Replace(next, "  la: {addresses: [198.51.100.201-204]}\n", "  la: {addresses: [198.51.100.201-204]}\n  la1: {addresses: [198.51.100.209]}\n", 1)
+	onlyLB1 = strings.Replace(onlyLB1, "198.51.100.204]\n", "198.51.100.204, 198.51.100.209]\n", 1) // local addresses float
 	onlyLB1 = strings.Replace(onlyLB1, "    vip: 203.0.113.103\n    port: \"80\"\n    mode: nat\n", "    vip: 203.0.113.103\n    port: \"80\"\n    mode: fullnat\n    local_address_pool: la1\n", 1)
 	if code, res := applyVia(t, lb1, onlyLB1, ""); code == http.StatusOK || !strings.Contains(res.Message, "refused") {
 		t.Fatalf("config lb2 refuses: %d %+v", code, res)
