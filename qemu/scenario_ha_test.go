@@ -354,6 +354,12 @@ func TestHAPairScenarios(t *testing.T) {
 		masterKilled(t, ha, "master guest killed (QEMU SIGKILL), default adverts (200 ms)")
 	})
 
+	// lb2 alone changes the config while lb1 is down (config sync refuses
+	// unless forced); lb1 must take that config when it returns.
+	appliedAlone := killed && t.Run("ApplyWithThePeerDownIsRefusedUnlessForcedLocal", func(t *testing.T) {
+		applyWithPeerDown(t, ha, configURL)
+	})
+
 	preempted := killed && t.Run("MasterReturnsAndPreempts", func(t *testing.T) {
 		loop := ha.Client("client1").StartLoopT(scenario.VIPNAT, loopEvery, loopTimeout, 4*time.Minute)
 		if err := ha.Boot(1, nil, "return after kill"); err != nil {
@@ -382,6 +388,12 @@ func TestHAPairScenarios(t *testing.T) {
 			t.Error(err)
 		} else {
 			ha.Report.Add("config sync", "lb1 back with its older boot config → both nodes agree", "%.2f s after preemption", time.Since(t0).Seconds())
+		}
+		if appliedAlone {
+			// the config lb2 applied alone: web-new back on rr
+			if out, err := ha.Run(1, "cat /proc/net/ip_vs"); err != nil || !webNewRR.MatchString(out) {
+				t.Errorf("lb1 back does not run the config lb2 applied while it was down (%v):\n%s", err, out)
+			}
 		}
 	})
 
@@ -585,6 +597,38 @@ func configSyncScenario(t *testing.T, ha *scenario.HA, configURL string) {
 	a2, _ := showConfig(ha, 2)
 	if a1 != s1 || a2 != s2 {
 		t.Errorf("a refused config changed the config state: lb1 %+v → %+v, lb2 %+v → %+v", s1, a1, s2, a2)
+	}
+}
+
+var webNewRR = regexp.MustCompile(`TCP\s+CB007167:0050\s+rr`)
+
+// applyWithPeerDown (lb1 killed): an apply on lb2 is refused naming the
+// unreachable peer and changes nothing; with --force-local it runs on lb2
+// alone and lb2 says the nodes disagree.
+func applyWithPeerDown(t *testing.T, ha *scenario.HA, configURL string) {
+	before, err := ha.Run(2, "cat /proc/net/ip_vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := configURL + "/" + fmt.Sprintf(nextConfig, 2) // web-new on rr again
+	t0 := time.Now()
+	out, err := applyConfig(ha, 2, url)
+	if err == nil || !strings.Contains(out, "192.0.2.1 did not answer") || !strings.Contains(out, "--force-local") {
+		t.Fatalf("apply with the peer down: %v\n%s", err, out)
+	}
+	ha.Report.Add("config sync", "apply with the peer down → refused", "%.2f s", time.Since(t0).Seconds())
+	if after, err := ha.Run(2, "cat /proc/net/ip_vs"); err != nil || ipvsLines(after) != ipvsLines(before) {
+		t.Fatalf("a refused apply changed lb2's IPVS table (%v):\n%s", err, after)
+	}
+	out, err = ha.Run(2, "lbctl config apply --force-local "+url)
+	if err != nil || !strings.Contains(out, "this node only") {
+		t.Fatalf("lbctl config apply --force-local: %v\n%s", err, out)
+	}
+	if after, err := ha.Run(2, "cat /proc/net/ip_vs"); err != nil || !webNewRR.MatchString(after) {
+		t.Fatalf("forced apply not in lb2's IPVS table (%v):\n%s", err, after)
+	}
+	if s2, err := showConfig(ha, 2); err != nil || s2.agree {
+		t.Errorf("lb2 with its peer down says the nodes agree: %+v %v", s2, err)
 	}
 }
 
