@@ -118,7 +118,8 @@ func guestHasAddr(t *testing.T, v *vm.VM, addr string) (bool, string) {
 // DHCP server, fetches lb.yaml (hostname lb-url), says so on the console and
 // runs it; dhcpc then keeps the lease: the guest has 192.0.2.140 on its
 // management NIC, the DNS server in resolv.conf, answers pings from the lab
-// host, and renews the 20 s lease.
+// host, and renews the 20 s lease. An apply then says it lasts until
+// reboot (no config partition) and config export prints the file.
 func TestConfigURLFetchedAfterDHCP(t *testing.T) {
 	img, err := appliance.FindImage()
 	if err != nil {
@@ -173,6 +174,16 @@ func TestConfigURLFetchedAfterDHCP(t *testing.T) {
 	t.Logf("DHCP server saw %+v", srv.Counts())
 	if ok, addrs := guestHasAddr(t, v, mgmtLease); !ok {
 		t.Errorf("after renewal the guest has no %s/25:\n%s", mgmtLease, addrs)
+	}
+	// No writable config store on a config-server boot: an apply says it
+	// lasts until reboot and points at export, which gives the file back.
+	applied, err := v.Run("lbctl config apply "+url, 90*time.Second)
+	if err != nil || !strings.Contains(applied, "NOT saved across a reboot") || !strings.Contains(applied, "config fetched from "+url) ||
+		!strings.Contains(applied, "lasts until the appliance reboots") || !strings.Contains(applied, "lbctl config export") {
+		t.Errorf("apply on a config-server boot: %v\n%s", err, applied)
+	}
+	if exported, err := v.Run("lbctl config export", 60*time.Second); err != nil || !strings.Contains(exported, "hostname: lb-url") {
+		t.Errorf("config export: %v\n%s", err, exported)
 	}
 }
 
