@@ -72,6 +72,9 @@ func fakeLBD(t *testing.T, dir string) {
 	localapi.Route(mux, "GET", localapi.PathConfigSync, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, 200, FakeSync)
 	})
+	localapi.Route(mux, "POST", localapi.PathConfigRevert, func(w http.ResponseWriter, r *http.Request) {
+		localapi.WriteJSON(w, 200, localapi.ConfigResult{OK: true, Message: "rolled back; back=" + r.URL.Query().Get("back") + " force_local=" + r.URL.Query().Get(localapi.ForceLocal)})
+	})
 	localapi.Route(mux, "POST", localapi.PathConfigApply, func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, 200, localapi.ConfigResult{OK: true, Message: "applied; force_local=" + r.URL.Query().Get(localapi.ForceLocal)})
 	})
@@ -336,5 +339,27 @@ func TestShowConfigRedactsSecrets(t *testing.T) {
 	}
 	if o := out.String(); strings.Contains(o, "s3cret-token") || strings.Contains(o, "oNRa3xwoTZDb") || strings.Count(o, "<redacted>") != 2 {
 		t.Errorf("show config:\n%s", o)
+	}
+}
+
+// config rollback [N] sends N (default 1) and --force-local; a bad N is
+// refused before anything is sent.
+func TestConfigRollbackN(t *testing.T) {
+	c, out := newCLI(t)
+	for _, tc := range []struct{ cmd, want string }{
+		{"config rollback", "back=1 force_local=\n"},
+		{"config rollback 3", "back=3 force_local=\n"},
+		{"config rollback --force-local 2", "back=2 force_local=true\n"},
+	} {
+		out.Reset()
+		if err := c.Run(context.Background(), tc.cmd); err != nil || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("%s: %v %q, want %q", tc.cmd, err, out.String(), tc.want)
+		}
+	}
+	for _, bad := range []string{"config rollback 0", "config rollback x"} {
+		out.Reset()
+		if err := c.Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "nothing changed") || strings.Contains(out.String(), "rolled back") {
+			t.Errorf("%s: %v %q, want a refusal", bad, err, out.String())
+		}
 	}
 }
