@@ -96,7 +96,7 @@ var hostileCases = []hostileCase{
 	{"cmdline with a quote", "snat:\n", "kernel: {cmdline: 'quiet\" init=/bin/sh'}\nsnat:\n", "kernel.cmdline (line 19): \"quiet\\\" init=/bin/sh\" holds \"\\\"\""},
 	{"cmdline too long", "snat:\n", "kernel: {cmdline: " + strings.Repeat("a", 1100) + "}\nsnat:\n", "kernel.cmdline (line 19): 1100 characters long (at most 1024)"},
 	// YAML type errors and unknown keys, in the operator's words
-	{"unknown key", "  web:\n    members:", "  web:\n    monitr: web\n    members:", "pools.web.monitr (line 14): unknown field \"monitr\" (known here: inhibit, members, monitor, quorum, sorry_server)"},
+	{"unknown key", "  web:\n    members:", "  web:\n    monitr: web\n    members:", "pools.web.monitr (line 14): unknown field \"monitr\" (known here: inhibit, members, monitor, panic_threshold, quorum, sorry_server)"},
 	{"unknown top-level key", "pools:\n", "pool:\n  x: 1\npools:\n", "pool (line 12): unknown field \"pool\""},
 	{"text for a bool", "internal: true,", "internal: yes please,", "virtual_servers[1].internal (line 11): \"yes please\" is not true or false"},
 	{"a list for a mapping", "local_address_pools:\n  la: {addresses: [198.51.100.201-209]}\n", "local_address_pools: [la]\n", "local_address_pools (line 17): a list is not a mapping of names to entries here"},

@@ -78,6 +78,27 @@ type Pool struct {
 	Quorum int `yaml:"quorum"`
 	// SorryServer ("addr:port") serves when the pool is down.
 	SorryServer *AddrPort `yaml:"sorry_server"`
+	// PanicThreshold, like Envoy's panic threshold: when more than this
+	// share of the pool's enabled members fail their checks at once, the
+	// checks are not trusted (a loaded checker or path fails them all
+	// together) and every enabled member keeps serving at its weight. Unset:
+	// DefaultPanicThreshold, or off for a pool with a sorry server (that is
+	// the operator's answer to a failed pool); 0% turns it off.
+	PanicThreshold *Percent `yaml:"panic_threshold"`
+}
+
+// DefaultPanicThreshold is a pool's panic threshold when the config sets none.
+const DefaultPanicThreshold Percent = 50
+
+// Panic returns the pool's panic threshold (0: off).
+func (p *Pool) Panic() Percent {
+	if p.PanicThreshold != nil {
+		return *p.PanicThreshold
+	}
+	if p.SorryServer != nil {
+		return 0
+	}
+	return DefaultPanicThreshold
 }
 
 // Member is one real server.

@@ -379,3 +379,19 @@ var Schedulers = []Scheduler{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "s
 
 // UnmarshalYAML accepts one of Schedulers.
 func (s *Scheduler) UnmarshalYAML(n *yaml.Node) error { return enum(n, s, "scheduler", Schedulers) }
+
+// Percent is a share from 0 to 100, written "50%" (or 50).
+type Percent int
+
+// UnmarshalYAML reads a percentage.
+func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
+	return decodeScalar(n, "a percentage", p, func(s string) (Percent, error) {
+		v, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%")))
+		if err != nil || v < 0 || v > 100 {
+			return 0, fmt.Errorf("%q is not a percentage from 0%% to 100%% (write 50%%)", s)
+		}
+		return Percent(v), nil
+	})
+}
+
+func (p Percent) String() string { return strconv.Itoa(int(p)) + "%" }

@@ -17,9 +17,27 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 )
 
-// Health reports whether a pool member's checks say it is up. A nil Health
-// treats every member as up.
-type Health func(config.MemberRef) bool
+// Health reports what a pool member's checks say. A nil Health treats
+// every member as up.
+type Health func(config.MemberRef) Verdict
+
+// Verdict is a member's health: only Up serves; Down counts toward the
+// pool's panic threshold, Unchecked (no result yet) does not.
+type Verdict int8
+
+const (
+	Unchecked Verdict = iota
+	Up
+	Down
+)
+
+// UpIf is Up when up, else Down.
+func UpIf(up bool) Verdict {
+	if up {
+		return Up
+	}
+	return Down
+}
 
 // Overrides are the operator's changes on top of the config: disabled
 // members stay in IPVS at weight 0, so new connections go elsewhere and

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,12 +118,12 @@ monitors:
 `
 
 // down12 says .12, .22 and .32 are down.
-func down12(r config.MemberRef) bool {
+func down12(r config.MemberRef) Verdict {
 	switch r.Addr.String() {
 	case "198.51.100.12", "198.51.100.22", "198.51.100.32":
-		return false
+		return Down
 	}
-	return true
+	return Up
 }
 
 func TestIPVSHealthInhibitSorry(t *testing.T) {
@@ -238,5 +239,81 @@ func TestOverridesAreAValue(t *testing.T) {
 	}
 	if _, err := cfg.FindMember("web", "198.51.100.99"); err == nil {
 		t.Error("unknown member found")
+	}
+}
+
+// TestPoolPanicThreshold: more than the threshold of enabled members down
+// at once overrules health (all enabled members serve at their weights);
+// at or below it, down members leave; 0% turns it off; a disabled member
+// never comes back through panic; a pool with a sorry server defaults to
+// no panic.
+func TestPoolPanicThreshold(t *testing.T) {
+	ref := func(i int) config.MemberRef {
+		return config.MemberRef{Pool: "p", Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})}
+	}
+	pct := func(v int) *config.Percent { p := config.Percent(v); return &p }
+	four := func(up string, disabled int) []MemberState {
+		var ms []MemberState
+		for i, c := range up {
+			ms = append(ms, MemberState{Ref: ref(i + 1), Weight: i + 1, Up: c == '1', Down: c == '0', Disabled: i+1 == disabled})
+		}
+		return ms
+	}
+	sorry := &config.AddrPort{AddrPort: netip.MustParseAddrPort("192.0.2.9:80")}
+	for _, tc := range []struct {
+		name     string
+		pool     config.Pool
+		up       string
+		disabled int
+		panic    bool
+		weights  []int
+		in       string
+	}{
+		{"default, 2 of 4 down: no panic", config.Pool{}, "1100", 0, false, []int{1, 2, 0, 0}, "1100"},
+		{"default, 3 of 4 down: panic", config.Pool{}, "1000", 0, true, []int{1, 2, 3, 4}, "1111"},
+		{"default, all down: panic", config.Pool{}, "0000", 0, true, []int{1, 2, 3, 4}, "1111"},
+		{"default, all unchecked: no panic", config.Pool{}, "????", 0, false, []int{0, 0, 0, 0}, "0000"},
+		{"default, 1 down 3 unchecked: no panic", config.Pool{}, "0???", 0, false, []int{0, 0, 0, 0}, "0000"},
+		{"0% off, all down", config.Pool{PanicThreshold: pct(0)}, "0000", 0, false, []int{0, 0, 0, 0}, "0000"},
+		{"25%, 2 of 4 down: panic", config.Pool{PanicThreshold: pct(25)}, "1100", 0, true, []int{1, 2, 3, 4}, "1111"},
+		{"disabled member stays out", config.Pool{}, "0000", 2, true, []int{1, 0, 3, 4}, "1011"},
+		{"disabled not counted: 2 of 3 enabled down", config.Pool{}, "1010", 3, true, []int{1, 2, 0, 4}, "1111"},
+		{"sorry server: default off", config.Pool{SorryServer: sorry}, "0000", 0, false, []int{0, 0, 0, 0}, "0000"},
+		{"sorry server, threshold set", config.Pool{SorryServer: sorry, PanicThreshold: pct(50)}, "1000", 0, true, []int{1, 2, 3, 4}, "1111"},
+	} {
+		res := PoolPolicy(&tc.pool, four(tc.up, tc.disabled))
+		in := ""
+		for i, d := range res.Members {
+			in += map[bool]string{true: "1", false: "0"}[d.In]
+			if d.Weight != tc.weights[i] {
+				t.Errorf("%s: member %d weight %d, want %d", tc.name, i+1, d.Weight, tc.weights[i])
+			}
+		}
+		if res.Panic != tc.panic || in != tc.in {
+			t.Errorf("%s: panic %v in %s, want panic %v in %s", tc.name, res.Panic, in, tc.panic, tc.in)
+		}
+		if res.Panic && res.SorryActive {
+			t.Errorf("%s: sorry server active in panic", tc.name)
+		}
+	}
+}
+
+// TestPanicThresholdConfig: panic_threshold reads "N%" or N, 0..100, and a
+// bad value is refused as field.path (line N).
+func TestPanicThresholdConfig(t *testing.T) {
+	for _, tc := range []struct {
+		val  string
+		want config.Percent
+	}{{`"30%"`, 30}, {`0`, 0}, {`100%`, 100}} {
+		doc := strings.Replace(sorryDoc, "pools:\n  a:\n", "pools:\n  a:\n    panic_threshold: "+tc.val+"\n", 1)
+		cfg := parse(t, doc)
+		if got := cfg.Pools["a"].Panic(); got != tc.want {
+			t.Errorf("panic_threshold %s: %v, want %v", tc.val, got, tc.want)
+		}
+	}
+	doc := strings.Replace(sorryDoc, "pools:\n  a:\n", "pools:\n  a:\n    panic_threshold: 150%\n", 1)
+	_, err := config.Parse([]byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "pools.a.panic_threshold (line") {
+		t.Errorf("panic_threshold 150%%: %v, want a field error", err)
 	}
 }

@@ -8,6 +8,7 @@ type MemberState struct {
 	Weight   int  // configured weight
 	Disabled bool // operator override: weight 0
 	Up       bool // health checks say up (always, without a monitor)
+	Down     bool // health checks say down (not merely unchecked yet)
 }
 
 // Dest is one member's place in the pool's service.
@@ -23,6 +24,13 @@ type PoolResult struct {
 	Serving     int    // members up, enabled, with weight > 0
 	QuorumMet   bool
 	SorryActive bool // the sorry server (weight 1) serves new connections
+	// Panic: more than the pool's panic threshold of its enabled members
+	// fail their checks at once, so the checks are overruled and every
+	// enabled member serves at its weight.
+	Panic bool
+	// Failed is the number of enabled members whose checks say down (not
+	// those unchecked yet: a pool starting up is not in panic).
+	Failed int
 }
 
 // PoolPolicy is the one pool policy: the IPVS destinations and the status
@@ -30,18 +38,36 @@ type PoolResult struct {
 //   - an up member keeps its configured weight (0 when disabled);
 //   - a member that is down or not yet known leaves the service, or stays
 //     at weight 0 when the pool inhibits;
+//   - panic: when more than the pool's panic threshold of its enabled
+//     members are down at once (and the threshold is not 0), health is
+//     overruled and every enabled member serves as if up, as Envoy does;
+//     operator-disabled members stay at weight 0;
 //   - when fewer members serve than the quorum (at least 1) and the pool has
 //     a sorry server, the sorry server alone takes new connections: every
 //     member still in the service goes to weight 0 and its connections finish.
 func PoolPolicy(p *config.Pool, members []MemberState) PoolResult {
 	res := PoolResult{Members: make([]Dest, len(members))}
+	enabled := 0
+	for _, m := range members {
+		if !m.Disabled {
+			enabled++
+			if m.Down {
+				res.Failed++
+			}
+		}
+	}
+	// failed/enabled > threshold/100, in integers.
+	if th := int(p.Panic()); th > 0 && enabled > 0 && res.Failed*100 > th*enabled {
+		res.Panic = true
+	}
 	for i, m := range members {
 		w := m.Weight
 		if m.Disabled {
 			w = 0
 		}
-		d := Dest{Ref: m.Ref, In: m.Up || p.Inhibit}
-		if m.Up {
+		up := m.Up || (res.Panic && !m.Disabled)
+		d := Dest{Ref: m.Ref, In: up || p.Inhibit}
+		if up {
 			d.Weight = w
 		}
 		if d.In && d.Weight > 0 {
@@ -69,8 +95,11 @@ func PoolMembers(name string, p *config.Pool, ov Overrides, h Health) []MemberSt
 	for i := range p.Members {
 		m := &p.Members[i]
 		r := m.Ref(name)
-		up := h == nil || p.Monitor == "" || h(r)
-		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: up}
+		v := Up
+		if h != nil && p.Monitor != "" {
+			v = h(r)
+		}
+		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: v == Up, Down: v == Down}
 	}
 	return out
 }

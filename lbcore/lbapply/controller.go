@@ -217,9 +217,9 @@ func (c *Controller) healthOf() engine.Health {
 	if c.h == nil {
 		return nil
 	}
-	return func(r config.MemberRef) bool {
+	return func(r config.MemberRef) engine.Verdict {
 		st, ok := c.h.State(r.String())
-		return ok && st == health.StateUp
+		return verdict(ok, st)
 	}
 }
 
@@ -504,12 +504,17 @@ type Status struct {
 
 // PoolStatus is one pool's health and what it serves.
 type PoolStatus struct {
-	Name        string         `json:"name"`
-	Monitor     string         `json:"monitor,omitempty"`
-	Serving     int            `json:"serving"` // members up with weight > 0
-	QuorumMet   bool           `json:"quorum_met"`
-	SorryActive bool           `json:"sorry_active"`
-	Members     []MemberStatus `json:"members"`
+	Name        string `json:"name"`
+	Monitor     string `json:"monitor,omitempty"`
+	Serving     int    `json:"serving"` // members up with weight > 0
+	QuorumMet   bool   `json:"quorum_met"`
+	SorryActive bool   `json:"sorry_active"`
+	// Panic: more than the pool's panic_threshold of its enabled members
+	// fail their checks at once, so every enabled member serves regardless
+	// (engine.PoolPolicy); Failed counts the enabled members checked down.
+	Panic   bool           `json:"panic"`
+	Failed  int            `json:"failed"`
+	Members []MemberStatus `json:"members"`
 }
 
 // MemberStatus is one member's health. Members of pools without a monitor
@@ -577,8 +582,9 @@ func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[st
 		states[r] = ms.State
 		ps.Members = append(ps.Members, ms)
 	}
-	res := engine.PoolPolicy(pool, engine.PoolMembers(name, pool, ov, func(r config.MemberRef) bool { return states[r] == health.StateUp }))
+	res := engine.PoolPolicy(pool, engine.PoolMembers(name, pool, ov, func(r config.MemberRef) engine.Verdict { return verdict(true, states[r]) }))
 	ps.Serving, ps.QuorumMet, ps.SorryActive = res.Serving, res.QuorumMet, res.SorryActive
+	ps.Panic, ps.Failed = res.Panic, res.Failed
 	for i, d := range res.Members {
 		ps.Members[i].Serving = d.In && d.Weight > 0
 	}
@@ -598,4 +604,16 @@ func StatusHandler(c *Controller) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(c.Status())
 	})
+}
+
+// verdict is a health state as the engine's pool policy reads it: only
+// down counts toward the panic threshold, not a member unchecked yet.
+func verdict(known bool, st health.State) engine.Verdict {
+	switch {
+	case known && st == health.StateUp:
+		return engine.Up
+	case known && st == health.StateDown:
+		return engine.Down
+	}
+	return engine.Unchecked
 }

@@ -272,7 +272,11 @@ func WriteHealth(w io.Writer, hs []localapi.MemberHealth) {
 		if mon == "" {
 			mon = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Pool, h.Member, mon, h.Health, admin)
+		health := h.Health
+		if h.PoolPanic {
+			health += " (POOL IN PANIC: serving anyway)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Pool, h.Member, mon, health, admin)
 	}
 	tw.Flush()
 }

@@ -203,7 +203,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 					for _, cm := range p.Members {
 						if cm.Address.Addr == ap.Addr() && (cm.Port == 0 || uint16(cm.Port) == ap.Port()) {
 							h := health[cm.Ref(v.Pool)]
-							m.Health, m.Disabled, m.Check = h.Health, h.Disabled, h.Check
+							m.Health, m.Disabled, m.Check, m.PoolPanic = h.Health, h.Disabled, h.Check, h.PoolPanic
 						}
 					}
 				}
@@ -223,7 +223,7 @@ func (a *Server) memberHealth() map[config.MemberRef]localapi.MemberHealth {
 	out := map[config.MemberRef]localapi.MemberHealth{}
 	for _, p := range a.ctrl.Status().Pools {
 		for _, m := range p.Members {
-			h := localapi.MemberHealth{Pool: p.Name, Member: m.Ref.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: m.Disabled}
+			h := localapi.MemberHealth{Pool: p.Name, Member: m.Ref.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: m.Disabled, PoolPanic: p.Panic}
 			if p.Monitor != "" {
 				h.Health = m.State.String()
 				h.Check = localapi.Check{LastOK: m.LastOK, LastReason: m.LastReason, LastCheck: m.LastCheck, Since: m.Since}

@@ -107,6 +107,7 @@ func Run(ctx context.Context, o Options, log *logrus.Entry) error {
 	}()
 	go rec.RunDrainer(ctx, 2*time.Second)
 	go rec.RunVerifier(ctx) // the full-table check, off the apply path
+	go newPanicWatch(log, time.Minute).run(ctx, ctrl.Status, time.Second)
 
 	if err := ctrl.Run(ctx, path, config.Load, reload); err != nil {
 		return fmt.Errorf("initial config not applied: %w", err)

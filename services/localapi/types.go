@@ -94,6 +94,9 @@ type Member struct {
 	Health   string `json:"health"`
 	Disabled bool   `json:"disabled"`
 	Check    Check  `json:"check"`
+	// PoolPanic: the member's pool is in panic (too many members failed at
+	// once: every enabled member serves regardless of its checks).
+	PoolPanic bool `json:"pool_panic,omitempty"`
 }
 
 // Check is a monitored member's last health check (zero when unmonitored
@@ -113,6 +116,8 @@ type MemberHealth struct {
 	Health   string `json:"health"`
 	Disabled bool   `json:"disabled"`
 	Check    Check  `json:"check"`
+	// PoolPanic: the pool is in panic (see Member.PoolPanic).
+	PoolPanic bool `json:"pool_panic,omitempty"`
 }
 
 // PathHealth (lbd) lists every configured member's health.

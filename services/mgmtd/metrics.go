@@ -2,6 +2,8 @@ package mgmtd
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +36,7 @@ var (
 	descMemPackets  = prometheus.NewDesc("fulcrum_member_packets_total", "Packets to/from the member.", append(memLabels, "direction"), nil)
 	descMemBytes    = prometheus.NewDesc("fulcrum_member_bytes_total", "Bytes to/from the member.", append(memLabels, "direction"), nil)
 	descMemWeight   = prometheus.NewDesc("fulcrum_member_weight", "IPVS weight of the member (0: drained or disabled).", memLabels, nil)
+	descPoolPanic   = prometheus.NewDesc("fulcrum_pool_panic", "1 while the pool is in panic: more than its panic_threshold of members failed at once, so all enabled members serve regardless of health.", []string{"pool"}, nil)
 	descMemHealth   = prometheus.NewDesc("fulcrum_member_health", "1 for the member's current health state (up, down, unknown, unmonitored).", append(memLabels, "state"), nil)
 	descMemDisabled = prometheus.NewDesc("fulcrum_member_disabled", "1 when the member is administratively disabled.", memLabels, nil)
 
@@ -90,7 +93,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError,
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descPoolPanic, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError,
 		descL7Reqs, descL7Bytes, descL7Conns, descL7Evict, descL7Cookies, descL7MemReqs, descL7MemErrs, descL7MemAct, descL7MemUp} {
 		ch <- d
 	}
@@ -156,6 +159,12 @@ func (e emitter) counter(d *prometheus.Desc, v float64, l ...string) {
 
 // virtualServers reports lbd's virtual servers and their members.
 func (e emitter) virtualServers(vss []localapi.VirtualServer) {
+	panicked := map[string]bool{} // one series per pool, from its members
+	defer func() {
+		for _, p := range slices.Sorted(maps.Keys(panicked)) {
+			e.gauge(descPoolPanic, b2f(panicked[p]), p)
+		}
+	}()
 	for _, vs := range vss {
 		name := vs.Name
 		if name == "" {
@@ -178,6 +187,9 @@ func (e emitter) virtualServers(vss []localapi.VirtualServer) {
 			e.counter(descMemPackets, float64(m.Stats.PacketsOut), append(ml, "out")...)
 			e.counter(descMemBytes, float64(m.Stats.BytesIn), append(ml, "in")...)
 			e.counter(descMemBytes, float64(m.Stats.BytesOut), append(ml, "out")...)
+			if m.Pool != "" {
+				panicked[m.Pool] = panicked[m.Pool] || m.PoolPanic
+			}
 			for _, s := range healthStates {
 				e.gauge(descMemHealth, b2f(m.Health == s), append(ml, s)...)
 			}
