@@ -436,7 +436,7 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request, se *session) {
 	if v, err := s.API.VRRP(ctx); note("vrrp", err) {
 		st.VRRP = &v
 	}
-	if b, err := bondstat.Read(s.BondDir); note("bonds", err) {
+	if b, err := bondstat.Read(s.BondDir); note("bonds", err) && b != nil {
 		st.Bonds = b
 		for _, bond := range b {
 			st.LinkState[bond.Name] = s.operstate(bond.Name)

@@ -89,6 +89,8 @@
     try {
       const st = await call("GET", "api/state");
       csrf = st.csrf;
+      $("login-box").hidden = true;
+      $("app").hidden = false;
       render(st);
       $("login-box").hidden = true;
       $("app").hidden = false;
@@ -149,14 +151,14 @@
   function renderVS(st) {
     const box = $("vs-body");
     box.replaceChildren();
-    if (!st.virtual_servers.length) box.append(el("p", { class: "muted", text: "no virtual servers in the kernel" }));
-    for (const vs of st.virtual_servers) {
+    if (!(st.virtual_servers || []).length) box.append(el("p", { class: "muted", text: "no virtual servers in the kernel" }));
+    for (const vs of st.virtual_servers || []) {
       const name = (vs.name ? vs.name + " " : "") + vs.protocol + " " + vs.address;
       const r = vs.rate || {};
       const head = el("h3", { text: name });
       const facts = el("p", { class: "muted", text: [vs.mode, vs.scheduler, vs.pool ? "pool " + vs.pool : "", vs.persistent ? "persistent " + vs.persistent + " s" : ""].filter(Boolean).join(" · ") +
         " · " + rate(r.conns) + " conn/s · in " + bytes(r.bytes_in) + "/s · out " + bytes(r.bytes_out) + "/s · " + vs.stats.conns + " conns total" });
-      const rows = vs.pool_members.map((pm) => {
+      const rows = (vs.pool_members || []).map((pm) => {
         const k = pm.kernel || null;
         const kr = (k && k.rate) || {};
         const check = pm.check && pm.check.last_check ? (pm.check.last_ok ? "ok: " : "failed: ") + (pm.check.last_reason || "") + " (" + ago(pm.check.last_check) + ")" : (pm.monitor ? "not checked yet" : "no monitor");
@@ -170,8 +172,8 @@
           { "data-member": pm.pool + "/" + pm.member, "data-weight": k ? String(k.weight) : "", "data-health": pm.health || "" }, [4, 5, 6, 7]);
       });
       const charts = el("div", { class: "charts" },
-        chart("conn/s", vs.history, (p) => p.conns, (v) => v.toFixed(1)),
-        chart("bytes/s (in+out)", vs.history, (p) => p.bytes_in + p.bytes_out, (v) => bytes(v) + "/s"));
+        chart("conn/s", vs.history || [], (p) => p.conns, (v) => v.toFixed(1)),
+        chart("bytes/s (in+out)", vs.history || [], (p) => p.bytes_in + p.bytes_out, (v) => bytes(v) + "/s"));
       box.append(el("div", { class: "vs", "data-vs": vs.protocol + " " + vs.address }, head, facts,
         table(["Member", "Health", "Admin", "Last check", "Weight", "Active", "Inactive", "conn/s", "pkt/s in/out", "bytes/s in/out", ""], rows, [4, 5, 6, 7]), charts));
     }
@@ -182,7 +184,7 @@
     $("node-name").textContent = n.hostname;
     const dl = $("node-facts");
     dl.replaceChildren();
-    const vrrpSummary = st.vrrp && st.vrrp.enabled ? st.vrrp.instances.map((i) => i.instance + " " + i.state + (i.master ? " (master " + i.master + ")" : "")).join(", ") : "standalone";
+    const vrrpSummary = st.vrrp && st.vrrp.enabled ? (st.vrrp.instances || []).map((i) => i.instance + " " + i.state + (i.master ? " (master " + i.master + ")" : "")).join(", ") : "standalone";
     for (const [k, v] of [["Hostname", n.hostname], ["Version", n.version], ["Kernel", n.kernel], ["Uptime", dur(n.uptime_seconds)],
       ["Config", n.config_hash ? "sha256 " + n.config_hash : "-"], ["VRRP", vrrpSummary]]) {
       dl.append(el("dt", { text: k }), el("dd", { text: v }));
@@ -194,7 +196,7 @@
     vb.replaceChildren();
     if (st.vrrp && st.vrrp.enabled) {
       vb.append(table(["Instance", "VRID", "Family", "State", "Priority", "Master (peer)", "Transitions"],
-        st.vrrp.instances.map((i) => row([i.instance, i.vrid, i.family, el("span", { class: i.state === "MASTER" ? "good" : "", text: i.state }), i.priority, i.master || "-", i.transitions],
+        (st.vrrp.instances || []).map((i) => row([i.instance, i.vrid, i.family, el("span", { class: i.state === "MASTER" ? "good" : "", text: i.state }), i.priority, i.master || "-", i.transitions],
           { "data-instance": i.instance }))));
     } else vb.append(el("p", { class: "muted", text: "no VRRP instances (standalone node)" }));
 
@@ -202,12 +204,13 @@
 
     const bb = $("bonds-body");
     bb.replaceChildren();
-    if (!st.bonds.length) bb.append(el("p", { class: "muted", text: "no bonds" }));
+    const bonds = st.bonds || [];
+    if (!bonds.length) bb.append(el("p", { class: "muted", text: "no bonds" }));
     else {
       const rows = [];
-      for (const b of st.bonds) {
+      for (const b of bonds) {
         for (const m of (b.members && b.members.length ? b.members : [null])) {
-          rows.push(row([b.name, b.mode, st.link_state[b.name] || b.mii, m ? m.name : "-", m ? (st.link_state[m.name] || m.mii) : "-", m ? m.speed : "-", m ? m.link_failures : "-", m && b.active_member === m.name ? "active" : ""]));
+          rows.push(row([b.name, b.mode, (st.link_state || {})[b.name] || b.mii, m ? m.name : "-", m ? ((st.link_state || {})[m.name] || m.mii) : "-", m ? m.speed : "-", m ? m.link_failures : "-", m && b.active_member === m.name ? "active" : ""]));
         }
       }
       bb.append(table(["Bond", "Mode", "State", "Link", "Link state", "Speed", "Failures", ""], rows));
@@ -234,7 +237,7 @@
       yb.append(table(["Daemon", "Interface", "Sync ID", "Group", "Port"], (y.daemons || []).map((d) => row([d.state, d.interface, d.sync_id, d.group, d.port]))));
     }
 
-    $("log-body").textContent = st.log.map((l) => new Date(l.time).toLocaleTimeString() + " " + l.source + "| " + l.text).join("\n");
+    $("log-body").textContent = (st.log || []).map((l) => new Date(l.time).toLocaleTimeString() + " " + l.source + "| " + l.text).join("\n");
   }
 
   document.addEventListener("DOMContentLoaded", () => {
