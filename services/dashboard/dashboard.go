@@ -494,6 +494,9 @@ func version() string {
 		return "unknown"
 	}
 	v := bi.Main.Version
+	if v == "" {
+		v = "unversioned build"
+	}
 	for _, s := range bi.Settings {
 		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
 			v += " " + s.Value[:12]

@@ -103,6 +103,21 @@ func TestGuestListingsMatchIpvsadm(t *testing.T) {
 		}
 	}
 
+	// The kernel sums its per-CPU counters into what it reports from the
+	// estimator's work every 2 s: wait until the 6 connections show.
+	testkit.Eventually(t, 10*time.Second, 200*time.Millisecond, func() error {
+		svcs, err := ipvslist.Read(h)
+		if err != nil {
+			return err
+		}
+		for _, s := range svcs {
+			if s.Port == 80 && s.Protocol == syscall.IPPROTO_TCP && s.Stats.Conns == 6 {
+				return nil
+			}
+		}
+		return fmt.Errorf("the NAT service does not count 6 connections yet: %+v", svcs)
+	})
+
 	read := func(args []string) string {
 		var b bytes.Buffer
 		var header string
