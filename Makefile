@@ -21,7 +21,7 @@ QEMU_PKG = ./qemu
 all: image
 
 # Debian packages the build and tests need (idempotent; skipped when present).
-DEB_PKGS = qemu-system-x86 qemu-utils iputils-ping socat ipxe-qemu ovmf iproute2 nftables dpkg kmod keepalived nginx-light ipvsadm tcpdump libdevmapper1.02.1
+DEB_PKGS = qemu-system-x86 qemu-utils iputils-ping socat ipxe-qemu ovmf iproute2 nftables dpkg kmod keepalived nginx-light ipvsadm tcpdump libdevmapper1.02.1 chromium
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

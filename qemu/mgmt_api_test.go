@@ -55,20 +55,22 @@ func call(t *testing.T, c *http.Client, method, url, token, body string) (int, s
 }
 
 // TestManagementAPIAuthMetricsAndSyslog boots lb1 with the API on the
-// Internal side and a syslog target in the lab: requests without a token
+// Internal side over TLS (a certificate made here, verified by the
+// client) and a syslog target in the lab: requests without a token
 // or with a wrong one get 401 and change nothing (the member stays
 // enabled); with the token the member is disabled; /metrics parses with
 // the Prometheus text parser and reports the members' weights, health,
 // bond members and daemon restarts; the API does not answer on the
 // External self IP; a UDP collector in a namespace receives RFC 5424 lines
-// of the appliance's log.
+// of the appliance's log. Then the web dashboard on the same boot, in
+// chromium (dashboardInBrowser).
 func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 	img, err := appliance.FindImage()
 	if err != nil {
 		t.Fatal(err)
 	}
 	lab := appliance.NewLab(t)
-	member, err := lab.Host("member", netlab.Internal, []string{"198.51.100.11/24"}, "")
+	member, err := lab.Host("member", netlab.Internal, []string{"198.51.100.11/24"}, "198.51.100.2") // lb1's Internal self IP: NAT replies
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,17 +101,28 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 		}
 	}()
 
-	cfg := mgmtConfig(t, "")
-	cfg = []byte(strings.Replace(string(cfg), "management:\n", fmt.Sprintf("management:\n  api: {listen: internal, port: 8080, token: %q}\n  syslog: {target: \"udp://198.51.100.11:5514\"}\n", apiToken), 1))
-	v := appliance.Boot(t, lab, img, appliance.Options{Node: 1, Config: cfg})
+	// A TCP-monitored pool whose member the dashboard part stops.
+	stopApp := tcpMember(t, member, "198.51.100.11:8081")
+	cfg := mgmtConfig(t, `
+  app:
+    monitor: tcp1
+    members:
+      - {address: 198.51.100.11, port: 8081}
+monitors:
+  tcp1: {type: tcp, interval: 1s, timeout: 500ms, rise: 1, fall: 1}
+`)
+	cfg = []byte(strings.Replace(string(cfg), "virtual_servers:\n", "virtual_servers:\n  - {name: app, vip: 203.0.113.101, port: \"80\", mode: nat, pool: app}\n", 1))
+	cfg = []byte(strings.Replace(string(cfg), "management:\n", fmt.Sprintf("management:\n  api: {listen: internal, port: 8443, token: %q, tls: {cert: %s, key: %s}}\n  syslog: {target: \"udp://198.51.100.11:5514\"}\n", apiToken, apiCertPath, apiKeyPath), 1))
+	certFiles, certPool := apiCert(t)
+	v := appliance.Boot(t, lab, img, appliance.Options{Node: 1, Config: cfg, Files: certFiles})
 	if _, err := v.WaitReady(bootTimeout); err != nil {
 		t.Fatal(err)
 	}
 	if err := v.Console.ExpectString("HTTP API listening", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	hc := nsClient(member)
-	base := "http://198.51.100.2:8080"
+	hc := nsTLSClient(member, certPool)
+	base := "https://198.51.100.2:8443"
 	disable := `{"pool":"web","member":"198.51.100.11"}`
 	weightOne := regexp.MustCompile(`"address": "198\.51\.100\.11:80",\s+"forward": "Masq",\s+"weight": 1`)
 	// lbd may still be applying its first config.
@@ -216,8 +229,8 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 	t.Logf("metrics: %d families, %d bytes", len(fams), len(body))
 
 	// Never on the External side.
-	ext := nsClient(client)
-	if resp, err := ext.Get("http://203.0.113.2:8080/metrics"); err == nil {
+	ext := nsTLSClient(client, certPool)
+	if resp, err := ext.Get("https://203.0.113.2:8443/metrics"); err == nil {
 		resp.Body.Close()
 		t.Errorf("the API answered on the External self IP: %s", resp.Status)
 	}
@@ -235,6 +248,7 @@ func TestManagementAPIAuthMetricsAndSyslog(t *testing.T) {
 			seen++
 			if re.MatchString(m) {
 				t.Logf("syslog: %d messages before the member change line: %q", seen, m)
+				dashboardInBrowser(t, hc, base, forwardFrom(t, member, "198.51.100.2:8443"), client, stopApp)
 				return
 			}
 		case <-deadline:
