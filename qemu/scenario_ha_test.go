@@ -1,7 +1,11 @@
 package qemu
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -351,7 +355,11 @@ func TestHAPairScenarios(t *testing.T) {
 	})
 
 	killed := t.Run("MasterGuestKilledBackupServesTheVIPs", func(t *testing.T) {
+		// An L7 client pinned by lb1's cookie stays on its member through lb2.
+		cl := ha.Client("client1")
+		pin, member := l7Pin(t, cl)
 		masterKilled(t, ha, "master guest killed (QEMU SIGKILL), default adverts (200 ms)")
+		l7StaysPinned(t, ha, cl, pin, member)
 	})
 
 	// lb2 alone changes the config while lb1 is down (config sync refuses
@@ -747,4 +755,82 @@ func externalBondLost(t *testing.T, ha *scenario.HA) {
 	if errBack != nil {
 		t.Errorf("lb1 did not take the VIP back after its External links returned: %v", errBack)
 	}
+}
+
+// l7URL is the http virtual server with cookie persistence (web-cookie).
+const l7URL = "http://" + scenario.VIPNAT + ":8080/"
+
+// l7Get makes one request to web-cookie from c's namespace with cookie
+// (name=value, "" for none) and returns the member and any Set-Cookie.
+func l7Get(c *scenario.Client, cookie string) (member, setCookie string, err error) {
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(_ context.Context, _, addr string) (net.Conn, error) { return c.Dial(addr) },
+	}}
+	req, _ := http.NewRequest("GET", l7URL, nil)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	r, err := scenario.ParseReply(string(b))
+	if err != nil {
+		return "", "", err
+	}
+	sc := ""
+	if cs := resp.Cookies(); len(cs) > 0 {
+		sc = cs[0].Name + "=" + cs[0].Value
+	}
+	return r.Member, sc, nil
+}
+
+// l7Pin gets a persistence cookie from the master (waiting for its health
+// checks to admit members) and the member it pins.
+func l7Pin(t *testing.T, c *scenario.Client) (cookie, member string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, sc, err := l7Get(c, "")
+		if err == nil && sc != "" {
+			return sc, m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web-cookie (%s) gave no cookie within 30 s: %v", l7URL, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// l7StaysPinned checks that the new master honours the old master's
+// cookie: every request goes to the pinned member and no new cookie is set.
+func l7StaysPinned(t *testing.T, ha *scenario.HA, c *scenario.Client, cookie, member string) {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < 30*time.Second {
+		if _, _, err = l7Get(c, cookie); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("web-cookie not served by lb2 within 30 s: %v", err)
+	}
+	for i := range 20 {
+		m, sc, err := l7Get(c, cookie)
+		if err != nil {
+			t.Fatalf("request %d through lb2: %v", i, err)
+		}
+		if m != member || sc != "" {
+			t.Fatalf("request %d through lb2 went to %s (new cookie %q); lb1's cookie pinned %s", i, m, sc, member)
+		}
+	}
+	ha.Report.Add("L7 cookie persistence across the failover", "requests after lb2 took over that stayed on lb1's pinned member", "20 / 20 (%s)", member)
 }

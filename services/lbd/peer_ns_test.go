@@ -78,7 +78,7 @@ func TestConfigSyncOverVeth(t *testing.T) {
 	if code, res := applyVia(t, lb1, next, ""); code != http.StatusOK || !strings.Contains(res.Message, "192.0.2.2") {
 		t.Fatalf("apply over veth: %d %+v", code, res)
 	}
-	if r2, _ := lb2.api.ctrl.Running(); len(r2.VirtualServers) != 5 || r2.Hostname != "lb2" {
+	if r2, _ := lb2.api.ctrl.Running(); len(r2.VirtualServers) != labVirtualServers(t, orig1)+1 || r2.Hostname != "lb2" {
 		t.Fatalf("lb2 runs %d virtual servers as %s", len(r2.VirtualServers), r2.Hostname)
 	}
 	before1, _ := os.ReadFile(lb1.path)

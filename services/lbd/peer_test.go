@@ -188,6 +188,7 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	}
 	orig1, _ := os.ReadFile(lb1.path)
 	next := strings.Replace(string(orig1), "\npools:", "\n"+extraVS+"\npools:", 1)
+	n := labVirtualServers(t, orig1) + 1 // the lab's and web-new, last
 	code, res := applyVia(t, lb1, next, "")
 	if code != http.StatusOK || !res.OK || !strings.Contains(res.Message, "127.0.0.2") {
 		t.Fatalf("apply: %d %+v", code, res)
@@ -197,10 +198,10 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lb2's file after the apply: %v", err)
 	}
-	if cfg2.Hostname != "lb2" || cfg2.VRRP.Priority != 100 || len(cfg2.VirtualServers) != 5 || cfg2.VirtualServers[4].Name != "web-new" {
+	if cfg2.Hostname != "lb2" || cfg2.VRRP.Priority != 100 || len(cfg2.VirtualServers) != n || cfg2.VirtualServers[n-1].Name != "web-new" {
 		t.Fatalf("lb2 runs host %s priority %d with %d virtual servers", cfg2.Hostname, cfg2.VRRP.Priority, len(cfg2.VirtualServers))
 	}
-	if running, _ := lb2.api.ctrl.Running(); len(running.VirtualServers) != 5 {
+	if running, _ := lb2.api.ctrl.Running(); len(running.VirtualServers) != n {
 		t.Fatalf("lb2's controller runs %d virtual servers", len(running.VirtualServers))
 	}
 	if cfg2.LocalAddressPools["la"].Addresses[0].String() != "198.51.100.201-198.51.100.204" {
@@ -241,7 +242,7 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	if !bytes.Equal(before1, after1) || !bytes.Equal(before2, after2) {
 		t.Fatal("a config the peer refused changed a file")
 	}
-	if r1, _ := lb1.api.ctrl.Running(); r1.VirtualServers[4].Mode != config.ModeNAT {
+	if r1, _ := lb1.api.ctrl.Running(); r1.VirtualServers[n-1].Mode != config.ModeNAT {
 		t.Fatal("a config the peer refused runs on lb1")
 	}
 	if l, _ := lb1.api.Store.List(); len(l) != len(stored1) || l[0].Gen != stored1[0].Gen {
@@ -257,4 +258,14 @@ func TestApplyOfferedToPeer(t *testing.T) {
 	if s1.Agree || s2.Agree || s1.Hash == s2.Hash || s1.Generation != 2 || s2.Generation != 1 {
 		t.Fatalf("after a forced apply the nodes agree: %+v / %+v", s1, s2)
 	}
+}
+
+// labVirtualServers counts the virtual servers of a lab config.
+func labVirtualServers(t *testing.T, src []byte) int {
+	t.Helper()
+	c, err := config.Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(c.VirtualServers)
 }
