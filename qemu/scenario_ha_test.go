@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 	"github.com/fulcrum-lb/fulcrum/qemu/scenario"
 )
@@ -78,6 +79,12 @@ func applyFiles(t *testing.T, cfg1, cfg2 []byte) map[string][]byte {
 	synced := strings.Replace(next1, "    scheduler: rr\n    persistence: {enabled: false}\n    pool: web\n\npools:", "    scheduler: wrr\n    persistence: {enabled: false}\n    pool: web\n\npools:", 1)
 	peerBad := strings.Replace(synced, "    vip: 203.0.113.103\n    port: \"80\"\n    mode: nat\n", "    vip: 203.0.113.103\n    port: \"80\"\n    mode: fullnat\n    local_address_pool: la1\n", 1)
 	peerBad = strings.Replace(peerBad, "  la: {addresses: [198.51.100.201-204]}\n", "  la: {addresses: [198.51.100.201-204]}\n  la1: {addresses: [198.51.100.209]}\n", 1)
+	peerBad = strings.Replace(peerBad, "198.51.100.204]\n", "198.51.100.204, 198.51.100.209]\n", 1) // local addresses float with lb1's instance
+	for name, b := range map[string]string{syncConfig: synced, peerBadConfig: peerBad} {
+		if _, err := config.Parse([]byte(b)); err != nil {
+			t.Fatalf("%s must be valid on lb1: %v", name, err)
+		}
+	}
 	if synced == next1 || strings.Count(peerBad, "la1") != 2 {
 		t.Fatal("could not derive the config sync configs")
 	}
