@@ -79,6 +79,7 @@ fuzz-ci:
 bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	FULCRUM_IPVS_BENCH=$(abspath $(OUT))/ipvs-bench.md $(GO) test -tags bench -count=1 -timeout 30m -run '^TestIPVSBenchReport$$' $(QEMU_PKG)
+	FULCRUM_STALL_BENCH=$(abspath $(OUT))/stall-bench.md $(GO) test -tags bench -count=1 -timeout 15m -run '^TestStallBenchReport$$' $(QEMU_PKG)
 	$(MAKE) --no-print-directory bench-report
 
 # out/bench.md: every report of this run in one file (each figure beside its
