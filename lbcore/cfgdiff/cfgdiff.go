@@ -447,7 +447,11 @@ func leaf(v reflect.Value) (string, bool) {
 	}
 	if v.CanInterface() {
 		if s, ok := v.Interface().(fmt.Stringer); ok && v.Kind() != reflect.Pointer {
-			if z := reflect.Zero(v.Type()); v.Equal(z) {
+			// IsZero, not Equal with the zero value: Equal panics on
+			// Stringers that are slices (config.StatusSpec of every
+			// monitor), which took lbd down on a diff of any config
+			// with a monitor.
+			if v.IsZero() {
 				return "", true
 			}
 			return s.String(), true

@@ -211,3 +211,16 @@ func TestOverridesOnBothSides(t *testing.T) {
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 func hex(v uint32) string  { return "0x" + strconv.FormatUint(uint64(v), 16) }
+
+// A config with a monitor (its expect_status is a slice with a String
+// method) diffs instead of panicking.
+func TestDiffWithAMonitor(t *testing.T) {
+	withMonitor := base + "\nmonitors:\n  m1: {type: tcp, interval: 1s, timeout: 500ms}\n"
+	d, err := Compute(parse(t, withMonitor), parse(t, strings.Replace(withMonitor, "interval: 1s", "interval: 2s", 1)), Engine(engine.Overrides{}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(d.String(), "monitors.m1.interval: 1s -> 2s") {
+		t.Fatalf("diff:\n%s", d.String())
+	}
+}
