@@ -6,21 +6,23 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fulcrum-lb/fulcrum/qemu/scenario"
 )
 
-// TestIPVSSyncInTheHALab boots the two-node HA lab and checks issue 13's
-// IPVS connection sync end to end: vrrpd on each node runs the kernel's
-// sync daemons for its VRRP role (both daemons, sync id 51 = the VRID, on
-// the failover bond; `lbctl show sync` says so), connections lb1 forwards
-// show up in lb2's IPVS table marked as synced, and lb2 still holds them
-// after lb1 is powered off. It measures the sync lag and how many of the
-// kept-alive NAT and FullNAT connections carry on through lb2 (logged, not
-// asserted: continuing them also needs conntrack sync and floating local
-// addresses, issue 13 items 2-3).
+// TestIPVSSyncInTheHALab boots the two-node HA lab once and checks issue
+// 13 end to end. IPVS connection sync: vrrpd on each node runs the
+// kernel's sync daemons for its VRRP role (both daemons, sync id 51 = the
+// VRID, on the failover bond; `lbctl show sync` says so) and connections
+// lb1 forwards show up in lb2's IPVS table marked as synced. Stateful
+// failover (items 2-6): 20 long-lived connections each through the NAT
+// VIP, the FullNAT VIP, the internal FullNAT VIP and out of a member
+// through SNAT, a request every 200 ms, carry on with the same member and
+// translation through lb1's power-off, its return and preemption (which
+// waits for the conntrack resync), and a manual switchover.
 func TestIPVSSyncInTheHALab(t *testing.T) {
 	ha := scenario.Up(t, scenario.Options{})
 	daemonRE := func(state string) *regexp.Regexp {
@@ -112,23 +114,164 @@ func TestIPVSSyncInTheHALab(t *testing.T) {
 	}
 
 	// Power lb1 off: lb2 takes over with the entries already in place.
+	// From here on issue 13 item 6: 20 long-lived connections per mode
+	// (NAT, FullNAT, internal FullNAT, members' outbound SNAT), each
+	// making a request every 200 ms, must carry on through power-off,
+	// failback (preemption) and a manual switchover without a reset and
+	// with the same member and the same translation.
+	for _, h := range conns {
+		h.conn.Close()
+	}
+	ks := startKeepers(t, ha)
+	time.Sleep(2 * time.Second) // every keeper has answered a few times; lb2 has their entries
+	ks.check(t, "before the power-off")
 	ha.Kill(1)
 	if err := ha.WaitServing(scenario.VIPNAT, 2, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if miss, out := missing(2, "SYNC"); len(miss) > 0 {
-		t.Errorf("after lb1's power-off lb2 lost the SYNC entries of ports %v\n%s", miss, out)
+	time.Sleep(3 * time.Second)
+	ks.check(t, "lb1 powered off (failover to lb2)")
+
+	if err := ha.Boot(1, nil, "lb1 back"); err != nil {
+		t.Fatal(err)
 	}
-	survived := map[string]int{}
-	for _, h := range conns {
-		if _, err := h.conn.Get(); err == nil {
-			survived[h.vip]++
-		} else {
-			t.Logf("%s port %d after failover: %v", h.vip, h.port, err)
+	if err := ha.WaitVRRPState(1, "MASTER", 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ha.Run(1, "lbctl show sync"); err == nil {
+		t.Logf("lb1 after preempting:\n%s", out)
+	}
+	time.Sleep(3 * time.Second)
+	ks.check(t, "lb1 back and preempted (failback)")
+
+	if out, err := ha.Run(1, "lbctl ha switchover"); err != nil {
+		t.Fatalf("lbctl ha switchover: %v\n%s", err, out)
+	}
+	if err := ha.WaitVRRPState(2, "MASTER", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	ks.check(t, "manual switchover to lb2")
+	ks.stop()
+}
+
+// keeper is one long-lived connection making a request every 200 ms; the
+// first answer is the reference every later one must equal (same member,
+// same source the member or the internet host sees: same translation).
+type keeper struct {
+	mode  string
+	conn  *scenario.Conn
+	mu    sync.Mutex
+	first scenario.Reply
+	n     int
+	fail  string // the first failure: an error (reset, timeout) or a changed answer
+}
+
+type keepers struct {
+	all  []*keeper
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// startKeepers opens 20 connections per mode and starts their loops.
+func startKeepers(t *testing.T, ha *scenario.HA) *keepers {
+	t.Helper()
+	ks := &keepers{done: make(chan struct{})}
+	client := func(host string) *scenario.Client {
+		c := ha.Client(host)
+		c.Timeout = 20 * time.Second // a request in flight at a handover waits for TCP's retransmission
+		return c
+	}
+	modes := []struct {
+		mode, host, dst string
+	}{
+		{"NAT", "client1", scenario.VIPNAT},
+		{"FullNAT", "client1", scenario.VIPFullNAT},
+		{"internal FullNAT", "iclient", scenario.VIPInternal},
+		{"SNAT", scenario.Members()[0], scenario.Internet},
+	}
+	for _, m := range modes {
+		c := client(m.host)
+		for i := 0; i < 20; i++ {
+			k, err := c.Open(m.dst)
+			if err != nil {
+				t.Fatalf("%s: open #%d: %v", m.mode, i, err)
+			}
+			r, err := k.Get()
+			if err != nil {
+				t.Fatalf("%s: first request #%d: %v", m.mode, i, err)
+			}
+			kp := &keeper{mode: m.mode, conn: k, first: r, n: 1}
+			ks.all = append(ks.all, kp)
+			ks.wg.Add(1)
+			go kp.run(ks.done, &ks.wg)
 		}
 	}
-	t.Logf("connections carrying on through lb2 after lb1's power-off: NAT %d/%d, FullNAT %d/%d",
-		survived[scenario.VIPNAT], perVIP, survived[scenario.VIPFullNAT], perVIP)
+	t.Cleanup(ks.stop)
+	return ks
+}
+
+func (k *keeper) run(done <-chan struct{}, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer k.conn.Close()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		r, err := k.conn.Get()
+		k.mu.Lock()
+		k.n++
+		switch {
+		case err != nil:
+			k.fail = err.Error()
+		case r != k.first:
+			k.fail = fmt.Sprintf("answer changed from %s to %s", k.first, r)
+		}
+		failed := k.fail != ""
+		k.mu.Unlock()
+		if failed {
+			return
+		}
+	}
+}
+
+func (ks *keepers) stop() {
+	select {
+	case <-ks.done:
+	default:
+		close(ks.done)
+	}
+	ks.wg.Wait()
+}
+
+// check logs how many connections per mode are still carrying on, and
+// fails the test for each one that is not.
+func (ks *keepers) check(t *testing.T, phase string) {
+	t.Helper()
+	alive, total := map[string]int{}, map[string]int{}
+	var order []string
+	for _, k := range ks.all {
+		if total[k.mode] == 0 {
+			order = append(order, k.mode)
+		}
+		total[k.mode]++
+		k.mu.Lock()
+		if k.fail == "" {
+			alive[k.mode]++
+		} else {
+			t.Errorf("%s: %s connection to %s (first answer %s) failed after %d requests: %s", phase, k.mode, k.first.Member, k.first, k.n, k.fail)
+		}
+		k.mu.Unlock()
+	}
+	var parts []string
+	for _, m := range order {
+		parts = append(parts, fmt.Sprintf("%s %d/%d", m, alive[m], total[m]))
+	}
+	t.Logf("%s: connections carrying on: %s", phase, strings.Join(parts, ", "))
 }
 
 func hexIPv4(s string) string {
