@@ -21,7 +21,7 @@ QEMU_PKG = ./qemu
 all: image
 
 # Debian packages the build and tests need (idempotent; skipped when present).
-DEB_PKGS = qemu-system-x86 qemu-utils iputils-ping socat ipxe-qemu ovmf iproute2 nftables dpkg kmod keepalived nginx-light ipvsadm tcpdump libdevmapper1.02.1 chromium
+DEB_PKGS = qemu-system-x86 qemu-utils iputils-ping socat ipxe-qemu ovmf iproute2 nftables dpkg kmod keepalived nginx-light wrk ipvsadm tcpdump libdevmapper1.02.1 chromium
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -80,6 +80,7 @@ bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	FULCRUM_IPVS_BENCH=$(abspath $(OUT))/ipvs-bench.md $(GO) test -tags bench -count=1 -timeout 30m -run '^TestIPVSBenchReport$$' $(QEMU_PKG)
 	FULCRUM_STALL_BENCH=$(abspath $(OUT))/stall-bench.md $(GO) test -tags bench -count=1 -timeout 15m -run '^TestStallBenchReport$$' $(QEMU_PKG)
+	FULCRUM_L7_BENCH=$(abspath $(OUT))/l7-bench.md $(GO) test -tags bench -count=1 -timeout 10m -run '^TestL7BenchReport$$' ./services/l7/
 	$(MAKE) --no-print-directory bench-report
 
 # out/bench.md: every report of this run in one file (each figure beside its
