@@ -98,6 +98,7 @@ func FuzzParse(f *testing.F) {
 	for _, m := range []Message{
 		{Type: MsgData, SyncID: 51, Epoch: 77, Seq: 5, Entries: []Entry{v4entry(1), v6entry()}},
 		{Type: MsgNack, SyncID: 51, Epoch: 77, Seq: 5, Last: 9},
+		{Type: MsgDone, SyncID: 51, Epoch: 77, Seq: 5},
 	} {
 		b, _ := m.Append(nil)
 		f.Add(b)

@@ -242,6 +242,9 @@ func Parse(b []byte) (Message, error) {
 		e.Orig.DstPort = binary.BigEndian.Uint16(p[2:])
 		e.Reply.SrcPort = binary.BigEndian.Uint16(p[4:])
 		e.Reply.DstPort = binary.BigEndian.Uint16(p[6:])
+		if err := validEntry(e); err != nil { // e.g. an IPv4-mapped address in an IPv6 entry
+			return Message{}, fmt.Errorf("conntrack sync: entry %d: %w", i, err)
+		}
 		m.Entries = append(m.Entries, e)
 		rest = rest[need:]
 	}
