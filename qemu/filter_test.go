@@ -24,7 +24,7 @@ func filterConfig(t *testing.T) []byte {
 	if !strings.Contains(cfg, "192.0.2.129/25") || !strings.Contains(cfg, "listen: internal") {
 		t.Fatal("lb1.yaml changed shape: the filter test could not edit it")
 	}
-	cfg = strings.Replace(cfg, "vrrp:\n  peers: [192.0.2.2]\n", "vrrp:\n  peers: [192.0.2.2]\n  instances:\n    - {vrid: 51, external: [203.0.113.100, 203.0.113.101], internal: [198.51.100.1/24]}\n", 1)
+	cfg = strings.Replace(cfg, "vrrp:\n  peers: [192.0.2.2]\n", "vrrp:\n  peers: [192.0.2.2]\n  instances:\n    - {vrid: 51, external: [203.0.113.100, 203.0.113.101], internal: [198.51.100.1/24, 198.51.100.201, 198.51.100.202]}\n", 1)
 	if !strings.Contains(cfg, "vrid: 51") {
 		t.Fatal("lb1.yaml has no vrrp peers section: the filter test could not edit it")
 	}

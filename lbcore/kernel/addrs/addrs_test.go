@@ -44,7 +44,7 @@ vrrp:
   peers: [192.0.2.2]
   instances:
     - vrid: 1
-      internal: [198.51.100.1/24, 198.51.100.100]
+      internal: [198.51.100.1/24, 198.51.100.100, 198.51.100.201, 198.51.100.202]
       external: [203.0.113.100, 203.0.113.200, 203.0.113.201]
 `
 
@@ -73,9 +73,12 @@ func TestPlanStandaloneOwnsEverything(t *testing.T) {
 	}
 }
 
-func TestPlanWithVRRPOwnsLocalAddressesOnly(t *testing.T) {
+// With VRRP every address lbd used to own floats (local addresses too,
+// since issue 13: the new master must receive the members' replies), so
+// vrrpd owns them all and lbd none.
+func TestPlanWithVRRPOwnsNothing(t *testing.T) {
 	got := planText(engine.Addrs(parse(t, network+vrrpSection)).Addrs)
-	if want := "internal 198.51.100.201, internal 198.51.100.202"; got != want {
+	if want := ""; got != want {
 		t.Fatalf("vrrp plan:\n got %s\nwant %s", got, want)
 	}
 }
@@ -171,8 +174,8 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 	if ch, _, err := apply(o, engine.Addrs(parse(t, network))); err != nil || !ch.Empty() || len(nl.calls) != 0 {
 		t.Fatalf("second apply: %+v %v calls %v", ch, err, nl.calls)
 	}
-	// Going VRRP: VIPs and SNAT addresses are vrrpd's now and leave; the
-	// address someone else put there stays; self IPs stay.
+	// Going VRRP: VIPs, SNAT and local addresses are vrrpd's now and
+	// leave; the address someone else put there stays; self IPs stay.
 	ch, _, err = apply(o, engine.Addrs(parse(t, network+vrrpSection)))
 	if err != nil {
 		t.Fatal(err)
@@ -180,11 +183,11 @@ func TestApplyAddsRemovesOnlyItsOwn(t *testing.T) {
 	if got, want := nl.list("external"), "203.0.113.100/32 203.0.113.2/24"; got != want {
 		t.Fatalf("external after going vrrp: %s, want %s", got, want)
 	}
-	if got, want := nl.list("internal"), "198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
+	if got, want := nl.list("internal"), "198.51.100.2/24"; got != want {
 		t.Fatalf("internal after going vrrp: %s, want %s", got, want)
 	}
-	if len(ch.Removed) != 3 {
-		t.Fatalf("removed %v, want 3", ch.Removed)
+	if len(ch.Removed) != 5 {
+		t.Fatalf("removed %v, want 5", ch.Removed)
 	}
 }
 
@@ -194,10 +197,10 @@ func TestApplyRecognisesLabelledAddressesAfterRestart(t *testing.T) {
 		"external": {selfIP("203.0.113.2/24", "external")},
 	}}
 	o := addrs.NewOwner(nl, quiet()) // a fresh daemon: remembers nothing
-	if _, _, err := apply(o, engine.Addrs(parse(t, network+vrrpSection))); err != nil {
+	if _, _, err := apply(o, engine.Addrs(parse(t, network))); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := nl.list("internal"), "198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
+	if got, want := nl.list("internal"), "198.51.100.100/32 198.51.100.2/24 198.51.100.201/32 198.51.100.202/32"; got != want {
 		t.Fatalf("internal: %s, want %s (stale labelled .207 removed, .201 kept)", got, want)
 	}
 }
