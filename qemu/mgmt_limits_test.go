@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 	"github.com/fulcrum-lb/fulcrum/qemu/appliance"
 	"github.com/fulcrum-lb/fulcrum/qemu/netlab"
 )
@@ -41,9 +42,15 @@ func TestAPIIdleClientsDoNotLockOutTheAdmin(t *testing.T) {
 	}
 	const addr = "198.51.100.2:8080"
 	hc := nsClient(member)
-	if code, body := call(t, hc, "GET", "http://"+addr+"/api/v1/vs", apiToken, ""); code != 200 {
-		t.Fatalf("before the flood: %d %s", code, body)
-	}
+	// mgmtd listens before lbd's local socket is up (lbd opens its config
+	// store and config sync first): wait, bounded, for lbd to answer
+	// through the API before measuring anything.
+	testkit.Eventually(t, 30*time.Second, 250*time.Millisecond, func() error {
+		if code, body := call(t, hc, "GET", "http://"+addr+"/api/v1/vs", apiToken, ""); code != 200 {
+			return fmt.Errorf("before the flood: %d %s", code, body)
+		}
+		return nil
+	})
 
 	var mu sync.Mutex
 	var conns []net.Conn
