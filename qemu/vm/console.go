@@ -215,7 +215,7 @@ func (c *Console) Run(cmd string, timeout time.Duration) (string, int, error) {
 	if err := c.Send(line); err != nil {
 		return "", -1, fmt.Errorf("console: %w", err)
 	}
-	re := regexp.MustCompile(`(?s)` + regexp.QuoteMeta(fmt.Sprintf("@@B%d@@", n)) + `(.*?)` + regexp.QuoteMeta(fmt.Sprintf("@@E%d@@", n)) + ` (\d+)`)
+	re := regexp.MustCompile(`(?s)` + regexp.QuoteMeta(fmt.Sprintf("@@B%d@@", n)) + `(.*?)` + regexp.QuoteMeta(fmt.Sprintf("@@E%d@@", n)) + `(\d+)@@`)
 	m, err := c.Expect(re, timeout)
 	if err != nil {
 		return "", -1, fmt.Errorf("running %q: %w", cmd, err)
@@ -231,7 +231,7 @@ func RunLine(n int, cmd string) string {
 	const f = "/tmp/.console-run"
 	return fmt.Sprintf("echo '@@B''%d@@'; { %s; } >%s 2>&1; s=$?; "+
 		"while IFS= read -r l || [ -n \"$l\" ]; do echo \"@@\"\"%d|$l\"; done <%s; "+
-		"echo '@@E''%d@@' $s\n", n, cmd, f, n, f, n)
+		"echo \"@@E\"\"%d@@$s@@\"\n", n, cmd, f, n, f, n)
 }
 
 // TaggedOutput picks the lines tagged "@@<n>|" out of framed console text

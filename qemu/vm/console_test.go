@@ -45,7 +45,7 @@ func TestRunLineInTheGuestShell(t *testing.T) {
 	for _, shell := range []string{gosh, "sh"} {
 		out, _ := exec.Command(shell, "-c", line).CombinedOutput()
 		s := string(out)
-		if !regexp.MustCompile(`@@E3@@ [1-9]`).MatchString(s) {
+		if !regexp.MustCompile(`@@E3@@[1-9][0-9]*@@`).MatchString(s) {
 			t.Fatalf("%s: no end marker with cat's failure status:\n%s", shell, s)
 		}
 		got := TaggedOutput(3, s)
