@@ -23,8 +23,15 @@ var (
 	ErrNoFamily = errors.New("no IPVS generic netlink family (is the ip_vs module loaded?)")
 )
 
-// Timeout bounds every request: the kernel answers at once or not at all.
+// Timeout bounds a request the kernel answers at once (family lookup,
+// listing): it answers within it or not at all.
 const Timeout = 5 * time.Second
+
+// DaemonTimeout bounds starting or stopping a sync daemon: the kernel
+// answers only once its threads have started or stopped (kthread_stop
+// waits for a master thread to finish sending, and the sockets are
+// released under RCU), which took over 5 s on a loaded TCG guest.
+const DaemonTimeout = 30 * time.Second
 
 // Conn is a generic netlink socket talking to the IPVS family of one
 // network namespace. It is safe for concurrent use.
@@ -82,7 +89,7 @@ func (c *Conn) Start(d Daemon) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.exec(c.family, unix.NLM_F_ACK, msg); err != nil {
+	if _, err := c.exec(c.family, unix.NLM_F_ACK, msg, DaemonTimeout); err != nil {
 		return fmt.Errorf("ipvs sync: start %s: %w", d, explain(err, d))
 	}
 	return nil
@@ -94,7 +101,7 @@ func (c *Conn) Stop(s State) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.exec(c.family, unix.NLM_F_ACK, msg); err != nil {
+	if _, err := c.exec(c.family, unix.NLM_F_ACK, msg, DaemonTimeout); err != nil {
 		return fmt.Errorf("ipvs sync: stop %s daemon: %w", s, explain(err, Daemon{State: s}))
 	}
 	return nil
@@ -103,7 +110,7 @@ func (c *Conn) Stop(s State) error {
 // List returns the running daemons (at most one master and one backup),
 // with the settings in effect.
 func (c *Conn) List() ([]Daemon, error) {
-	replies, err := c.exec(c.family, unix.NLM_F_DUMP, ListMessage())
+	replies, err := c.exec(c.family, unix.NLM_F_DUMP, ListMessage(), Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("ipvs sync: list daemons: %w", err)
 	}
@@ -142,7 +149,7 @@ const (
 
 func (c *Conn) resolveFamily() (uint16, error) {
 	msg := appendAttr([]byte{ctrlCmdGetFamily, nl.GENL_CTRL_VERSION, 0, 0}, ctrlAttrFamilyName, append([]byte(FamilyName), 0))
-	replies, err := c.exec(nl.GENL_ID_CTRL, unix.NLM_F_ACK, msg)
+	replies, err := c.exec(nl.GENL_ID_CTRL, unix.NLM_F_ACK, msg, Timeout)
 	if errors.Is(err, syscall.ENOENT) {
 		return 0, fmt.Errorf("ipvs sync: %w", ErrNoFamily)
 	}
@@ -171,8 +178,10 @@ func (c *Conn) resolveFamily() (uint16, error) {
 }
 
 // exec sends one request and collects the payloads of the replies of the
-// same type, until the ACK, NLMSG_DONE or a non-multipart reply.
-func (c *Conn) exec(typ uint16, flags int, payload []byte) ([][]byte, error) {
+// same type, until the ACK, NLMSG_DONE or a non-multipart reply, waiting
+// at most wait for them (the socket's own timeout, Timeout, is one wait
+// of several).
+func (c *Conn) exec(typ uint16, flags int, payload []byte, wait time.Duration) ([][]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sock == nil {
@@ -190,11 +199,16 @@ func (c *Conn) exec(typ uint16, flags int, payload []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("socket pid: %w", err)
 	}
 	var out [][]byte
-	for range maxRepliesPerAnswer + 2 {
+	deadline := time.Now().Add(wait)
+	for reads := 0; reads < maxRepliesPerAnswer+2; {
 		msgs, from, err := c.sock.Receive()
 		if err != nil {
-			return nil, fmt.Errorf("receive: %w", err)
+			if errors.Is(err, unix.EAGAIN) && time.Now().Before(deadline) {
+				continue // the kernel is still working on it
+			}
+			return nil, fmt.Errorf("receive (waited up to %v): %w", wait, err)
 		}
+		reads++
 		if from.Pid != nl.PidKernel {
 			continue
 		}
