@@ -350,6 +350,7 @@ var zeroDefaults = []struct {
 	{regexp.MustCompile(`^ipvs_timeouts\.tcp$`), "90s"},
 	{regexp.MustCompile(`^management\.api\.port$`), "8080 (8443 with tls)"},
 	{regexp.MustCompile(`^management\.log\.ring_lines$`), "2000"},
+	{regexp.MustCompile(`^management\.config_history$`), "5"},
 	{regexp.MustCompile(`^monitors\.[^.]+\.(interval)$`), "5s"},
 	{regexp.MustCompile(`^monitors\.[^.]+\.(timeout)$`), "2s, or half the interval"},
 	{regexp.MustCompile(`^monitors\.[^.]+\.(rise)$`), "2"},

@@ -79,6 +79,7 @@ var hostileCases = []hostileCase{
 	{"persistence timeout 0s", "port: 80, pool: web}", "port: 80, pool: web, persistence: {timeout: 0s}}", "virtual_servers[0].persistence.timeout (line 10): an explicit 0s would silently become the default 600s"},
 	{"ipvs tcp timeout 0", "snat:\n", "ipvs_timeouts: {tcp: 0}\nsnat:\n", "ipvs_timeouts.tcp (line 19): an explicit 0 would silently become the default 90s"},
 	{"api port 0", "snat:\n", "management: {api: {port: 0}}\nsnat:\n", "management.api.port (line 19): an explicit 0 would silently become the default 8080"},
+	{"config history 0", "snat:\n", "management: {config_history: 0}\nsnat:\n", "management.config_history (line 19): an explicit 0 would silently become the default 5"},
 	// more than one document, a key twice
 	{"second document", "    - {source: 198.51.100.0/24, ipool: out}\n", "    - {source: 198.51.100.0/24, ipool: out}\n---\nversion: 1\n", "document (line 24): a second YAML document starts here"},
 	{"key twice", "snat:\n", "version: 1\nsnat:\n", "version (line 19): \"version\" is set twice (first on line 1)"},
