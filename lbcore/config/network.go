@@ -108,18 +108,31 @@ func (n *Network) Group(g Group) *BondGroup {
 // kernel's memory heuristic (4096 entries on a small box: a flood of idle
 // connections against any admitted port filled it and every new flow,
 // VIP traffic included, was dropped); 262144 entries cost at most ~80 MiB.
+// IPVS sync resends a connection with traffic every 5 s
+// (sync_refresh_period, with sync_period 0 instead of every 50th packet):
+// the kernel has no bulk transfer, so this is what brings a returning
+// node's table up to date before it preempts, and what keeps the backup's
+// copies from expiring while the connection is busy. TCP window tracking
+// is liberal, as conntrackd's manual asks of synced nodes: an entry a node
+// kept from its own time as master has the sequence window of that time,
+// and after a failback and a switchover the flow's packets are far past
+// it; strict tracking marks them invalid, NAT skips them and the member
+// resets the connection.
 func DefaultSysctls() map[string]string {
 	return map[string]string{
-		"net.ipv4.ip_forward":                   "1",
-		"net.ipv6.conf.all.forwarding":          "1",
-		"net.ipv4.conf.all.rp_filter":           "2",
-		"net.ipv4.conf.default.rp_filter":       "2",
-		"net.ipv4.conf.all.arp_ignore":          "1",
-		"net.ipv4.conf.all.arp_announce":        "2",
-		"net.ipv4.vs.conntrack":                 "1",
-		"net.ipv4.vs.expire_nodest_conn":        "1",
-		"net.ipv4.vs.expire_quiescent_template": "1",
-		"net.netfilter.nf_conntrack_max":        "262144",
+		"net.ipv4.ip_forward":                       "1",
+		"net.ipv6.conf.all.forwarding":              "1",
+		"net.ipv4.conf.all.rp_filter":               "2",
+		"net.ipv4.conf.default.rp_filter":           "2",
+		"net.ipv4.conf.all.arp_ignore":              "1",
+		"net.ipv4.conf.all.arp_announce":            "2",
+		"net.ipv4.vs.conntrack":                     "1",
+		"net.ipv4.vs.expire_nodest_conn":            "1",
+		"net.ipv4.vs.expire_quiescent_template":     "1",
+		"net.ipv4.vs.sync_refresh_period":           "5",
+		"net.ipv4.vs.sync_threshold":                "3 0",
+		"net.netfilter.nf_conntrack_max":            "262144",
+		"net.netfilter.nf_conntrack_tcp_be_liberal": "1",
 	}
 }
 

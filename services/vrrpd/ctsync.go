@@ -101,7 +101,7 @@ func listenSync(ctx context.Context, bond string, local netip.Addr) (net.PacketC
 // startCTSync starts conntrack sync for cfg in the background; what fails
 // is logged and shown by the API and never stops VRRP. The socket is
 // retried until it opens (the failover address may still be on its way).
-func startCTSync(ctx context.Context, cfg *config.Config, n *node.Node, log *logrus.Entry) *ctSync {
+func startCTSync(ctx context.Context, cfg *config.Config, onSynced func(bool), log *logrus.Entry) *ctSync {
 	in := cfg.VRRP.Instances[0]
 	cs := &ctSync{instance: in.Name}
 	local, peer, err := ctEndpoints(cfg)
@@ -111,7 +111,7 @@ func startCTSync(ctx context.Context, cfg *config.Config, n *node.Node, log *log
 		return cs
 	}
 	cs.setErr("conntrack sync: starting")
-	go cs.run(ctx, cfg.Network.Failover.Bond, local, ctsync.Config{SyncID: uint8(in.VRID), Peer: peer, Port: ctsync.Port, OnSynced: n.SetSynced}, log)
+	go cs.run(ctx, cfg.Network.Failover.Bond, local, ctsync.Config{SyncID: uint8(in.VRID), Peer: peer, Port: ctsync.Port, OnSynced: onSynced}, log)
 	return cs
 }
 

@@ -34,6 +34,13 @@ func syncSettings(cfg *config.Config) (ipvssync.Settings, string) {
 	return ipvssync.Settings{Interface: cfg.Network.Failover.Bond, SyncID: uint8(in.VRID)}, in.Name
 }
 
+// ipvsSyncWanted says whether IPVS sync runs for cfg (and so whether VRRP
+// preemption waits for it).
+func ipvsSyncWanted(cfg *config.Config) bool {
+	s, _ := syncSettings(cfg)
+	return s.Validate() == nil
+}
+
 // startSync starts the syncer; a failure (no ip_vs, bad settings) is
 // logged and shown by the API, and never stops VRRP.
 func startSync(ctx context.Context, cfg *config.Config, log *logrus.Entry) *connSync {
@@ -97,11 +104,14 @@ func (cs *connSync) event(instance string, to fsm.State) {
 
 // follow sets the role from the node's status every interval as well:
 // events are dropped when a subscriber falls behind, and a missed one
-// must not leave the daemons in the wrong role for long.
-func (cs *connSync) follow(ctx context.Context, n interface{ Status() []node.Status }, every time.Duration) {
+// must not leave the daemons in the wrong role for long. It also tells
+// the gate when the backup daemon has run long enough to hold the
+// master's connections.
+func (cs *connSync) follow(ctx context.Context, n interface{ Status() []node.Status }, gate *syncGate, every time.Duration) {
 	if cs == nil || cs.y == nil {
 		return
 	}
+	clock := backupClock{catchUp: ipvsCatchUp(refreshPeriodPath)}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -115,7 +125,18 @@ func (cs *connSync) follow(ctx context.Context, n interface{ Status() []node.Sta
 				cs.y.SetRole(roleOf(s.State))
 			}
 		}
+		gate.ipvsSynced(clock.observe(backupRuns(cs.y.Status().Daemons), time.Now()))
 	}
+}
+
+// backupRuns says whether a backup daemon is among ds.
+func backupRuns(ds []ipvsnl.Daemon) bool {
+	for _, d := range ds {
+		if d.State == ipvsnl.Backup {
+			return true
+		}
+	}
+	return false
 }
 
 // status is the API's view; connection counts are read from the kernel

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,7 +105,9 @@ func TestSyncFollowsTheInstanceAndShowsInTheAPI(t *testing.T) {
 		return nil
 	})
 	// A missed event is corrected from the node's status.
-	go cs.follow(ctx, statuses{{Instance: "vrid51", VRID: 51, State: fsm.Master}}, 10*time.Millisecond)
+	var synced atomic.Bool
+	gate := newSyncGate(synced.Store, false, true)
+	go cs.follow(ctx, statuses{{Instance: "vrid51", VRID: 51, State: fsm.Master}}, gate, 10*time.Millisecond)
 	testkit.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if st := get(); st.Role != "master" || len(st.Daemons) != 2 {
 			return fmt.Errorf("%+v", st)

@@ -33,13 +33,14 @@ func Run(ctx context.Context, path string, log *logrus.Entry) error {
 	}
 	n, err := node.New(node.Options{Config: cfg.VRRP, Interfaces: cfg.VRRPInterfaces(), Log: log,
 		Heartbeat: func() { daemon.Heartbeat(ctx) }, HeartbeatEvery: beatEvery(ctx),
-		PreviousRunHung: daemon.PreviousRunHung(), WaitSync: ctSyncWanted(cfg)})
+		PreviousRunHung: daemon.PreviousRunHung(), WaitSync: ctSyncWanted(cfg) || ipvsSyncWanted(cfg)})
 	if err != nil {
 		return err
 	}
 	cs := startSync(ctx, cfg, log)
-	go cs.follow(ctx, n, 2*time.Second)
-	ct := startCTSync(ctx, cfg, n, log)
+	gate := newSyncGate(n.SetSynced, ctSyncWanted(cfg), cs.y != nil)
+	go cs.follow(ctx, n, gate, 2*time.Second)
+	ct := startCTSync(ctx, cfg, gate.conntrackSynced, log)
 	go ct.follow(ctx, n, 2*time.Second)
 	a := newAPI(n, cs, ct)
 	go serveAPI(ctx, a, log)
