@@ -79,6 +79,7 @@ var hostileCases = []hostileCase{
 	{"persistence timeout 0s", "port: 80, pool: web}", "port: 80, pool: web, persistence: {timeout: 0s}}", "virtual_servers[0].persistence.timeout (line 10): an explicit 0s would silently become the default 600s"},
 	{"ipvs tcp timeout 0", "snat:\n", "ipvs_timeouts: {tcp: 0}\nsnat:\n", "ipvs_timeouts.tcp (line 19): an explicit 0 would silently become the default 90s"},
 	{"api port 0", "snat:\n", "management: {api: {port: 0}}\nsnat:\n", "management.api.port (line 19): an explicit 0 would silently become the default 8080"},
+	{"slow start in minutes fractions", "  web:\n    members:", "  web:\n    slow_start: 90.5s\n    members:", "pools.web.slow_start (line 14): 1m30.5s must be a whole number of seconds from 1s to 1h (ramps go in 1 s steps; leave it out for no slow start)"},
 	{"config history 0", "snat:\n", "management: {config_history: 0}\nsnat:\n", "management.config_history (line 19): an explicit 0 would silently become the default 5"},
 	// more than one document, a key twice
 	{"second document", "    - {source: 198.51.100.0/24, ipool: out}\n", "    - {source: 198.51.100.0/24, ipool: out}\n---\nversion: 1\n", "document (line 24): a second YAML document starts here"},
@@ -97,7 +98,7 @@ var hostileCases = []hostileCase{
 	{"cmdline with a quote", "snat:\n", "kernel: {cmdline: 'quiet\" init=/bin/sh'}\nsnat:\n", "kernel.cmdline (line 19): \"quiet\\\" init=/bin/sh\" holds \"\\\"\""},
 	{"cmdline too long", "snat:\n", "kernel: {cmdline: " + strings.Repeat("a", 1100) + "}\nsnat:\n", "kernel.cmdline (line 19): 1100 characters long (at most 1024)"},
 	// YAML type errors and unknown keys, in the operator's words
-	{"unknown key", "  web:\n    members:", "  web:\n    monitr: web\n    members:", "pools.web.monitr (line 14): unknown field \"monitr\" (known here: inhibit, members, monitor, panic_threshold, quorum, sorry_server)"},
+	{"unknown key", "  web:\n    members:", "  web:\n    monitr: web\n    members:", "pools.web.monitr (line 14): unknown field \"monitr\" (known here: inhibit, members, monitor, panic_threshold, quorum, slow_start, sorry_server)"},
 	{"unknown top-level key", "pools:\n", "pool:\n  x: 1\npools:\n", "pool (line 12): unknown field \"pool\""},
 	{"text for a bool", "internal: true,", "internal: yes please,", "virtual_servers[1].internal (line 11): \"yes please\" is not true or false"},
 	{"a list for a mapping", "local_address_pools:\n  la: {addresses: [198.51.100.201-209]}\n", "local_address_pools: [la]\n", "local_address_pools (line 17): a list is not a mapping of names to entries here"},

@@ -85,7 +85,15 @@ type Pool struct {
 	// DefaultPanicThreshold, or off for a pool with a sorry server (that is
 	// the operator's answer to a failed pool); 0% turns it off.
 	PanicThreshold *Percent `yaml:"panic_threshold"`
+	// SlowStart (off when absent or 0s): a member that comes back up, is
+	// added or is re-enabled ramps linearly from a tenth of its weight to
+	// its weight over this time, in 1 s steps, so a cold cache or JVM is not
+	// flooded with new connections. Members up when lbd starts do not ramp.
+	SlowStart Duration `yaml:"slow_start"`
 }
+
+// MaxSlowStart is the longest slow_start a pool may set.
+const MaxSlowStart = time.Hour
 
 // DefaultPanicThreshold is a pool's panic threshold when the config sets none.
 const DefaultPanicThreshold Percent = 50

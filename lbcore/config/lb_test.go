@@ -201,6 +201,14 @@ pools: {p: {members: [{address: 198.51.100.11, port: 8080}]}}`, "virtual_servers
 pools: {p: {sorry_server: "192.168.1.1:80", members: [{address: 198.51.100.11}]}}`, "pools.p.sorry_server", "not reachable"},
 		{"quorum", lbNetwork + `
 pools: {p: {quorum: 3, members: [{address: 198.51.100.11}]}}`, "pools.p.quorum", "out of range"},
+		{"slow start negative", lbNetwork + `
+pools: {p: {slow_start: -5s, members: [{address: 198.51.100.11}]}}`, "pools.p.slow_start", "whole number of seconds from 1s to 1h"},
+		{"slow start fraction", lbNetwork + `
+pools: {p: {slow_start: 1500ms, members: [{address: 198.51.100.11}]}}`, "pools.p.slow_start", "whole number of seconds"},
+		{"slow start too long", lbNetwork + `
+pools: {p: {slow_start: 2h, members: [{address: 198.51.100.11}]}}`, "pools.p.slow_start", "from 1s to 1h"},
+		{"slow start not a duration", lbNetwork + `
+pools: {p: {slow_start: 30, members: [{address: 198.51.100.11}]}}`, "pools.p.slow_start", "duration"},
 		{"timeout", lbNetwork + `
 ipvs_timeouts: {tcp: 1500ms}`, "ipvs_timeouts.tcp", "whole seconds"},
 		{"snat bad source", lbNetwork + `
@@ -332,5 +340,22 @@ virtual_servers:
 	// A single-port VS on the pool gives the port.
 	if errs := lbErrors(t, doc+"  - {name: s, vip: 203.0.113.101, port: 80, pool: p}\n"); len(errs) != 0 {
 		t.Fatalf("single-port VS: %v", errs)
+	}
+}
+
+// slow_start reads as a duration; 0s and absent are both off.
+func TestSlowStartParsed(t *testing.T) {
+	for doc, want := range map[string]time.Duration{
+		`pools: {p: {slow_start: 30s, members: [{address: 198.51.100.11}]}}`: 30 * time.Second,
+		`pools: {p: {slow_start: 0s, members: [{address: 198.51.100.11}]}}`:  0,
+		`pools: {p: {members: [{address: 198.51.100.11}]}}`:                  0,
+	} {
+		c, err := Parse([]byte(lbNetwork + "\n" + doc + "\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if got := c.Pools["p"].SlowStart.D(); got != want {
+			t.Errorf("%s: slow start %s, want %s", doc, got, want)
+		}
 	}
 }

@@ -140,6 +140,9 @@ func (c *Config) validatePool(errs *cfgerr.List, name string, nets lbNets) {
 	if pool.Quorum < 0 || pool.Quorum > len(pool.Members) {
 		errs.Add(cfgerr.Join(pp, "quorum"), "%d is out of range (0..%d members)", pool.Quorum, len(pool.Members))
 	}
+	if d := pool.SlowStart.D(); d < 0 || d > MaxSlowStart || d%time.Second != 0 {
+		errs.Add(cfgerr.Join(pp, "slow_start"), "%s must be a whole number of seconds from 1s to 1h (ramps go in 1 s steps; leave it out for no slow start)", d)
+	}
 	if s := pool.SorryServer; s != nil && !nets.reachable(s.Addr()) {
 		errs.Add(cfgerr.Join(pp, "sorry_server"), "%s is not reachable through the Internal group (subnets %s)", s.Addr(), nets.all())
 	}

@@ -39,12 +39,15 @@ func UpIf(up bool) Verdict {
 	return Down
 }
 
-// Overrides are the operator's changes on top of the config: disabled
-// members stay in IPVS at weight 0, so new connections go elsewhere and
-// existing ones finish (they drain). They are a value handed to Desired,
-// never edits of the config.
+// Overrides are the run-time changes on top of the config. The operator's
+// (Disabled): disabled members stay in IPVS at weight 0, so new connections
+// go elsewhere and existing ones finish (they drain). They are a value
+// handed to Desired, never edits of the config. SlowStart is not the
+// operator's: the controller sets it on the copy it hands to the engine
+// (With does not carry it; the saved overrides never hold it).
 type Overrides struct {
-	Disabled map[config.MemberRef]bool
+	Disabled  map[config.MemberRef]bool
+	SlowStart SlowStart
 }
 
 // With returns a copy of o with ref disabled or enabled.

@@ -9,13 +9,17 @@ type MemberState struct {
 	Disabled bool // operator override: weight 0
 	Up       bool // health checks say up (always, without a monitor)
 	Down     bool // health checks say down (not merely unchecked yet)
+	Ramp     Ramp // its slow start, when it ramps
 }
 
 // Dest is one member's place in the pool's service.
 type Dest struct {
 	Ref    config.MemberRef
 	In     bool // in the service at all
-	Weight int  // when In
+	Weight int  // when In: the IPVS weight
+	// Ramp: the member ramps (slow start); Weight is Ramp.Share of its
+	// weight, on the pool's scale (RampScale).
+	Ramp Ramp
 }
 
 // PoolResult is what a pool serves.
@@ -31,6 +35,9 @@ type PoolResult struct {
 	// Failed is the number of enabled members whose checks say down (not
 	// those unchecked yet: a pool starting up is not in panic).
 	Failed int
+	// Ramping: a member is in slow start, so every weight of the pool is
+	// on the scale RampScale.
+	Ramping bool
 }
 
 // PoolPolicy is the one pool policy: the IPVS destinations and the status
@@ -44,7 +51,10 @@ type PoolResult struct {
 //     operator-disabled members stay at weight 0;
 //   - when fewer members serve than the quorum (at least 1) and the pool has
 //     a sorry server, the sorry server alone takes new connections: every
-//     member still in the service goes to weight 0 and its connections finish.
+//     member still in the service goes to weight 0 and its connections finish;
+//   - slow start: while a member up by its checks (not by panic) with a
+//     weight ramps, every weight of the pool is multiplied by RampScale and
+//     the ramping member's is its ramp's share of that (at least 1).
 func PoolPolicy(p *config.Pool, members []MemberState) PoolResult {
 	res := PoolResult{Members: make([]Dest, len(members))}
 	enabled := 0
@@ -85,8 +95,40 @@ func PoolPolicy(p *config.Pool, members []MemberState) PoolResult {
 		for i := range res.Members {
 			res.Members[i].Weight = 0
 		}
+		return res
+	}
+	if !res.Panic {
+		slowStart(&res, members)
 	}
 	return res
+}
+
+// slowStart scales the pool's weights while one of its members ramps.
+func slowStart(res *PoolResult, members []MemberState) {
+	maxW := 0
+	for i, d := range res.Members {
+		if d.In && d.Weight > 0 {
+			maxW = max(maxW, d.Weight)
+			if members[i].Ramp.Active() {
+				res.Ramping = true
+			}
+		}
+	}
+	if !res.Ramping {
+		return
+	}
+	f := rampScale(maxW)
+	for i := range res.Members {
+		d := &res.Members[i]
+		if !d.In || d.Weight <= 0 {
+			continue
+		}
+		d.Weight *= f
+		if r := members[i].Ramp; r.Active() {
+			d.Ramp = r
+			d.Weight = rampWeight(d.Weight, r.Share)
+		}
+	}
 }
 
 // PoolMembers lists the members of pool with their overrides and health.
@@ -99,7 +141,8 @@ func PoolMembers(name string, p *config.Pool, ov Overrides, h Health) []MemberSt
 		if h != nil && p.Monitor != "" {
 			v = h(r)
 		}
-		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: v == Up, Down: v == Down}
+		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: v == Up, Down: v == Down,
+			Ramp: RampOf(p.SlowStart.D(), ov.SlowStart.Since[r], ov.SlowStart.Now)}
 	}
 	return out
 }
