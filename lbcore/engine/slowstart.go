@@ -19,9 +19,9 @@ type SlowStart struct {
 type Ramp struct {
 	// Share is the part of its weight the member has now: from RampFloor
 	// to 1 in whole-second steps.
-	Share float64
+	Share float64 `json:"share"`
 	// Left is how long until it has its whole weight.
-	Left time.Duration
+	Left time.Duration `json:"left_ns"`
 }
 
 // Active reports whether the member is still ramping.

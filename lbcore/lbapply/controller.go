@@ -52,8 +52,15 @@ type Controller struct {
 	// AdoptPoll is how often an adopted IPVS table's hold checks whether
 	// every member has settled (default 200ms; see adopt.go).
 	AdoptPoll time.Duration
+	// Now is the controller's clock for slow-start ramps (default
+	// time.Now; tests give their own).
+	Now func() time.Time
+	// RampStep is how often the pools with a member in slow start are
+	// re-applied while one ramps (default 1s, the ramp's step).
+	RampStep time.Duration
 
-	kick chan struct{}
+	kick     chan struct{}
+	rampWake chan struct{} // a ramp began: Run starts its ramp ticker
 
 	applyMu sync.Mutex // one apply at a time: config, overrides or health
 
@@ -73,6 +80,13 @@ type Controller struct {
 	memberPool   map[string]string // member id -> pool, of the running config
 	pendingPools map[string]bool
 	pendingAll   bool
+	// Slow start (slowstart.go): when each ramping member's ramp began;
+	// members whose checks have failed (their next up ramps); members added
+	// by a reload whose first up ramps.
+	memberRef map[string]config.MemberRef // member id -> ref, of the running config
+	rampSince map[config.MemberRef]time.Time
+	downSeen  map[config.MemberRef]bool
+	rampOnUp  map[config.MemberRef]bool
 }
 
 // PartialIPVS is an IPVS stage that can apply some services and leave
@@ -84,7 +98,8 @@ type PartialIPVS interface {
 
 // NewController returns a controller over a and h (h may be nil).
 func NewController(a *Applier, h HealthChecker, log logrus.FieldLogger) *Controller {
-	return &Controller{a: a, h: h, log: log, Debounce: 100 * time.Millisecond, RetryAfter: 2 * time.Second, AdoptPoll: 200 * time.Millisecond, kick: make(chan struct{}, 1)}
+	return &Controller{a: a, h: h, log: log, Debounce: 100 * time.Millisecond, RetryAfter: 2 * time.Second, AdoptPoll: 200 * time.Millisecond,
+		Now: time.Now, RampStep: time.Second, kick: make(chan struct{}, 1), rampWake: make(chan struct{}, 1)}
 }
 
 // SetHealth sets the health checker (before Run; for wiring a scheduler
@@ -96,6 +111,7 @@ func (c *Controller) SetHealth(h HealthChecker) { c.h = h }
 func (c *Controller) OnTransition(ev health.Event) {
 	c.mu.Lock()
 	c.transitions++
+	ramp := c.noteTransitionLocked(ev)
 	if pool, ok := c.memberPool[ev.Member]; ok {
 		if c.pendingPools == nil {
 			c.pendingPools = map[string]bool{}
@@ -105,6 +121,9 @@ func (c *Controller) OnTransition(ev health.Event) {
 		c.pendingAll = true
 	}
 	c.mu.Unlock()
+	if ramp {
+		c.wakeRamp()
+	}
 	c.poke()
 }
 
@@ -286,7 +305,9 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 			return fmt.Errorf("health checks: %w (nothing changed)", err)
 		}
 	}
-	d, err := c.a.Desired(cfg, ov, c.healthOf())
+	now := c.Now()
+	ramps := c.rampsForApply(old, cfg, ov, now)
+	d, err := c.a.Desired(cfg, withRamps(ov, ramps.since, now), c.healthOf())
 	held := false
 	if err == nil && c.holdIPVS(cfg) {
 		d.IPVS, held = nil, true // computed (so validated), not applied
@@ -297,7 +318,13 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 			c.mu.Lock()
 			c.cfg, c.ov, c.path, c.appliedAt = cfg, ov, path, time.Now()
 			c.memberPool = memberPools(cfg)
+			c.memberRef = memberRefs(cfg)
+			c.setRampsLocked(ramps)
 			c.mu.Unlock()
+			c.logRampStarts(ramps.started)
+			if len(ramps.since) > 0 {
+				c.wakeRamp()
+			}
 			plan := ipvsPlan(res)
 			c.log.WithFields(logrus.Fields{"changes": len(plan.Ops), "draining": len(plan.Drains), "took": time.Since(start).Round(time.Microsecond)}).
 				Infof("applied %s (%d virtual servers): %s", path, len(cfg.VirtualServers), res)
@@ -351,7 +378,7 @@ func (c *Controller) applyPoolsLocked(ctx context.Context, partial PartialIPVS, 
 		return nil
 	}
 	start := time.Now()
-	st, err := engine.IPVSOfPools(cfg, ov, c.healthOf(), pools)
+	st, err := engine.IPVSOfPools(cfg, c.engineOverrides(ov), c.healthOf(), pools)
 	if err != nil {
 		return fmt.Errorf("health apply: %w", err)
 	}
@@ -370,7 +397,7 @@ func (c *Controller) applyIPVSLocked(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	st, err := engine.IPVS(cfg, ov, c.healthOf())
+	st, err := engine.IPVS(cfg, c.engineOverrides(ov), c.healthOf())
 	if err != nil {
 		return fmt.Errorf("health apply: %w", err)
 	}
@@ -429,7 +456,20 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 	if c.Ready != nil {
 		c.Ready()
 	}
-	var retry, adoptTick <-chan time.Time
+	var retry, adoptTick, rampTick <-chan time.Time
+	var rampTicker *time.Ticker
+	defer func() {
+		if rampTicker != nil {
+			rampTicker.Stop()
+		}
+	}()
+	startRamps := func() {
+		if rampTicker == nil && c.ramping() {
+			rampTicker = time.NewTicker(c.RampStep)
+			rampTick = rampTicker.C
+		}
+	}
+	startRamps()
 	if adopting, _ := c.Adopting(); adopting {
 		t := time.NewTicker(c.AdoptPoll)
 		defer t.Stop()
@@ -457,6 +497,19 @@ func (c *Controller) Run(ctx context.Context, path string, load Loader, reload <
 		case <-retry:
 			retry = nil
 			c.poke()
+		case <-c.rampWake:
+			startRamps()
+		case <-rampTick:
+			more, err := c.applyRamps(ctx)
+			if err != nil {
+				c.recordErr(err)
+				c.log.WithError(err).Errorf("slow start apply failed (kernel unchanged); retrying in %s", c.RetryAfter)
+				retry = time.After(c.RetryAfter)
+			}
+			if !more {
+				rampTicker.Stop()
+				rampTicker, rampTick = nil, nil
+			}
 		case <-c.kick:
 			if !c.debounce(ctx) {
 				return nil
@@ -533,6 +586,11 @@ type MemberStatus struct {
 	LastReason  string           `json:"last_reason,omitempty"`
 	LastCheck   time.Time        `json:"last_check,omitzero"`
 	LastLatency time.Duration    `json:"last_latency_ns"`
+	// IPVSWeight is the weight the pool policy gives the member in IPVS
+	// (while a member of its pool ramps, on the scale engine.RampScale).
+	IPVSWeight int `json:"ipvs_weight"`
+	// SlowStart is the member's ramp while it ramps (zero otherwise).
+	SlowStart engine.Ramp `json:"slow_start,omitzero"`
 }
 
 // Status returns a snapshot of the running config's pools and members;
@@ -558,7 +616,7 @@ func (c *Controller) Status() Status {
 	}
 	for _, name := range sortedNames(cfg.Pools) {
 		if pool := cfg.Pools[name]; pool != nil {
-			st.Pools = append(st.Pools, poolStatus(name, pool, ov, byID))
+			st.Pools = append(st.Pools, poolStatus(name, pool, c.engineOverrides(ov), byID))
 		}
 	}
 	return st
@@ -587,6 +645,7 @@ func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[st
 	ps.Panic, ps.Failed = res.Panic, res.Failed
 	for i, d := range res.Members {
 		ps.Members[i].Serving = d.In && d.Weight > 0
+		ps.Members[i].IPVSWeight, ps.Members[i].SlowStart = d.Weight, d.Ramp
 	}
 	return ps
 }

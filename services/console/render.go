@@ -124,7 +124,11 @@ func WritePools(w io.Writer, vss []localapi.VirtualServer, pool string) error {
 			if r.m.Disabled {
 				admin = "disabled"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p, r.vs, r.m.Address, r.m.Health, admin, r.m.Weight, r.m.Active, r.m.Inactive, r.m.Stats.Conns, r.m.Stats.BytesIn, r.m.Stats.BytesOut)
+			health := r.m.Health
+			if r.m.SlowStart != nil {
+				health += ", " + r.m.SlowStart.String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p, r.vs, r.m.Address, health, admin, r.m.Weight, r.m.Active, r.m.Inactive, r.m.Stats.Conns, r.m.Stats.BytesIn, r.m.Stats.BytesOut)
 		}
 	}
 	return tw.Flush()
@@ -275,6 +279,9 @@ func WriteHealth(w io.Writer, hs []localapi.MemberHealth) {
 		health := h.Health
 		if h.PoolPanic {
 			health += " (POOL IN PANIC: serving anyway)"
+		}
+		if h.SlowStart != nil {
+			health += ", " + h.SlowStart.String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Pool, h.Member, mon, health, admin)
 	}

@@ -203,7 +203,7 @@ func (a *Server) virtualServers() ([]localapi.VirtualServer, error) {
 					for _, cm := range p.Members {
 						if cm.Address.Addr == ap.Addr() && (cm.Port == 0 || uint16(cm.Port) == ap.Port()) {
 							h := health[cm.Ref(v.Pool)]
-							m.Health, m.Disabled, m.Check, m.PoolPanic = h.Health, h.Disabled, h.Check, h.PoolPanic
+							m.Health, m.Disabled, m.Check, m.PoolPanic, m.SlowStart = h.Health, h.Disabled, h.Check, h.PoolPanic, h.SlowStart
 						}
 					}
 				}
@@ -224,6 +224,9 @@ func (a *Server) memberHealth() map[config.MemberRef]localapi.MemberHealth {
 	for _, p := range a.ctrl.Status().Pools {
 		for _, m := range p.Members {
 			h := localapi.MemberHealth{Pool: p.Name, Member: m.Ref.Label(), Monitor: p.Monitor, Health: "unmonitored", Disabled: m.Disabled, PoolPanic: p.Panic}
+			if r := m.SlowStart; r.Active() {
+				h.SlowStart = &localapi.SlowStart{Percent: int(r.Share*100 + 0.5), LeftSeconds: int((r.Left + time.Second - 1) / time.Second)}
+			}
 			if p.Monitor != "" {
 				h.Health = m.State.String()
 				h.Check = localapi.Check{LastOK: m.LastOK, LastReason: m.LastReason, LastCheck: m.LastCheck, Since: m.Since}

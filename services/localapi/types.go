@@ -1,6 +1,9 @@
 package localapi
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Paths served by the daemons.
 const (
@@ -97,6 +100,20 @@ type Member struct {
 	// PoolPanic: the member's pool is in panic (too many members failed at
 	// once: every enabled member serves regardless of its checks).
 	PoolPanic bool `json:"pool_panic,omitempty"`
+	// SlowStart: the member ramps to its weight (pools.NAME.slow_start);
+	// Weight is its ramped weight on the pool's ramp scale.
+	SlowStart *SlowStart `json:"slow_start,omitempty"`
+}
+
+// SlowStart is where a member is in its slow-start ramp.
+type SlowStart struct {
+	Percent     int `json:"percent"`      // of its weight it has now
+	LeftSeconds int `json:"left_seconds"` // until it has its whole weight
+}
+
+// String is the ramp as status lines show it: "slow start 40% (12 s left)".
+func (s *SlowStart) String() string {
+	return fmt.Sprintf("slow start %d%% (%d s left)", s.Percent, s.LeftSeconds)
 }
 
 // Check is a monitored member's last health check (zero when unmonitored
@@ -118,6 +135,8 @@ type MemberHealth struct {
 	Check    Check  `json:"check"`
 	// PoolPanic: the pool is in panic (see Member.PoolPanic).
 	PoolPanic bool `json:"pool_panic,omitempty"`
+	// SlowStart: the member ramps (see Member.SlowStart).
+	SlowStart *SlowStart `json:"slow_start,omitempty"`
 }
 
 // PathHealth (lbd) lists every configured member's health.

@@ -39,6 +39,7 @@ var (
 	descPoolPanic   = prometheus.NewDesc("fulcrum_pool_panic", "1 while the pool is in panic: more than its panic_threshold of members failed at once, so all enabled members serve regardless of health.", []string{"pool"}, nil)
 	descMemHealth   = prometheus.NewDesc("fulcrum_member_health", "1 for the member's current health state (up, down, unknown, unmonitored).", append(memLabels, "state"), nil)
 	descMemDisabled = prometheus.NewDesc("fulcrum_member_disabled", "1 when the member is administratively disabled.", memLabels, nil)
+	descMemSlow     = prometheus.NewDesc("fulcrum_member_slow_start_percent", "Percent of its weight the member has in its slow-start ramp (100 when not ramping); fulcrum_member_weight is the IPVS weight itself.", memLabels, nil)
 
 	descVRRPState       = prometheus.NewDesc("fulcrum_vrrp_state", "1 for the instance's current VRRP state.", []string{"instance", "state"}, nil)
 	descVRRPPriority    = prometheus.NewDesc("fulcrum_vrrp_priority", "Current VRRP priority.", []string{"instance"}, nil)
@@ -93,7 +94,7 @@ var healthStates = []string{"up", "down", "unknown", "unmonitored"}
 
 // Describe sends every metric description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descPoolPanic, descMemDisabled, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError,
+	for _, d := range []*prometheus.Desc{descVSConns, descVSPackets, descVSBytes, descMemActive, descMemInactive, descMemConns, descMemPackets, descMemBytes, descMemWeight, descMemHealth, descPoolPanic, descMemDisabled, descMemSlow, descVRRPState, descVRRPPriority, descVRRPTransitions, descVRRPCounter, descSyncDaemon, descSyncConns, descSyncChanges, descSyncErrors, descCTSyncUp, descCTSynced, descCTMessages, descCTEntries, descCTInstalled, descCTDropped, descCTRecovery, descCTEvents, descCTSendErrors, descBondMember, descBondLinkFails, descBondUp, descDaemonUp, descDaemonRestarts, descDaemonWatchdog, descDaemonDropped, descConfigAgree, descConfigGeneration, descConfigSyncDrops, descScrapeError,
 		descL7Reqs, descL7Bytes, descL7Conns, descL7Evict, descL7Cookies, descL7MemReqs, descL7MemErrs, descL7MemAct, descL7MemUp} {
 		ch <- d
 	}
@@ -182,6 +183,11 @@ func (e emitter) virtualServers(vss []localapi.VirtualServer) {
 			e.gauge(descMemInactive, float64(m.Inactive), ml...)
 			e.gauge(descMemWeight, float64(m.Weight), ml...)
 			e.gauge(descMemDisabled, b2f(m.Disabled), ml...)
+			slow := 100.0
+			if m.SlowStart != nil {
+				slow = float64(m.SlowStart.Percent)
+			}
+			e.gauge(descMemSlow, slow, ml...)
 			e.counter(descMemConns, float64(m.Stats.Conns), ml...)
 			e.counter(descMemPackets, float64(m.Stats.PacketsIn), append(ml, "in")...)
 			e.counter(descMemPackets, float64(m.Stats.PacketsOut), append(ml, "out")...)
