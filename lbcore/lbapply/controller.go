@@ -320,9 +320,10 @@ func (c *Controller) applyLocked(ctx context.Context, path string, cfg *config.C
 			c.memberPool = memberPools(cfg)
 			c.memberRef = memberRefs(cfg)
 			c.setRampsLocked(ramps)
+			ramping := len(c.rampSince) > 0
 			c.mu.Unlock()
 			c.logRampStarts(ramps.started)
-			if len(ramps.since) > 0 {
+			if ramping {
 				c.wakeRamp()
 			}
 			plan := ipvsPlan(res)

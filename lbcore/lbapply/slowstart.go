@@ -83,25 +83,26 @@ func (c *Controller) noteTransitionLocked(ev health.Event) bool {
 }
 
 // rampChange is what an apply does to the ramps, kept until it succeeds.
+// It is a change, not a copy: a transition that begins a ramp while the
+// apply runs is kept.
 type rampChange struct {
-	since   map[config.MemberRef]time.Time
-	onUp    map[config.MemberRef]bool
-	started []config.MemberRef // ramps this apply begins
+	since   map[config.MemberRef]time.Time // the ramps the apply computes with
+	keep    map[config.MemberRef]bool      // members of the new config whose pool has a slow start
+	started map[config.MemberRef]time.Time // ramps this apply begins
+	onUp    map[config.MemberRef]bool      // added members that ramp from their first up
 }
 
-// rampsForApply is the ramps with cfg under ov applied at now, after old
-// (nil: the first apply): members added by cfg and members re-enabled by ov
-// ramp; members cfg no longer has, or whose pool has no slow start, stop.
+// rampsForApply is the change to the ramps that applying cfg under ov at
+// now makes, after old (nil: the first apply): members added by cfg and
+// members re-enabled by ov ramp; members cfg no longer has, or whose pool
+// has no slow start, stop.
 func (c *Controller) rampsForApply(old *config.Config, cfg *config.Config, ov engine.Overrides, now time.Time) rampChange {
 	c.mu.Lock()
 	oldOv := c.ov
-	ch := rampChange{since: maps.Clone(c.rampSince), onUp: maps.Clone(c.rampOnUp)}
+	ch := rampChange{since: maps.Clone(c.rampSince), keep: map[config.MemberRef]bool{}, started: map[config.MemberRef]time.Time{}, onUp: map[config.MemberRef]bool{}}
 	c.mu.Unlock()
 	if ch.since == nil {
 		ch.since = map[config.MemberRef]time.Time{}
-	}
-	if ch.onUp == nil {
-		ch.onUp = map[config.MemberRef]bool{}
 	}
 	had := map[config.MemberRef]bool{}
 	if old != nil {
@@ -110,25 +111,21 @@ func (c *Controller) rampsForApply(old *config.Config, cfg *config.Config, ov en
 		}
 	}
 	has := memberRefs(cfg)
-	keep := map[config.MemberRef]bool{}
 	for _, ref := range has {
-		keep[ref] = slowStartOf(cfg, ref) > 0
-	}
-	for ref := range ch.since {
-		if !keep[ref] {
-			delete(ch.since, ref)
+		if slowStartOf(cfg, ref) > 0 {
+			ch.keep[ref] = true
 		}
 	}
-	for ref := range ch.onUp {
-		if !keep[ref] {
-			delete(ch.onUp, ref)
+	for ref := range ch.since {
+		if !ch.keep[ref] {
+			delete(ch.since, ref)
 		}
 	}
 	if old == nil {
 		return ch
 	}
 	for _, ref := range has {
-		if !keep[ref] {
+		if !ch.keep[ref] {
 			continue
 		}
 		added := !had[ref]
@@ -137,28 +134,30 @@ func (c *Controller) rampsForApply(old *config.Config, cfg *config.Config, ov en
 		case added && cfg.Pools[ref.Pool].Monitor != "":
 			ch.onUp[ref] = true // ramps from its first up
 		case added || reenabled:
-			ch.since[ref] = now
-			ch.started = append(ch.started, ref)
+			ch.since[ref], ch.started[ref] = now, now
 		}
 	}
 	return ch
 }
 
-// setRampsLocked makes ch the ramps (mu held, after a successful apply).
+// setRampsLocked applies ch to the ramps (mu held, after a successful
+// apply, with memberRef already the new config's).
 func (c *Controller) setRampsLocked(ch rampChange) {
-	c.rampSince, c.rampOnUp = ch.since, ch.onUp
-	if c.downSeen == nil {
-		c.downSeen = map[config.MemberRef]bool{}
+	if c.rampSince == nil {
+		c.rampSince = map[config.MemberRef]time.Time{}
 	}
-	for ref := range c.downSeen {
-		if _, ok := c.memberRef[ref.String()]; !ok {
-			delete(c.downSeen, ref)
-		}
+	if c.rampOnUp == nil {
+		c.rampOnUp = map[config.MemberRef]bool{}
 	}
+	maps.DeleteFunc(c.rampSince, func(ref config.MemberRef, _ time.Time) bool { return !ch.keep[ref] })
+	maps.DeleteFunc(c.rampOnUp, func(ref config.MemberRef, _ bool) bool { return !ch.keep[ref] })
+	maps.DeleteFunc(c.downSeen, func(ref config.MemberRef, _ bool) bool { _, ok := c.memberRef[ref.String()]; return !ok })
+	maps.Copy(c.rampSince, ch.started)
+	maps.Copy(c.rampOnUp, ch.onUp)
 }
 
-func (c *Controller) logRampStarts(refs []config.MemberRef) {
-	for _, ref := range refs {
+func (c *Controller) logRampStarts(refs map[config.MemberRef]time.Time) {
+	for ref := range refs {
 		c.log.WithFields(logrus.Fields{"member": ref.Label(), "pool": ref.Pool}).Info("slow start: member added or re-enabled, ramping to its weight")
 	}
 }
