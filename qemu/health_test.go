@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,12 +22,20 @@ import (
 // healthLB is lb1.yaml plus standalone (no vrrp) NAT virtual servers on
 // 203.0.113.100:80 and :8080 over the same two Internal members, checked
 // every second by HTTP and by half-open SYN (through the appliance's
-// conntrack and nftables, from the Internal self IP) respectively.
+// conntrack and nftables, from the Internal self IP) respectively, and
+// :81 over them again in a wrr pool with a 12 s slow start.
 const healthLB = `
 virtual_servers:
   - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr, persistence: {enabled: false}}
   - {name: raw, vip: 203.0.113.100, port: 8080, pool: raw, scheduler: rr, persistence: {enabled: false}}
+  - {name: slow, vip: 203.0.113.100, port: 81, pool: slow, scheduler: wrr, persistence: {enabled: false}}
 pools:
+  slow:
+    monitor: web
+    slow_start: 12s
+    members:
+      - {address: 198.51.100.11, port: 8080}
+      - {address: 198.51.100.12, port: 8080}
   web:
     monitor: web
     members:
@@ -92,6 +101,23 @@ func hostClient(ns *netlab.Namespace) *http.Client {
 			return c, err
 		},
 	}}
+}
+
+// askFor sends requests to the VIP one after the other for d and counts
+// answers by body.
+func askFor(c *http.Client, url string, d time.Duration) map[string]int {
+	got := map[string]int{}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		resp, err := c.Get(url)
+		if err != nil {
+			got["error: "+err.Error()]++
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got[string(b)]++
+	}
+	return got
 }
 
 // askMany sends n requests to the VIP and counts answers by body.
@@ -247,11 +273,75 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 		t.Errorf("no half-open transition (refused SYN) for m2 on the console")
 	}
 
-	// m2 back: after rise (2) good checks it returns.
+	// m2 back: after rise (2) good checks it returns; in the slow pool it
+	// ramps over 12 s (slow start): its share of new connections on :81
+	// grows from about a tenth of m1's toward half (the measured shares are
+	// logged).
 	members[1].start(t)
-	_, took = waitDests(t, v, "m2 back", time.Minute, both)
-	t.Logf("m2 back in IPVS %s after its server restarted (rise 2)", took.Round(100*time.Millisecond))
+	vsSlow := hexDest("203.0.113.100", 81)
+	s1, s2 := vsSlow+">"+m1, vsSlow+">"+m2
+	d, took := waitDests(t, v, "m2 back in the slow pool", time.Minute, func(d map[string]string) bool { _, in := d[s2]; return in })
+	t.Logf("m2 back in the slow pool %s after its server restarted: weights m1 %s, m2 %s", took.Round(100*time.Millisecond), d[s1], d[s2])
+	if w2, _ := strconv.Atoi(d[s2]); d[s1] != "10" || w2 < 1 || w2 > 3 {
+		t.Errorf("the returning member does not start low: weights m1 %s, m2 %s (want m1 10 on the ramp scale, m2 1..3)", d[s1], d[s2])
+	}
+	slowStartRamp(t, v, client, "http://203.0.113.100:81/")
+	waitDests(t, v, "m2 back", time.Minute, both) // long since: web and raw have no slow start
 	if got := askMany(client, url, 10); got["m1"] == 0 || got["m2"] == 0 {
 		t.Fatalf("m2 back: answers %v", got)
 	}
+}
+
+// slowStartRamp counts which member answers new connections to url in three
+// windows over the slow pool's 12 s ramp (m2 just back, m1 up all along)
+// and checks m2's share grows: well under its final half at first, near it
+// at the end. Between the first two windows the console must show the ramp.
+func slowStartRamp(t *testing.T, v *vm.VM, client *http.Client, url string) {
+	t.Helper()
+	const window = 3500 * time.Millisecond
+	var shares []float64
+	for i := 0; i < 3; i++ {
+		got := askFor(client, url, window)
+		n := got["m1"] + got["m2"]
+		if n < 20 || n*10 < 9*(n+errorsIn(got)) {
+			t.Fatalf("slow start window %d: answers %v (want at least 20, under a tenth failing)", i+1, got)
+		}
+		share := float64(got["m2"]) / float64(n)
+		shares = append(shares, share)
+		t.Logf("slow start window %d (%s): m1 %d, m2 %d: m2's share %.0f%%", i+1, window, got["m1"], got["m2"], 100*share)
+		if i == 0 {
+			out, err := v.Run("lbctl show health", 30*time.Second)
+			if err != nil || !regexp.MustCompile(`slow\s+198\.51\.100\.12:8080\s+web\s+up, slow start \d+% \(\d+ s left\)`).MatchString(out) {
+				t.Errorf("lbctl show health does not show m2 ramping in pool slow (%v):\n%s", err, out)
+			}
+		}
+	}
+	// wrr at weights 1..3 against 10 gives m2 about 9-23% in the first
+	// window; 6..9 against 10 about 37-47% in the last.
+	if shares[0] > 0.3 || shares[2] < 0.33 || shares[2]-shares[0] < 0.15 {
+		t.Errorf("m2's share of new connections over the ramp: %.2f, %.2f, %.2f (want under 0.30 first, over 0.33 last, growing by 0.15 or more)", shares[0], shares[1], shares[2])
+	}
+	// The ramp ends 12 s after it began: the weights go back to 1 and 1.
+	testkit.Eventually(t, 10*time.Second, 500*time.Millisecond, func() error {
+		out, err := v.Run("cat /proc/net/ip_vs", 30*time.Second)
+		if err != nil {
+			return err
+		}
+		d := parseIPVSDests(out)
+		vs := hexDest("203.0.113.100", 81)
+		if w1, w2 := d[vs+">"+hexDest("198.51.100.11", 8080)], d[vs+">"+hexDest("198.51.100.12", 8080)]; w1 != "1" || w2 != "1" {
+			return fmt.Errorf("slow pool weights m1 %s, m2 %s", w1, w2)
+		}
+		return nil
+	})
+}
+
+func errorsIn(got map[string]int) int {
+	n := 0
+	for k, c := range got {
+		if strings.HasPrefix(k, "error: ") {
+			n += c
+		}
+	}
+	return n
 }
