@@ -20,6 +20,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/netsetup"
 	"github.com/fulcrum-lb/fulcrum/services/cfgstore"
+	"github.com/fulcrum-lb/fulcrum/services/localapi"
 	"github.com/fulcrum-lb/fulcrum/services/logring"
 	"github.com/fulcrum-lb/fulcrum/services/manifest"
 	"github.com/fulcrum-lb/fulcrum/services/power"
@@ -56,6 +57,9 @@ type Init struct {
 	Cmdline Cmdline
 
 	ring   *logring.Ring // the console log, for `show log` and syslog
+	times  *timeline     // this boot's phases (`show boot`, timesPath)
+	// timesPath is where the boot record is written (BootTimesPath).
+	timesPath string
 	reaper *supervisor.Reaper
 	sup    *supervisor.Supervisor
 	cancel context.CancelFunc
@@ -71,7 +75,8 @@ func Run() {
 	log := logrus.New()
 	log.SetOutput(io.MultiWriter(console, ring))
 	log.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
-	in := &Init{Log: log, Console: console, ring: ring}
+	in := &Init{Log: log, Console: console, ring: ring, times: newTimeline(bootClock), timesPath: BootTimesPath}
+	in.times.mark(localapi.PhaseInit)
 	defer func() {
 		if r := recover(); r != nil {
 			in.maintenanceForever(fmt.Sprintf("init crashed: %v", r))
@@ -115,6 +120,7 @@ func (in *Init) boot() {
 	if err := loadModules(log, modules); err != nil {
 		log.WithError(err).Error("continuing without them")
 	}
+	in.times.mark(localapi.PhaseModules)
 	choice, byURL := in.chooseConfigWithURL(ctx, log) // fulcrum.config_url, see configurl.go
 	if byURL.Fetched {
 		choice.Store = cfgstore.Descriptor{Why: "config fetched from " + byURL.URL + " (PXE)"}
@@ -132,6 +138,7 @@ func (in *Init) boot() {
 		cfgErr = fmt.Errorf("%s: %w", choice.Source, cfgErr)
 	}
 	byURL.keepOrRelease(cfg, cfgErr, log)
+	in.times.mark(localapi.PhaseConfig)
 
 	var trouble string
 	if cfgErr != nil {
@@ -143,6 +150,8 @@ func (in *Init) boot() {
 		ns := &netsetup.Setup{Log: in.Log.WithField("component", "netsetup"), LinkWait: 5 * time.Second}
 		if _, err := ns.Apply(ctx, &cfg.Network); err != nil {
 			trouble = "network setup failed: " + err.Error()
+		} else {
+			in.times.mark(localapi.PhaseNetwork)
 		}
 	}
 
@@ -151,14 +160,66 @@ func (in *Init) boot() {
 		banner = in.announceMaintenance(trouble) + banner
 	} else {
 		in.startDaemons(ctx, cfgPath)
+		in.times.mark(localapi.PhaseDaemons)
 	}
 	if svc, ok := in.consoleService(cfgPath, trouble, banner); ok {
 		in.sup.Start(ctx, svc)
 	}
 	if trouble == "" {
+		in.times.mark(localapi.PhaseReady)
 		in.say("%s (host %s, %.1fs after init start)", ReadyLine, cfg.Hostname, time.Since(start).Seconds())
+		go in.recordDaemonsReady(ctx, bootTimesWait)
+	} else {
+		in.times.finish()
+		in.writeBootTimes()
 	}
 	in.waitForPower(signals)
+}
+
+// The daemons whose readiness ends the boot: lbd once its first config is
+// applied, then vrrpd once VRRP runs (services/manifest).
+const (
+	firstApplyDaemon = "lbd"
+	vrrpDaemon       = "vrrpd"
+)
+
+// bootTimesWait bounds the wait for the daemons' readiness in the boot
+// record (a daemon that never gets ready leaves its phase out).
+const bootTimesWait = 2 * time.Minute
+
+// recordDaemonsReady completes the boot record once lbd and vrrpd have
+// reported ready (or wait has passed), prints it on the console and writes
+// BootTimesPath.
+func (in *Init) recordDaemonsReady(ctx context.Context, wait time.Duration) {
+	in.writeBootTimes()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for _, step := range []struct {
+		daemon string
+		phase  localapi.BootPhase
+	}{{firstApplyDaemon, localapi.PhaseFirstApply}, {vrrpDaemon, localapi.PhaseVRRP}} {
+		ready := in.sup.ReadyC(step.daemon)
+		if ready == nil {
+			continue // not run on this boot
+		}
+		select {
+		case <-ready:
+			in.times.mark(step.phase)
+		case <-timeout.C:
+			in.Log.WithFields(logrus.Fields{"component": "init", "service": step.daemon, "waited": wait.String()}).Warn("boot times: not ready; recording the boot without it")
+		case <-ctx.Done():
+			return
+		}
+	}
+	in.times.finish()
+	in.say("%s", in.times.times().ConsoleLine())
+	in.writeBootTimes()
+}
+
+func (in *Init) writeBootTimes() {
+	if err := in.times.writeJSON(in.timesPath); err != nil {
+		in.Log.WithError(err).Warn("boot times not written")
+	}
 }
 
 // consoleService is the login + CLI on the serial console. In maintenance

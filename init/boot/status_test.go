@@ -30,7 +30,7 @@ func TestServicesReportReadinessAndOutputCounters(t *testing.T) {
 	sup.StartAll(ctx,
 		supervisor.Service{Name: "lbd", Path: "/bin/sh", Args: []string{"-c", "head -c 5000 /dev/zero | tr '\\0' z; echo; echo READY=1 >&3; exec sleep 60"}},
 		supervisor.Service{Name: "mgmtd", Path: "/bin/sh", Args: []string{"-c", "exec sleep 60"}})
-	h := statusHandler(sup, logring.New(10))
+	h := statusHandler(sup, logring.New(10), newTimeline(bootClock))
 	testkit.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", localapi.PathServices, nil))

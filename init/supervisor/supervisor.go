@@ -181,6 +181,16 @@ func (s *Supervisor) update(name string, f func(*Status)) {
 	}
 }
 
+// ReadyC is closed once the service name has reported ready (or will never
+// run again); nil when the supervisor does not run name.
+func (s *Supervisor) ReadyC(name string) <-chan struct{} {
+	e := s.entry(name)
+	if e == nil {
+		return nil
+	}
+	return e.ready
+}
+
 // markReady records that name reported ready (or will never run again).
 func (s *Supervisor) markReady(name string) {
 	e := s.entry(name)

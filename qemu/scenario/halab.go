@@ -60,6 +60,7 @@ type HA struct {
 	servers map[string]context.CancelFunc
 	mu      sync.Mutex
 	nodes   map[int]*vm.VM
+	readyIn map[int]time.Duration // QEMU start → ready line of the last boot
 	configs map[int][]byte
 	files   map[int][]cpio.Record
 }
@@ -85,7 +86,7 @@ func Up(t testing.TB, o Options) *HA {
 	ctx, stopServers := context.WithCancel(context.Background())
 	t.Cleanup(stopServers)
 	h := &HA{Lab: lab, Img: img, Hosts: map[string]*netlab.Namespace{}, Report: o.Report, t: t, ctx: ctx,
-		servers: map[string]context.CancelFunc{}, nodes: map[int]*vm.VM{}, configs: map[int][]byte{}, files: o.Files}
+		servers: map[string]context.CancelFunc{}, nodes: map[int]*vm.VM{}, readyIn: map[int]time.Duration{}, configs: map[int][]byte{}, files: o.Files}
 	if h.files == nil {
 		h.files = map[int][]cpio.Record{}
 	}
@@ -142,7 +143,18 @@ func Up(t testing.TB, o Options) *HA {
 			t.Fatalf("after boot: %v", err)
 		}
 	}
+	if h.Report != nil {
+		if err := h.reportBootTimes(1, h.readyAfter(1)); err != nil {
+			t.Fatalf("after boot: %v", err)
+		}
+	}
 	return h
+}
+
+func (h *HA) readyAfter(n int) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.readyIn[n]
 }
 
 // WaitVRRPState waits until node n's last logged VRRP state is state.
@@ -243,6 +255,9 @@ func (h *HA) waitReady(n int, what string) error {
 		return fmt.Errorf("%s booted into maintenance: %s", NodeName(n), m[0])
 	}
 	d := time.Since(v.Started)
+	h.mu.Lock()
+	h.readyIn[n] = d
+	h.mu.Unlock()
 	if h.Report != nil {
 		h.Report.Add("boot ("+what+")", NodeName(n)+" QEMU start → ready", "%.1f s", d.Seconds())
 	}

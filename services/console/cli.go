@@ -85,6 +85,7 @@ func (c *CLI) Init() {
 		{words: []string{"show", "config"}, help: "the running config", run: c.showConfig},
 		{words: []string{"show", "log"}, args: []argSpec{{name: "LINES", optional: true}}, help: "recent log lines (default 50)", run: c.showLog},
 		{words: []string{"show", "services"}, help: "daemons as init supervises them", run: c.showServices},
+		{words: []string{"show", "boot"}, help: "this boot's phases (kernel, modules, network, daemons, first apply, VRRP) and their times", run: c.showBoot},
 		{words: []string{"member", "disable"}, args: []argSpec{pool, member}, help: "take a member out of service (weight 0: it drains)", run: c.member(false)},
 		{words: []string{"member", "enable"}, args: []argSpec{pool, member}, help: "put a disabled member back", run: c.member(true)},
 		{words: []string{"ha", "switchover"}, help: "hand VRRP mastership to the peer", run: c.switchover},
@@ -443,6 +444,15 @@ func (c *CLI) showLog(ctx context.Context, args []string) error {
 		lines = lines[len(lines)-n:]
 	}
 	WriteLog(c.Out, lines)
+	return nil
+}
+
+func (c *CLI) showBoot(ctx context.Context, _ []string) error {
+	bt, err := c.API.Boot(ctx)
+	if err != nil {
+		return err
+	}
+	WriteBootTimes(c.Out, bt)
 	return nil
 }
 

@@ -357,3 +357,17 @@ func WriteConfigSync(w io.Writer, s localapi.ConfigSync, err error) {
 		fmt.Fprintf(w, "# config sync: messages dropped: %s\n", strings.Join(drops, ", "))
 	}
 }
+
+// WriteBootTimes renders init's record of this boot: each phase, when it
+// ended since the kernel started and how long it took.
+func WriteBootTimes(w io.Writer, bt localapi.BootTimes) {
+	fmt.Fprintf(w, "%-12s %10s %10s\n", "PHASE", "AT", "TOOK")
+	for _, s := range bt.Steps() {
+		fmt.Fprintf(w, "%-12s %9.3fs %9.3fs\n", s.Phase, s.At.Seconds(), s.Took.Seconds())
+	}
+	state := "complete"
+	if !bt.Complete {
+		state = "still booting (first apply or VRRP not reported yet)"
+	}
+	fmt.Fprintf(w, "kernel %.2fs, init %.2fs (kernel start to last phase); %s\n", bt.KernelShare().Seconds(), bt.InitShare().Seconds(), state)
+}

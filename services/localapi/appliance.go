@@ -135,6 +135,12 @@ func (a *Appliance) Services(ctx context.Context) ([]ServiceStatus, error) {
 	return out, a.Init.Get(ctx, PathServices, &out)
 }
 
+// Boot is init's record of this boot's phases.
+func (a *Appliance) Boot(ctx context.Context) (BootTimes, error) {
+	var out BootTimes
+	return out, a.Init.Get(ctx, PathBoot, &out)
+}
+
 // Log returns log lines after since (max 0: all the ring holds).
 func (a *Appliance) Log(ctx context.Context, since uint64, max int) (LogPage, error) {
 	var out LogPage
