@@ -56,13 +56,13 @@ type Init struct {
 	Console *os.File
 	Cmdline Cmdline
 
-	ring   *logring.Ring // the console log, for `show log` and syslog
-	times  *timeline     // this boot's phases (`show boot`, timesPath)
+	ring  *logring.Ring // the console log, for `show log` and syslog
+	times *timeline     // this boot's phases (`show boot`, timesPath)
 	// timesPath is where the boot record is written (BootTimesPath).
 	timesPath string
-	reaper *supervisor.Reaper
-	sup    *supervisor.Supervisor
-	cancel context.CancelFunc
+	reaper    *supervisor.Reaper
+	sup       *supervisor.Supervisor
+	cancel    context.CancelFunc
 }
 
 // Run is PID 1's main. It never returns.
