@@ -70,7 +70,9 @@ type Result struct {
 	Modules       int
 	ModulesBytes  int64
 	Commands      []string
-	Duration      time.Duration
+	// Sizes breaks the initramfs down by contributor.
+	Sizes    *Sizes
+	Duration time.Duration
 }
 
 // Build validates the config and produces the boot artefacts.
@@ -118,8 +120,12 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 
-	step(5, "copying kernel")
+	step(5, "copying kernel, checking the size budget")
 	if err := copyFile(tree.Vmlinuz, res.Kernel); err != nil {
+		return nil, err
+	}
+	if err := checkSize(res); err != nil {
+		os.Remove(res.Initramfs) // an image over budget is no image
 		return nil, err
 	}
 
@@ -267,8 +273,9 @@ func Commands() []string {
 	return append(cmds, ConsoleCommands...)
 }
 
-// moduleRecords puts the selected modules, a generated modules.dep and the
-// package's modules.builtin under lib/modules/<release>/.
+// moduleRecords puts the selected modules, a generated modules.dep and
+// modules.alias, and the package's modules.builtin under
+// lib/modules/<release>/.
 func moduleRecords(tree *kernel.Tree, sel *modsel.Selection) ([]cpio.Record, error) {
 	root := filepath.Join(ramfs.ModulesRootPath, tree.Release)
 	var recs []cpio.Record
@@ -279,7 +286,8 @@ func moduleRecords(tree *kernel.Tree, sel *modsel.Selection) ([]cpio.Record, err
 		}
 		recs = append(recs, r)
 	}
-	recs = append(recs, cpio.StaticFile(filepath.Join(root, "modules.dep"), sel.ModulesDep(), 0o644))
+	recs = append(recs, cpio.StaticFile(filepath.Join(root, "modules.dep"), sel.ModulesDep(), 0o644),
+		cpio.StaticFile(filepath.Join(root, "modules.alias"), sel.ModulesAlias(), 0o644))
 	for _, name := range []string{"modules.builtin", "modules.order"} {
 		if _, err := os.Stat(filepath.Join(tree.ModulesDir(), name)); err == nil {
 			r, err := ramfs.FileRecord(filepath.Join(tree.ModulesDir(), name), filepath.Join(root, name))
@@ -312,6 +320,23 @@ func copyFile(src, dst string) error {
 	return os.Rename(dst+".tmp", dst)
 }
 
+// checkSize measures the initramfs by contributor into res.Sizes and fails
+// when kernel plus initramfs exceed MaxBootImageBytes.
+func checkSize(res *Result) error {
+	k, err := os.Stat(res.Kernel)
+	if err != nil {
+		return fmt.Errorf("size budget: %w", err)
+	}
+	i, err := os.Stat(res.Initramfs)
+	if err != nil {
+		return fmt.Errorf("size budget: %w", err)
+	}
+	if res.Sizes, err = MeasureInitramfs(res.Initramfs, 8); err != nil {
+		return err
+	}
+	return CheckBudget(k.Size(), i.Size(), MaxBootImageBytes, res.Sizes)
+}
+
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // Summary is the size report printed after a build.
@@ -326,6 +351,24 @@ func (r *Result) Summary() string {
 	fmt.Fprintf(&b, "  %-28s %7.2f MiB in %d modules (uncompressed)\n", "  of which kernel modules", mib(r.ModulesBytes), r.Modules)
 	fmt.Fprintf(&b, "  %-28s %s/{boot.ipxe,pxelinux.cfg/default}\n", "PXE tree", r.PXEDir)
 	fmt.Fprintf(&b, "  commands: %d (init, %d appliance programs, %d console tools)\n", len(r.Commands), len(r.Commands)-1-len(ConsoleCommands), len(ConsoleCommands))
+	if r.Sizes != nil {
+		var kb, ib int64
+		if fi, err := os.Stat(r.Kernel); err == nil {
+			kb = fi.Size()
+		}
+		if fi, err := os.Stat(r.Initramfs); err == nil {
+			ib = fi.Size()
+		}
+		fmt.Fprintf(&b, "  boot image %.2f MB (kernel + initramfs gzip), budget %.1f MB\n", float64(kb+ib)/1e6, float64(MaxBootImageBytes)/1e6)
+		b.WriteString("  initramfs by contributor (each file gzipped alone):\n")
+		for _, g := range r.Sizes.Groups {
+			fmt.Fprintf(&b, "    %-58s %4d files %7.2f MB, gzip %6.2f MB\n", g.Name, g.Files, float64(g.Bytes)/1e6, float64(g.Gzip)/1e6)
+		}
+		b.WriteString("  biggest files:\n")
+		for _, f := range r.Sizes.Files {
+			fmt.Fprintf(&b, "    %-58s %7.2f MB, gzip %6.2f MB\n", strings.TrimPrefix(f.Name, "lib/modules/"+r.KernelRelease+"/kernel/"), float64(f.Bytes)/1e6, float64(f.Gzip)/1e6)
+		}
+	}
 	return b.String()
 }
 

@@ -308,6 +308,19 @@ func (s *Selection) ModulesDep() string {
 	return b.String()
 }
 
+// ModulesAlias is a modules.alias for the selection: "alias PATTERN NAME"
+// for every alias a selected module declares (init loads a PCI driver only
+// when a present device matches one of its aliases).
+func (s *Selection) ModulesAlias() string {
+	var b strings.Builder
+	for _, m := range s.Modules {
+		for _, a := range m.Aliases {
+			fmt.Fprintf(&b, "alias %s %s\n", a, m.Name)
+		}
+	}
+	return b.String()
+}
+
 // Size is the total size of the selected module files in bytes.
 func (s *Selection) Size() int64 {
 	var n int64

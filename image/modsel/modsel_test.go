@@ -152,6 +152,10 @@ func TestSelectClosureAcrossCompressionsAndSoftdeps(t *testing.T) {
 			t.Errorf("modules.dep lacks %q; it is:\n%s", line, dep)
 		}
 	}
+	alias := sel.ModulesAlias()
+	if !strings.Contains(alias, "alias crypto-crc32c crc32c_generic\nalias crc32c crc32c_generic\n") || strings.Contains(alias, "crc32c_intel") {
+		t.Errorf("modules.alias should list the selected crc32c_generic's aliases only; it is:\n%s", alias)
+	}
 }
 
 func TestSelectRequiredMissingIsAnError(t *testing.T) {

@@ -117,6 +117,9 @@ func (in *Init) boot() {
 	}
 
 	// Disk and filesystem modules first: the config may be on a partition.
+	// PCI drivers for hardware this machine lacks are left out: they were
+	// most of the module loading time under TCG (issue 19).
+	modules = presentHardwareOnly(log, modules)
 	if err := loadModules(log, modules); err != nil {
 		log.WithError(err).Error("continuing without them")
 	}

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -93,4 +95,106 @@ func readList(path string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// pciBus lists the PCI devices the kernel found before /init ran (PCI is
+// enumerated at boot, before init starts).
+const pciBus = "/sys/bus/pci/devices"
+
+// readAliases reads a modules.alias ("alias PATTERN MODULE" lines) into
+// each module's alias patterns.
+func readAliases(path string) (map[string][]string, error) {
+	lines, err := readList(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] != "alias" {
+			return nil, fmt.Errorf("%s: %q is not \"alias PATTERN MODULE\"", path, l)
+		}
+		out[f[2]] = append(out[f[2]], f[1])
+	}
+	return out, nil
+}
+
+// deviceModaliases reads the modalias of every device under dir.
+func deviceModaliases(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*", "modalias"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
+
+// withoutAbsentPCIDrivers drops from names the PCI drivers for hardware
+// this machine lacks: a module whose every alias is a PCI one and none
+// matches a present device's modalias. Anything else (no aliases, other
+// buses, an alias pattern that does not parse) is kept: loading a driver in
+// vain costs time, missing one costs the NIC.
+func withoutAbsentPCIDrivers(names []string, aliases map[string][]string, devices []string) (load, skipped []string) {
+	for _, n := range names {
+		if pciOnly(aliases[n]) && !matchesAny(aliases[n], devices) {
+			skipped = append(skipped, n)
+			continue
+		}
+		load = append(load, n)
+	}
+	return load, skipped
+}
+
+func pciOnly(patterns []string) bool {
+	for _, p := range patterns {
+		if !strings.HasPrefix(p, "pci:") {
+			return false
+		}
+	}
+	return len(patterns) > 0
+}
+
+func matchesAny(patterns, devices []string) bool {
+	for _, p := range patterns {
+		for _, d := range devices {
+			if ok, err := path.Match(p, d); ok || err != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// presentHardwareOnly is names without the PCI drivers for absent hardware
+// (withoutAbsentPCIDrivers), using the image's modules.alias and the PCI
+// devices in sysfs. When either cannot be read, names are kept whole.
+func presentHardwareOnly(log logrus.FieldLogger, names []string) []string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		log.WithError(err).Warn("uname; loading every listed module")
+		return names
+	}
+	aliasPath := filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]), "modules.alias")
+	aliases, err := readAliases(aliasPath)
+	if err != nil {
+		log.WithError(err).Warn("no module aliases; loading every listed module")
+		return names
+	}
+	devices, err := deviceModaliases(pciBus)
+	if err != nil || len(devices) == 0 {
+		log.WithError(err).Warn("no PCI devices found; loading every listed module")
+		return names
+	}
+	load, skipped := withoutAbsentPCIDrivers(names, aliases, devices)
+	if len(skipped) > 0 {
+		log.WithField("modules", strings.Join(skipped, ",")).Info("not loading drivers for hardware this machine lacks")
+	}
+	return load
 }
