@@ -137,13 +137,14 @@ func deviceModaliases(dir string) ([]string, error) {
 }
 
 // withoutAbsentPCIDrivers drops from names the PCI drivers for hardware
-// this machine lacks: a module whose every alias is a PCI one and none
-// matches a present device's modalias. Anything else (no aliases, other
+// this machine lacks: a module with PCI aliases, none matching a present
+// device's modalias, and otherwise only auxiliary-bus aliases (devices a
+// PCI driver creates itself, like mlx5_core's auxiliary:mlx5_core.eth). Anything else (no aliases, other
 // buses, an alias pattern that does not parse) is kept: loading a driver in
 // vain costs time, missing one costs the NIC.
 func withoutAbsentPCIDrivers(names []string, aliases map[string][]string, devices []string) (load, skipped []string) {
 	for _, n := range names {
-		if pciOnly(aliases[n]) && !matchesAny(aliases[n], devices) {
+		if pciDriver(aliases[n]) && !matchesAny(aliases[n], devices) {
 			skipped = append(skipped, n)
 			continue
 		}
@@ -152,13 +153,18 @@ func withoutAbsentPCIDrivers(names []string, aliases map[string][]string, device
 	return load, skipped
 }
 
-func pciOnly(patterns []string) bool {
+func pciDriver(patterns []string) bool {
+	pci := false
 	for _, p := range patterns {
-		if !strings.HasPrefix(p, "pci:") {
+		switch {
+		case strings.HasPrefix(p, "pci:"):
+			pci = true
+		case strings.HasPrefix(p, "auxiliary:"):
+		default:
 			return false
 		}
 	}
-	return len(patterns) > 0
+	return pci
 }
 
 func matchesAny(patterns, devices []string) bool {

@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// TestAbsentPCIDriversAreNotLoaded: a PCI-only driver is loaded only when a
+// TestAbsentPCIDriversAreNotLoaded: a PCI driver (PCI aliases, perhaps
+// auxiliary ones for the devices it creates itself) is loaded only when a
 // present device matches one of its aliases; modules without aliases or
 // with aliases on other buses are always loaded, and a pattern that does
 // not parse counts as a match (a missing NIC driver is worse than a slow
@@ -17,6 +18,8 @@ func TestAbsentPCIDriversAreNotLoaded(t *testing.T) {
 	aliasFile := filepath.Join(dir, "modules.alias")
 	os.WriteFile(aliasFile, []byte(`alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
 alias pci:v000015B3d0000101Dsv*sd*bc*sc*i* mlx5_core
+alias auxiliary:mlx5_core.eth mlx5_core
+alias auxiliary:only.aux auxonly
 alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
 alias pci:v*d*sv*sd*bc01sc06i01* ahci
 alias virtio:d00000001v* virtio_net
@@ -39,9 +42,9 @@ alias pci:v0000BEEFd[* odd
 	if err != nil || len(devices) != 2 {
 		t.Fatalf("devices %v (%v), want 2", devices, err)
 	}
-	names := []string{"ip_vs", "virtio_pci", "virtio_net", "mlx5_core", "e1000e", "ahci", "usb_storage", "odd", "bonding"}
+	names := []string{"ip_vs", "virtio_pci", "virtio_net", "mlx5_core", "e1000e", "ahci", "usb_storage", "odd", "bonding", "auxonly"}
 	load, skipped := withoutAbsentPCIDrivers(names, aliases, devices)
-	if want := []string{"ip_vs", "virtio_pci", "virtio_net", "ahci", "usb_storage", "odd", "bonding"}; !slices.Equal(load, want) {
+	if want := []string{"ip_vs", "virtio_pci", "virtio_net", "ahci", "usb_storage", "odd", "bonding", "auxonly"}; !slices.Equal(load, want) {
 		t.Errorf("load %v, want %v", load, want)
 	}
 	if want := []string{"mlx5_core", "e1000e"}; !slices.Equal(skipped, want) {
