@@ -1,0 +1,362 @@
+//go:build bench
+
+package qemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fulcrum-lb/fulcrum/qemu/scenario"
+)
+
+// The data-plane benchmark's extra virtual servers, added to both nodes'
+// HA lab configs: DR on the spare VIP, and a bulk (iperf3, port 5201)
+// service per forwarding mode to member1 only. The bulk pool has no
+// monitor: a TCP check against iperf3's control port disturbs its tests.
+const dataplaneVS = `
+  - name: web-dr             # data-plane bench: DR, members hold .103 on lo
+    vip: 203.0.113.103
+    port: "80"
+    mode: dr
+    scheduler: rr
+    persistence: {enabled: false}
+    pool: web
+  - name: bulk-nat
+    vip: 203.0.113.100
+    port: "5201"
+    mode: nat
+    scheduler: rr
+    persistence: {enabled: false}
+    pool: bulk
+  - name: bulk-fullnat
+    vip: 203.0.113.101
+    port: "5201"
+    mode: fullnat
+    scheduler: rr
+    persistence: {enabled: false}
+    local_address_pool: la
+    pool: bulk
+  - name: bulk-dr
+    vip: 203.0.113.103
+    port: "5201"
+    mode: dr
+    scheduler: rr
+    persistence: {enabled: false}
+    pool: bulk
+`
+
+const dataplanePool = `
+  bulk:                      # data-plane bench: iperf3 on member1 only, no monitor
+    members:
+      - {address: 198.51.100.11}
+`
+
+// dataplaneConfig is node n's HA lab config with the bench's virtual
+// servers; extraFullNAT more FullNAT virtual servers (on VIPFullNAT, ports
+// 10000 up, pool web) come first, so the measured VS's own rules are
+// matched last.
+func dataplaneConfig(t *testing.T, n, extraFullNAT int) []byte {
+	b, err := scenario.ReadConfig(fmt.Sprintf("ha-lb%d.yaml", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var extra strings.Builder
+	for i := 0; i < extraFullNAT; i++ {
+		fmt.Fprintf(&extra, "  - {name: fn-%d, vip: %s, port: \"%d\", mode: fullnat, scheduler: rr, persistence: {enabled: false}, local_address_pool: la, pool: web}\n", i, scenario.VIPFullNAT, 10000+i)
+	}
+	s := string(b)
+	for _, r := range []struct{ anchor, add string }{
+		{"virtual_servers:\n", extra.String()},
+		{"virtual_servers:\n", strings.TrimPrefix(dataplaneVS, "\n")},
+		{"pools:\n", strings.TrimPrefix(dataplanePool, "\n")},
+	} {
+		if !strings.Contains(s, r.anchor) {
+			t.Fatalf("ha-lb%d.yaml has no %q", n, r.anchor)
+		}
+		s = strings.Replace(s, r.anchor, r.anchor+r.add, 1)
+	}
+	return []byte(s)
+}
+
+var (
+	wrkXfer   = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMG]?B)`)
+	wrkErrors = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// dpFigure is one measurement: new connections/s (one request each),
+// requests/s on kept-alive connections, bulk Mbit/s (iperf3, one stream),
+// and what tells a stall: the client's SYN retransmissions, wrk's socket
+// errors, and the SYN/SYN-ACK/RST packets the client saw, by source.
+type dpFigure struct {
+	name, path              string
+	connPS, keepPS, bulkMbs float64
+	synRetrans              int64
+	errs                    string
+	handshakes              string
+}
+
+// nsBackground starts a long-running tool in a lab host's namespace; it is
+// killed (by its own PID) when the test ends.
+func nsBackground(t *testing.T, h *scenario.HA, host string, args ...string) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.Hosts[host].Name}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s in %s: %v", args[0], host, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+func nsMust(t *testing.T, h *scenario.HA, host string, args ...string) string {
+	out, err := nsOut(h, host, args...)
+	if err != nil {
+		t.Fatalf("%s: %v: %v\n%s", host, args, err, out)
+	}
+	return out
+}
+
+// wrkRun runs wrk from host against url for d and returns requests/s and
+// the socket error line. close: one request per connection.
+func wrkRun(t *testing.T, h *scenario.HA, host, url string, close bool, d time.Duration) (float64, string) {
+	args := []string{"wrk", "-t1", "-c8", fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "3s"}
+	if close {
+		args = append(args, "-H", "Connection: close")
+	}
+	out, err := nsOut(h, host, append(args, url)...)
+	if err != nil {
+		t.Fatalf("wrk %s from %s: %v\n%s", url, host, err, out)
+	}
+	m := wrkRate.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("wrk printed no rate:\n%s", out)
+	}
+	r, _ := strconv.ParseFloat(m[1], 64)
+	errs := ""
+	if e := wrkErrors.FindStringSubmatch(out); e != nil {
+		errs = fmt.Sprintf("connect %s, read %s, write %s, timeout %s", e[1], e[2], e[3], e[4])
+	}
+	if !strings.Contains(out, "requests in") {
+		t.Fatalf("wrk output without a request count:\n%s", out)
+	}
+	return r, errs
+}
+
+// iperfRun runs one iperf3 stream from host to addr:5201 for d and returns
+// the receiver's Mbit/s.
+func iperfRun(t *testing.T, h *scenario.HA, host, addr string, d time.Duration) float64 {
+	var last string
+	for try := 0; try < 3; try++ {
+		out, err := nsOut(h, host, "iperf3", "-c", addr, "-p", "5201", "-t", strconv.Itoa(int(d.Seconds())), "-J", "--connect-timeout", "3000")
+		var r struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+			Error string `json:"error"`
+		}
+		if jerr := json.Unmarshal([]byte(out), &r); err == nil && jerr == nil && r.Error == "" && r.End.SumReceived.BitsPerSecond > 0 {
+			return r.End.SumReceived.BitsPerSecond / 1e6
+		}
+		last = fmt.Sprintf("%v %s", err, out)
+		time.Sleep(time.Second) // iperf3's server is busy with the previous test's teardown
+	}
+	t.Fatalf("iperf3 %s → %s failed three times: %s", host, addr, last)
+	return 0
+}
+
+// handshakeSummary reads a pcap of client SYN/SYN-ACK/RST packets and
+// counts them by kind and source address.
+func handshakeSummary(t *testing.T, h *scenario.HA, host, pcap string) string {
+	out, err := nsOut(h, host, "tcpdump", "-nn", "-r", pcap)
+	if err != nil {
+		return "tcpdump -r: " + err.Error()
+	}
+	count := map[string]int{}
+	re := regexp.MustCompile(`IP (\d+\.\d+\.\d+\.\d+)\.\d+ > (\d+\.\d+\.\d+\.\d+)\.\d+: Flags \[([^\]]*)\]`)
+	for _, l := range strings.Split(out, "\n") {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		kind := map[string]string{"S": "SYN", "S.": "SYN-ACK", "R": "RST", "R.": "RST"}[m[3]]
+		if kind == "" {
+			kind = "[" + m[3] + "]"
+		}
+		count[fmt.Sprintf("%s %s→%s", kind, m[1], m[2])]++
+	}
+	var keys []string
+	for k := range count {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, count[k]))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// TestDataplaneBenchReport measures the appliance's data plane in one HA
+// lab run (lb1 under QEMU TCG): new connections/s (wrk -c8, one request per
+// connection), requests/s on kept-alive connections (wrk -c8) and bulk
+// throughput (iperf3, one stream to member1) for lb1 as a plain router
+// (client1 → member1, no virtual server), NAT, FullNAT, DR and SNAT
+// outbound (member1 → the internet host), then FullNAT and plain routing
+// again with 1000 FullNAT virtual servers applied. Each figure is beside
+// plain routing of the same run. Client SYN retransmissions and the
+// SYN/SYN-ACK/RST packets the client saw, by source, show a stall. Writes
+// FULCRUM_DATAPLANE_BENCH (default ../out/dataplane-bench.md). A
+// measurement, built only with the bench tag.
+func TestDataplaneBenchReport(t *testing.T) {
+	dst := os.Getenv("FULCRUM_DATAPLANE_BENCH")
+	if dst == "" {
+		dst = "../out/dataplane-bench.md"
+	}
+	const d = 5 * time.Second
+	h := scenario.Up(t, scenario.Options{Configs: map[int][]byte{1: dataplaneConfig(t, 1, 0), 2: dataplaneConfig(t, 2, 0)}})
+	// Plain routing: client1 reaches the members' segment through lb1's
+	// External self IP. DR: the members hold the VIP on lo and do not
+	// answer ARP for it; their replies to client1 leave through lb2 (lb1
+	// would drop them as martians: their source is its own VIP).
+	nsMust(t, h, "client1", "ip", "route", "replace", "198.51.100.0/24", "via", scenario.SelfIP(1, "ext"))
+	for _, m := range scenario.Members() {
+		nsMust(t, h, m, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+		nsMust(t, h, m, "ip", "addr", "add", "203.0.113.103/32", "dev", "lo")
+	}
+	nsBackground(t, h, "member1", "iperf3", "-s", "-p", "5201")
+	nsBackground(t, h, "inet", "iperf3", "-s", "-p", "5201")
+	time.Sleep(500 * time.Millisecond)
+	pcapDir := t.TempDir()
+
+	measure := func(name, path, host, addr string, setup, undo []string) dpFigure {
+		if setup != nil {
+			for _, m := range scenario.Members() {
+				nsMust(t, h, m, setup...)
+			}
+			defer func() {
+				for _, m := range scenario.Members() {
+					nsMust(t, h, m, undo...)
+				}
+			}()
+		}
+		f := dpFigure{name: name, path: path}
+		pcap := filepath.Join(pcapDir, strings.ReplaceAll(name, " ", "_")+".pcap")
+		dump := exec.Command("ip", "netns", "exec", h.Hosts[host].Name, "tcpdump", "-i", "eth0", "-nn", "-U", "-w", pcap,
+			"tcp port 80 and tcp[tcpflags] & (tcp-syn|tcp-rst) != 0")
+		if err := dump.Start(); err != nil {
+			t.Fatalf("tcpdump: %v", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		s0 := netstat(t, h, host)["TcpExt.TCPSynRetrans"]
+		f.connPS, f.errs = wrkRun(t, h, host, "http://"+addr+"/", true, d)
+		f.synRetrans = netstat(t, h, host)["TcpExt.TCPSynRetrans"] - s0
+		time.Sleep(300 * time.Millisecond)
+		dump.Process.Signal(os.Interrupt)
+		dump.Wait()
+		f.handshakes = handshakeSummary(t, h, host, pcap)
+		f.keepPS, _ = wrkRun(t, h, host, "http://"+addr+"/", false, d)
+		f.bulkMbs = iperfRun(t, h, host, addr, d-time.Second)
+		t.Logf("%s (%s): %.1f conn/s, %.1f req/s kept alive, %.1f Mbit/s; %d SYN retransmits; wrk errors: %s; handshakes: %s",
+			f.name, f.path, f.connPS, f.keepPS, f.bulkMbs, f.synRetrans, f.errs, f.handshakes)
+		return f
+	}
+	const member1 = "198.51.100.11"
+	var figs []dpFigure
+	figs = append(figs,
+		measure("(a) plain routing", "client1 → lb1 → member1", "client1", member1, nil, nil),
+		measure("(b) NAT", "client1 → 203.0.113.100 → members", "client1", scenario.VIPNAT, nil, nil),
+		measure("(c) FullNAT", "client1 → 203.0.113.101 → members (from local addresses)", "client1", scenario.VIPFullNAT, nil, nil),
+		measure("(d) DR", "client1 → 203.0.113.103 → members, replies via lb2", "client1", scenario.VIPSpare,
+			[]string{"ip", "route", "replace", "203.0.113.10/32", "via", scenario.SelfIP(2, "int")},
+			[]string{"ip", "route", "del", "203.0.113.10/32"}),
+		measure("(e) SNAT outbound", "member1 → lb1 (SNAT 203.0.113.200) → inet", "member1", scenario.Internet, nil, nil),
+	)
+
+	// 1000 FullNAT virtual servers: apply on both nodes (config sync may
+	// already have carried the first apply to lb2), then measure again.
+	cfg1000 := map[string][]byte{}
+	for _, n := range []int{1, 2} {
+		cfg1000[fmt.Sprintf("dp-1000-lb%d.yaml", n)] = dataplaneConfig(t, n, 997)
+	}
+	url, err := h.ServeFiles("admin", cfg1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := time.Now()
+	for _, n := range []int{1, 2} {
+		out, err := h.Run(n, fmt.Sprintf("lbctl config apply %s/dp-1000-lb%d.yaml", url, n))
+		if err != nil {
+			t.Fatalf("apply 1000 FullNAT VSs on lb%d: %v\n%s", n, err, out)
+		}
+		t.Logf("lb%d apply: %s", n, out)
+	}
+	applyTook := time.Since(applied)
+	vsCount, err := h.Run(1, "grep -c '^TCP' /proc/net/ip_vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(lastLine(vsCount))); n < 1000 {
+		t.Fatalf("lb1 has %s IPVS services after the apply, want ≥ 1000", vsCount)
+	}
+	if err := h.WaitAllMembers(scenario.VIPFullNAT, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	figs = append(figs,
+		measure("(c') FullNAT, 1000 FullNAT VSs", "as (c), the VS's rules after 997 others", "client1", scenario.VIPFullNAT, nil, nil),
+		measure("(a') plain routing, 1000 FullNAT VSs", "as (a), last in the run", "client1", member1, nil, nil),
+	)
+	guest, _ := h.Run(1, "cat /proc/net/stat/nf_conntrack | head -3; cat /proc/loadavg")
+
+	ref := figs[0]
+	ratio := func(v, r float64) string {
+		if r == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", v/r)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Data-plane cost (issue 19 item 2)\n\n")
+	fmt.Fprintf(&b, "Guest: HA lab lb1 under QEMU TCG (1 vCPU, no KVM; lb2 is backup and only carries DR's replies). "+
+		"Clients and members are host namespaces; the member servers are Go HTTP servers in the test process. "+
+		"New connections: `wrk -t1 -c8 -d%ds -H 'Connection: close'` (one request per connection); kept alive: `wrk -t1 -c8 -d%ds`; "+
+		"bulk: `iperf3 -t%d`, one stream to member1. Every ratio is to (a), plain routing through lb1 (no virtual server) measured first in the same run. "+
+		"Runs in the order shown; the last row repeats (a) after all the others, whose client ports it reuses.\n\n",
+		int(d.Seconds()), int(d.Seconds()), int(d.Seconds())-1)
+	fmt.Fprintf(&b, "| path | new conn/s | × (a) | kept-alive req/s | × (a) | bulk Mbit/s | × (a) | client SYN retransmits |\n|---|---|---|---|---|---|---|---|\n")
+	for _, f := range figs {
+		fmt.Fprintf(&b, "| %s: %s | %.0f | %s | %.0f | %s | %.0f | %s | %d |\n", f.name, f.path, f.connPS, ratio(f.connPS, ref.connPS),
+			f.keepPS, ratio(f.keepPS, ref.keepPS), f.bulkMbs, ratio(f.bulkMbs, ref.bulkMbs), f.synRetrans)
+	}
+	c1, c1000 := figs[2], figs[5]
+	fmt.Fprintf(&b, "\n1 vs 1000 FullNAT virtual servers (the same VS, after %d more were applied in %.1f s): new conn/s %s, kept-alive req/s %s, bulk %s; plain routing %s/%s/%s of its first run.\n",
+		997, applyTook.Seconds(), ratio(c1000.connPS, c1.connPS), ratio(c1000.keepPS, c1.keepPS), ratio(c1000.bulkMbs, c1.bulkMbs),
+		ratio(figs[6].connPS, ref.connPS), ratio(figs[6].keepPS, ref.keepPS), ratio(figs[6].bulkMbs, ref.bulkMbs))
+	fmt.Fprintf(&b, "\nHandshake packets the client saw during each new-connection run (by kind and source → destination), and wrk's socket errors:\n\n")
+	for _, f := range figs {
+		fmt.Fprintf(&b, "- %s: %s; wrk: %s\n", f.name, f.handshakes, f.errs)
+	}
+	fmt.Fprintf(&b, "\nlb1 after the runs (nf_conntrack stats, loadavg):\n\n```\n%s```\n", guest)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s:\n%s", dst, b.String())
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
