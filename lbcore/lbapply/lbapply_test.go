@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +102,23 @@ func tableText(t *testing.T, m *nat.Manager) string {
 			b.WriteString("\n")
 		}
 	}
+	sets, err := m.Sets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(sets))
+	for n := range sets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var el []string
+		for _, e := range sets[n] {
+			el = append(el, fmt.Sprintf("%v:%v", e.Key, e.Val))
+		}
+		sort.Strings(el)
+		fmt.Fprintf(&b, "set %s %s\n", n, strings.Join(el, " "))
+	}
 	return b.String()
 }
 
@@ -115,7 +133,7 @@ func TestIPVSFailureRollsBackNftables(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := tableText(t, m)
-	if !strings.Contains(before, "[203 0 113 101]") {
+	if !strings.Contains(before, "[203 0 113 101 6 0 0 0 0 80 0 0]") { // the marks map: VIP . tcp . port 80
 		t.Fatalf("table does not match VIP 203.0.113.101:\n%s", before)
 	}
 	fi.fail = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -60,25 +61,43 @@ func quiet() logrus.FieldLogger {
 func render(exprs []expr.Any) string {
 	var out []string
 	var pending string
+	var loaded []string // loads since the last comparison or lookup (a concatenated key)
 	var imm [3][]byte
+	fromSet := map[uint32]string{}
 	for _, e := range exprs {
 		switch e := e.(type) {
 		case *expr.Meta:
 			if e.SourceRegister {
-				out = append(out, fmt.Sprintf("meta-set:%s=%x", metaName(e.Key), imm[e.Register]))
+				if s, ok := fromSet[e.Register]; ok {
+					out = append(out, fmt.Sprintf("meta-set:%s=%s", metaName(e.Key), s))
+				} else {
+					out = append(out, fmt.Sprintf("meta-set:%s=%x", metaName(e.Key), imm[e.Register]))
+				}
 			} else {
 				pending = metaName(e.Key)
+				loaded = append(loaded, fmt.Sprintf("%s>r%d", pending, e.Register))
 			}
 		case *expr.Payload:
 			pending = fmt.Sprintf("payload:%d/%d+%d", e.Base, e.Offset, e.Len)
+			loaded = append(loaded, fmt.Sprintf("%s>r%d", pending, e.DestRegister))
 		case *expr.Ct:
 			pending = "ct:" + ctName(e.Key)
 		case *expr.Bitwise:
 			pending = fmt.Sprintf("%s&%x", pending, e.Mask)
 		case *expr.Cmp:
 			out = append(out, fmt.Sprintf("%s==%s", pending, value(pending, e.Data)))
+			loaded = nil
 		case *expr.Range:
 			out = append(out, fmt.Sprintf("%s in %s-%s", pending, value(pending, e.FromData), value(pending, e.ToData)))
+			loaded = nil
+		case *expr.Lookup:
+			l := fmt.Sprintf("(%s) in @%s from r%d", strings.Join(loaded, " . "), e.SetName, e.SourceRegister)
+			if e.IsDestRegSet {
+				l += fmt.Sprintf(" into r%d", e.DestRegister)
+				fromSet[e.DestRegister] = "@" + e.SetName
+			}
+			out = append(out, l)
+			loaded = nil
 		case *expr.Immediate:
 			if e.Register < 3 {
 				imm[e.Register] = e.Data
@@ -92,6 +111,37 @@ func render(exprs []expr.Any) string {
 		}
 	}
 	return strings.Join(out, " ")
+}
+
+// renderSets is the table's sets and maps as text: name, key and data
+// types, and elements (map values as marks in hex).
+func renderSets(t *testing.T, m *Manager) []string {
+	t.Helper()
+	s, err := m.tbl.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s == nil {
+		return nil
+	}
+	var out []string
+	for _, st := range s.Sets {
+		var el []string
+		for _, e := range st.Elements {
+			k := fmt.Sprintf("%x", e.Key)
+			if len(e.Key) == 12 { // ip . proto . port
+				k = fmt.Sprintf("%s . %d . %d", netip.AddrFrom4([4]byte(e.Key[0:4])), e.Key[4], binary.BigEndian.Uint16(e.Key[8:10]))
+			}
+			if st.Set.IsMap {
+				k += fmt.Sprintf(" : %x", e.Val)
+			}
+			el = append(el, k)
+		}
+		sort.Strings(el)
+		out = append(out, fmt.Sprintf("%s %s map=%v {%s}", st.Set.Name, st.Set.KeyType.Name, st.Set.IsMap, strings.Join(el, ", ")))
+	}
+	sort.Strings(out)
+	return out
 }
 
 func metaName(k expr.MetaKey) string {
@@ -156,11 +206,15 @@ func TestRulesInKernel(t *testing.T) {
 	}
 	api := fmt.Sprintf("%x", binary.NativeEndian.AppendUint32(nil, apiMark))
 	want := []string{
-		"mark: payload:1/16+4==203.0.113.101 l4proto==6 payload:2/2+2==80 meta-set:mark=" + api + " counter",
+		"mark: (payload:1/16+4>r1 . l4proto>r9 . payload:2/2+2>r10) in @marks from r1 into r1 meta-set:mark=@marks counter",
 		"mark: payload:1/16+4==203.0.113.102 l4proto==17 payload:2/2+2 in 7000-7010 meta-set:mark=77000000 counter",
-		"postrouting: mark==" + api + " counter snat to 198.51.100.201-198.51.100.209 persistent=false",
-		"postrouting: mark==77000000 counter snat to 198.51.100.201-198.51.100.209 persistent=false",
+		"postrouting: (mark>r1) in @fullnat0 from r1 counter snat to 198.51.100.201-198.51.100.209 persistent=false",
 		"postrouting: oifname==lbext payload:1/12+4&ffffffff==198.51.100.11 ct:status&20000000==00000000 counter snat to 203.0.113.200-203.0.113.209 persistent=true",
+		"set fullnat0 mark map=false {" + api + ", 77000000}",
+		"set marks ipv4_addr . inet_proto . inet_service map=true {203.0.113.101 . 6 . 80 : " + api + "}",
+	}
+	for _, st := range renderSets(t, m) {
+		got = append(got, "set "+st)
 	}
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 { // big-endian host: marks/status read differently
 		t.Skip("expected strings assume a little-endian host")
@@ -204,6 +258,7 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 				s = append(s, render(r.Exprs))
 			}
 		}
+		s = append(s, renderSets(t, m)...)
 		return strings.Join(s, "\n")
 	}
 	before := snap()
@@ -222,6 +277,8 @@ func TestApplyIsAtomicAndRollsBack(t *testing.T) {
 	}
 	// Rollback after a good apply restores the previous content.
 	next := testRuleset("198.51.100.0/24")
+	next.Marks = append(next.Marks, Mark{VS: "tls", VIP: netip.MustParseAddr("203.0.113.103"), Proto: unix.IPPROTO_TCP, From: 443, To: 443, Mark: 0x100102})
+	next.FullNAT = append(next.FullNAT, FullNAT{VS: "tls", Mark: 0x100102, First: netip.MustParseAddr("198.51.100.210"), Last: netip.MustParseAddr("198.51.100.211")})
 	ch, err := m.Apply(ctx, next)
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +318,10 @@ func TestRollbackOfUnknownTable(t *testing.T) {
 	}
 	m := NewManager(ns.Fd(), quiet()) // a restarted daemon
 	old, _ := m.Rules()
+	oldSets := renderSets(t, m)
+	if len(oldSets) == 0 {
+		t.Fatal("the earlier run's table has no sets")
+	}
 	ch, err := m.Apply(ctx, &Ruleset{})
 	if err != nil {
 		t.Fatal(err)
@@ -269,6 +330,9 @@ func TestRollbackOfUnknownTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	now, _ := m.Rules()
+	if got := renderSets(t, m); strings.Join(got, "\n") != strings.Join(oldSets, "\n") {
+		t.Fatalf("sets restored as\n%s\nhad\n%s", strings.Join(got, "\n"), strings.Join(oldSets, "\n"))
+	}
 	for _, ch := range []string{ChainMark, ChainSNAT} {
 		if len(now[ch]) != len(old[ch]) {
 			t.Fatalf("chain %s: %d rules restored, had %d", ch, len(now[ch]), len(old[ch]))
@@ -343,17 +407,17 @@ func TestSNATAllInOneRealPackets(t *testing.T) {
 	}
 }
 
-// TestFullNATRuleRealPackets stands in for IPVS with a plain DNAT (which,
-// like IPVS with conntrack=1, leaves the original tuple client->VIP) and
-// checks the FullNAT rule SNATs the balanced connection to the local
-// address, so a member with no route back to the client still answers.
-// The real IPVS path is covered by the guest tests in lbcore/kernel/ipvs.
-func TestFullNATRuleRealPackets(t *testing.T) {
-	router := testkit.NewNS(t, "lbrouter")
+// fullNATLab builds the FullNAT test topology: a router namespace playing
+// the appliance, with a stand-in balancer that DNATs TCP to VIP
+// 203.0.113.101 (any port) to member 198.51.100.21:8080 and udp carrying
+// fwmark 0x77 to the member; the member has no route back to the client.
+// local holds the answers the member gives a local address.
+func fullNATLab(t *testing.T) (router, client *testkit.NS, local map[string]bool) {
+	router = testkit.NewNS(t, "lbrouter")
 	member := testkit.NewNS(t, "lbmember")
-	client := testkit.NewNS(t, "lbclient")
+	client = testkit.NewNS(t, "lbclient")
 	testkit.Veth(t, member, "lbm0", "198.51.100.21/24", router, "lbint", "198.51.100.2/24")
-	local := map[string]bool{}
+	local = map[string]bool{}
 	for i := 201; i <= 209; i++ { // the local address pool: netsetup's job on the appliance
 		router.AddAddr(t, "lbint", fmt.Sprintf("198.51.100.%d/32", i))
 		local[fmt.Sprintf("m21 198.51.100.%d", i)] = true
@@ -395,6 +459,75 @@ func TestFullNATRuleRealPackets(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	return router, client, local
+}
+
+// TestThousandFullNATVSsAreOneMapLookup: 1000 single-port FullNAT virtual
+// servers make one mark rule (a map lookup on VIP . protocol . port) and
+// one FullNAT rule (a set of marks per local address range), not a rule
+// each, and real packets to the first, a middle and the last of them are
+// SNATed to the local addresses, while a port that is no virtual server's
+// is not marked.
+func TestThousandFullNATVSsAreOneMapLookup(t *testing.T) {
+	router, client, local := fullNATLab(t)
+	a := netip.MustParseAddr
+	rs := testRuleset("198.51.100.11/32")
+	var marks []Mark
+	var fns []FullNAT
+	for i := 0; i < 999; i++ {
+		mk := uint32(0x200000 + i)
+		marks = append(marks, Mark{VS: fmt.Sprintf("fn-%d", i), VIP: a("203.0.113.101"), Proto: unix.IPPROTO_TCP, From: uint16(10000 + i), To: uint16(10000 + i), Mark: mk})
+		fns = append(fns, FullNAT{VS: fmt.Sprintf("fn-%d", i), Mark: mk, First: a("198.51.100.201"), Last: a("198.51.100.209")})
+	}
+	rs.Marks = append(marks, rs.Marks...) // api (port 80) is the 1000th
+	rs.FullNAT = append(fns, rs.FullNAT...)
+	m := NewManager(router.Fd(), quiet())
+	if _, err := m.Apply(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := m.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rules[ChainMark]); n != 2 { // the map, and the udp port range's own rule
+		t.Errorf("mark chain has %d rules for 1000 single-port VSs and one range, want 2", n)
+	}
+	if n := len(rules[ChainSNAT]); n != 2 { // FullNAT to one range, SNAT all-in-one
+		t.Errorf("postrouting has %d rules for 1001 FullNAT VSs on one local range and one SNAT rule, want 2", n)
+	}
+	sets, err := m.tbl.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := map[string]int{}
+	for _, st := range sets.Sets {
+		size[st.Set.Name] = len(st.Elements)
+	}
+	if size[SetMarks] != 1000 || size[SetFullNATPrefix+"0"] != 1001 {
+		t.Errorf("set sizes %v, want %s 1000 and %s0 1001", size, SetMarks, SetFullNATPrefix)
+	}
+	for _, port := range []string{"10000", "10500", "80"} {
+		line, err := client.Ask("", "203.0.113.101:"+port, 2*time.Second)
+		if err != nil {
+			dumpCounters(t, router)
+			t.Fatalf("client -> VIP port %s (a FullNAT VS): %v", port, err)
+		}
+		if !local[line] {
+			t.Fatalf("port %s: member saw %q, want a local address 198.51.100.201-209", port, line)
+		}
+	}
+	if line, err := client.Ask("", "203.0.113.101:9999", 500*time.Millisecond); err == nil {
+		t.Fatalf("port 9999 (no VS) was answered (%q): the map marked a packet it does not hold", line)
+	}
+}
+
+// TestFullNATRuleRealPackets stands in for IPVS with a plain DNAT (which,
+// like IPVS with conntrack=1, leaves the original tuple client->VIP) and
+// checks the FullNAT rule SNATs the balanced connection to the local
+// address, so a member with no route back to the client still answers.
+// The real IPVS path is covered by the guest tests in lbcore/kernel/ipvs.
+func TestFullNATRuleRealPackets(t *testing.T) {
+	router, client, local := fullNATLab(t)
 	if _, err := client.Ask("", "203.0.113.101:80", 500*time.Millisecond); err == nil {
 		t.Fatal("client reached the member without FullNAT: the member must not have a route back")
 	}

@@ -23,6 +23,12 @@ const (
 	ChainSNAT = "postrouting" // nat, postrouting, priority srcnat: FullNAT and SNAT all-in-one
 )
 
+// Set names inside the table.
+const (
+	SetMarks         = "marks"   // map ip daddr . l4proto . dport -> mark, single-port VSs
+	SetFullNATPrefix = "fullnat" // fullnat0, fullnat1...: marks SNATed to one local address range
+)
+
 // ipsDstNAT is IPS_DST_NAT in a conntrack's status.
 const ipsDstNAT = 1 << 5
 
@@ -94,14 +100,42 @@ func markRule(m Mark) []expr.Any {
 	return e
 }
 
-// fullNATRule: meta mark == MARK -> snat to the local address range.
-func fullNATRule(f FullNAT) []expr.Any {
+// fullNATRule: meta mark in set -> snat to the local address range.
+func fullNATRule(set string, first, last netip.Addr) []expr.Any {
 	e := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, f.Mark)},
+		&expr.Lookup{SourceRegister: 1, SetName: set},
 		&expr.Counter{},
 	}
-	return append(e, snatTo(f.First, f.Last, false)...)
+	return append(e, snatTo(first, last, false)...)
+}
+
+// markKeyType is the key of the marks map: ip daddr . meta l4proto . th
+// dport, each field padded to a 32-bit register as nft concatenates them.
+var markKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+
+// markKey is a marks map key: VIP, protocol and port, each padded to 4
+// bytes.
+func markKey(vip netip.Addr, proto uint8, p uint16) []byte {
+	k := make([]byte, 12)
+	copy(k[0:4], ip4(vip))
+	k[4] = proto
+	binary.BigEndian.PutUint16(k[8:10], p)
+	return k
+}
+
+// markMapRule: meta mark set ip daddr . meta l4proto . th dport map @marks.
+// The key is built in the consecutive 32-bit registers 1 (= NFT_REG32_00),
+// 9 and 10; a packet whose key is not in the map keeps its mark.
+func markMapRule() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: SetMarks},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+		&expr.Counter{},
+	}
 }
 
 // snatRule: ip saddr in Source, oifname Out, not dst-NATed -> snat to the
@@ -151,13 +185,53 @@ func build(rs *Ruleset) *nftable.Snapshot {
 	s := &nftable.Snapshot{Rules: map[string][]*nftables.Rule{}}
 	mc, sc := markChain(t), snatChain(t)
 	s.Chains = []*nftables.Chain{mc, sc}
+	// Single-port marks: one map lookup per packet, however many virtual
+	// servers there are. Port ranges keep a rule each (few; a hash map
+	// cannot hold a range).
+	var single []nftables.SetElement
+	var ranged []Mark
 	for _, mk := range rs.Marks {
+		if mk.From != mk.To {
+			ranged = append(ranged, mk)
+			continue
+		}
+		single = append(single, nftables.SetElement{Key: markKey(mk.VIP, mk.Proto, mk.From), Val: binary.NativeEndian.AppendUint32(nil, mk.Mark)})
+	}
+	if len(single) > 0 {
+		s.Sets = append(s.Sets, nftable.Set{Set: &nftables.Set{Table: t, Name: SetMarks, IsMap: true, KeyType: markKeyType, DataType: nftables.TypeMark}, Elements: single})
+		s.Rules[ChainMark] = append(s.Rules[ChainMark], &nftables.Rule{Table: t, Chain: mc, Exprs: markMapRule(),
+			UserData: comment(fmt.Sprintf("fwmark of %d virtual servers (map %s)", len(single), SetMarks))})
+	}
+	for _, mk := range ranged {
 		s.Rules[ChainMark] = append(s.Rules[ChainMark], &nftables.Rule{Table: t, Chain: mc, Exprs: markRule(mk),
 			UserData: comment(fmt.Sprintf("fwmark vs %s", mk.VS))})
 	}
+	// FullNAT: one rule per local address range, matching the marks of
+	// all its virtual servers in a set (only a connection's first packet
+	// meets the nat chain, but with a rule per VS it walked them all).
+	type group struct {
+		first, last netip.Addr
+		marks       []nftables.SetElement
+	}
+	var groups []*group
 	for _, f := range rs.FullNAT {
-		s.Rules[ChainSNAT] = append(s.Rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: fullNATRule(f),
-			UserData: comment(fmt.Sprintf("fullnat vs %s", f.VS))})
+		var g *group
+		for _, h := range groups {
+			if h.first == f.First && h.last == f.Last {
+				g = h
+			}
+		}
+		if g == nil {
+			g = &group{first: f.First, last: f.Last}
+			groups = append(groups, g)
+		}
+		g.marks = append(g.marks, nftables.SetElement{Key: binary.NativeEndian.AppendUint32(nil, f.Mark)})
+	}
+	for i, g := range groups {
+		name := fmt.Sprintf("%s%d", SetFullNATPrefix, i)
+		s.Sets = append(s.Sets, nftable.Set{Set: &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeMark}, Elements: g.marks})
+		s.Rules[ChainSNAT] = append(s.Rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: fullNATRule(name, g.first, g.last),
+			UserData: comment(fmt.Sprintf("fullnat of %d virtual servers to %s-%s", len(g.marks), g.first, g.last))})
 	}
 	for _, sn := range rs.SNAT {
 		s.Rules[ChainSNAT] = append(s.Rules[ChainSNAT], &nftables.Rule{Table: t, Chain: sc, Exprs: snatRule(sn),
@@ -206,4 +280,18 @@ func (m *Manager) Rules() (map[string][]*nftables.Rule, error) {
 		return nil, err
 	}
 	return s.Rules, nil
+}
+
+// Sets returns the table's named sets and maps with their elements as the
+// kernel reports them, by name (nil when there is no table).
+func (m *Manager) Sets() (map[string][]nftables.SetElement, error) {
+	s, err := m.tbl.Read()
+	if err != nil || s == nil {
+		return nil, err
+	}
+	out := map[string][]nftables.SetElement{}
+	for _, st := range s.Sets {
+		out[st.Set.Name] = st.Elements
+	}
+	return out, nil
 }

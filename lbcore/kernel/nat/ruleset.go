@@ -9,7 +9,13 @@
 // (net.ipv4.vs.conntrack=1 keeps netfilter conntrack on IPVS connections).
 // nftables has no "ipvs" match like iptables' -m ipvs, so, as kube-proxy
 // does, the VS's packets are marked in prerouting (by VIP, protocol and
-// port) and postrouting SNATs packets carrying the mark. Each marked VS has
+// port) and postrouting SNATs packets carrying the mark. The per-packet cost
+// does not grow with the number of virtual servers: single-port VSs' marks
+// are one lookup in the map "marks" (ip daddr . l4proto . th dport → mark),
+// and FullNAT is one postrouting rule per local address range matching a
+// set of its VSs' marks ("fullnat0", ...); only port ranges keep a mark rule
+// each. (A rule per VS walked all 1000 rules for every packet, routed
+// traffic included.) Each marked VS has
 // its own mark (the config's VirtualServer.Mark, set by lbcore/engine): for a port range it is the IPVS
 // fwmark service's mark; for a single port no fwmark service has it and IPVS
 // falls back to its protocol/address/port lookup. The mark survives IPVS's

@@ -11,11 +11,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Snapshot is a table's content: chains (those others jump to first) and
+// Snapshot is a table's content: named sets and maps with their elements
+// (rules look them up by name), chains (those others jump to first) and
 // the rules of each, by chain name. A nil *Snapshot means "no table".
 type Snapshot struct {
+	Sets   []Set
 	Chains []*nftables.Chain
 	Rules  map[string][]*nftables.Rule
+}
+
+// Set is a named set or map of the table and its elements.
+type Set struct {
+	Set      *nftables.Set
+	Elements []nftables.SetElement
 }
 
 // Table is one table (name and family) in the namespace open at NsFd (-1:
@@ -59,6 +67,13 @@ func (t Table) Install(s *Snapshot) error {
 	c.DelTable(tbl)
 	if s != nil {
 		c.AddTable(tbl)
+		for _, st := range s.Sets {
+			ns := *st.Set
+			ns.Table, ns.ID = tbl, 0
+			if err := c.AddSet(&ns, st.Elements); err != nil {
+				return fmt.Errorf("nftables: set %s of table %s: %w", ns.Name, t, err)
+			}
+		}
 		for _, ch := range s.Chains {
 			c.AddChain(&nftables.Chain{Name: ch.Name, Table: tbl, Type: ch.Type, Hooknum: ch.Hooknum, Priority: ch.Priority, Policy: ch.Policy})
 		}
@@ -93,6 +108,20 @@ func (t Table) Read() (*Snapshot, error) {
 		return nil, fmt.Errorf("nftables: list chains: %w", err)
 	}
 	s := &Snapshot{Rules: map[string][]*nftables.Rule{}}
+	sets, err := c.GetSets(tbl)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list sets of %s: %w", t, err)
+	}
+	for _, st := range sets {
+		if st.Anonymous {
+			continue // part of the rule that uses it
+		}
+		elems, err := c.GetSetElements(st)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: elements of set %s in %s: %w", st.Name, t, err)
+		}
+		s.Sets = append(s.Sets, Set{Set: st, Elements: elems})
+	}
 	var base, regular []*nftables.Chain
 	for _, ch := range chains {
 		if ch.Table.Name != t.Name {
