@@ -22,6 +22,21 @@ package config
 //	    sni: www.example.test  # https/ssl: default the host field
 //	    verify: true           # default false
 //	    ca_bundle: /etc/fulcrum/ca.pem # needs verify; read by the checker
+//	  game:
+//	    type: udp              # one datagram, one reply
+//	    send: "ping\n"         # or send_hex: "fffffffe"
+//	    expect: "^pong"        # regexp over the reply; default: any reply
+//	  resolver:
+//	    type: dns              # a query over UDP, answered NOERROR
+//	    query: www.example.test
+//	    qtype: A               # A (default), AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT
+//	    expect_answers: [192.0.2.80]   # A/AAAA: each must be in the answer
+//	  alive:
+//	    type: icmp             # echo request/reply, IPv4 or IPv6
+//	  custom:
+//	    type: script           # keepalived's MISC_CHECK
+//	    command: [/etc/fulcrum/checks/db, "{addr}", "{port}"]
+//	    dynamic_weight: true   # exit 2..255 sets the weight to code-2
 //
 // Initial state: a new member is "unknown" and does not serve; its first
 // result moves it up or down at once, so a new pool never sends traffic to a
@@ -49,13 +64,26 @@ const (
 	MonitorHTTP        MonitorType = "http"  // HTTP request over TCP
 	MonitorHTTPS       MonitorType = "https" // HTTP request over TLS
 	MonitorSSL         MonitorType = "ssl"   // TLS handshake only
+	// MonitorUDP sends one datagram and expects a reply (matching
+	// expect); an ICMP port unreachable fails at once.
+	MonitorUDP MonitorType = "udp"
+	// MonitorDNS sends a DNS query over UDP and expects a NOERROR answer
+	// (holding expect_answers).
+	MonitorDNS MonitorType = "dns"
+	// MonitorICMP sends an ICMP or ICMPv6 echo request and expects the reply.
+	MonitorICMP MonitorType = "icmp"
+	// MonitorScript runs a command, as keepalived's MISC_CHECK: exit 0 is
+	// up, anything else (or the timeout) down; with dynamic_weight, exit
+	// 2..255 is up with weight code-2.
+	MonitorScript MonitorType = "script"
 )
 
 // MonitorType is what a monitor checks.
 type MonitorType string
 
 // MonitorTypes lists the monitor types.
-var MonitorTypes = []MonitorType{MonitorTCP, MonitorTCPHalfOpen, MonitorHTTP, MonitorHTTPS, MonitorSSL}
+var MonitorTypes = []MonitorType{MonitorTCP, MonitorTCPHalfOpen, MonitorHTTP, MonitorHTTPS, MonitorSSL,
+	MonitorUDP, MonitorDNS, MonitorICMP, MonitorScript}
 
 // UnmarshalYAML accepts one of MonitorTypes.
 func (t *MonitorType) UnmarshalYAML(n *yaml.Node) error {
@@ -141,6 +169,29 @@ type Monitor struct {
 	// system roots). The health checker reads it when it configures the
 	// monitor (validation reads no files).
 	CABundle string `yaml:"ca_bundle"`
+
+	// UDP only: the datagram sent (text, or hex digits in SendHex; empty:
+	// a zero-length datagram) and a regular expression the reply must
+	// match (empty: any reply).
+	Send    string `yaml:"send"`
+	SendHex string `yaml:"send_hex"`
+	Expect  string `yaml:"expect"`
+
+	// DNS only: the name asked (required), the query type (default A)
+	// and addresses that must all be in the answer (A and AAAA only).
+	Query         string  `yaml:"query"`
+	QType         DNSType `yaml:"qtype"`
+	ExpectAnswers []IP    `yaml:"expect_answers"`
+
+	// Script only: the command, an argv list run without a shell; its
+	// first element is the absolute path of an executable in the image.
+	// "{addr}" and "{port}" in any argument become the member's address
+	// and checked port (also in the environment as FULCRUM_MEMBER_ADDR and
+	// FULCRUM_MEMBER_PORT).
+	Command []string `yaml:"command"`
+	// DynamicWeight: exit codes 2..255 mean up with weight code-2 (0..253)
+	// instead of down; exit 0 keeps the weight (keepalived's misc_dynamic).
+	DynamicWeight bool `yaml:"dynamic_weight"`
 }
 
 // ApplyDefaults fills in every unset field that has a default.
@@ -182,6 +233,9 @@ func (m *Monitor) ApplyDefaults() {
 			m.ExpectStatus = StatusSpec{{200, 399}}
 		}
 	}
+	if m.Type == MonitorDNS && m.QType == "" {
+		m.QType = DNSTypeA
+	}
 }
 
 // IsHTTP reports whether the monitor sends an HTTP request.
@@ -216,7 +270,7 @@ func (m Monitors) Validate() error {
 func (m *Monitor) Validate() error {
 	var errs cfgerr.List
 	if m.Type == "" {
-		errs.Add("type", "missing; one of tcp, tcp_half_open, http, https, ssl")
+		errs.Add("type", "missing; one of tcp, tcp_half_open, http, https, ssl, udp, dns, icmp, script")
 	}
 	if m.Interval <= 0 {
 		errs.Add("interval", "must be positive, got %s", m.Interval)
@@ -250,6 +304,7 @@ func (m *Monitor) Validate() error {
 			}
 		}
 	}
+	m.validateProbes(&errs)
 	if m.IsTLS() {
 		m.validateTLS(&errs)
 	} else {

@@ -59,7 +59,7 @@ func TestMonitorValidation(t *testing.T) {
 		{"bad status", "m: {type: http, expect_status: '200-1xx'}", `m.expect_status (line 1): "200-1xx": "1xx" is not a 3-digit status code`},
 		{"reversed range", "m: {type: http, expect_status: '299-200'}", "range ends before it starts"},
 		{"status out of range", "m: {type: http, expect_status: '700'}", "700 is not an HTTP status code"},
-		{"unknown type", "m: {type: icmp}", `m.type (line 1): unknown monitor type "icmp"`},
+		{"unknown type", "m: {type: smtp}", `m.type (line 1): unknown monitor type "smtp"`},
 		{"missing type", "m: {interval: 2s}", "m.type: missing"},
 		{"bad source", "m: {type: tcp, source: 198.51.100.300}", `m.source (line 1): "198.51.100.300" is not an IP address`},
 		{"unspecified source", "m: {type: tcp, source: 0.0.0.0}", "m.source: 0.0.0.0 cannot be a source address"},
