@@ -17,9 +17,17 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/nat"
 )
 
-// Health reports what a pool member's checks say. A nil Health treats
-// every member as up.
-type Health func(config.MemberRef) Verdict
+// Health reports what a pool member's checks say, and the weight they set
+// (a script monitor with dynamic_weight; NoWeight otherwise). A nil Health
+// treats every member as up at its configured weight.
+type Health func(config.MemberRef) (Verdict, DynamicWeight)
+
+// DynamicWeight is a weight a member's checks set, replacing its
+// configured weight; NoWeight when they set none.
+type DynamicWeight int
+
+// NoWeight: the checks set no weight.
+const NoWeight DynamicWeight = -1
 
 // Verdict is a member's health: only Up serves; Down counts toward the
 // pool's panic threshold, Unchecked (no result yet) does not.

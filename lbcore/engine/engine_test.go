@@ -118,12 +118,12 @@ monitors:
 `
 
 // down12 says .12, .22 and .32 are down.
-func down12(r config.MemberRef) Verdict {
+func down12(r config.MemberRef) (Verdict, DynamicWeight) {
 	switch r.Addr.String() {
 	case "198.51.100.12", "198.51.100.22", "198.51.100.32":
-		return Down
+		return Down, NoWeight
 	}
-	return Up
+	return Up, NoWeight
 }
 
 func TestIPVSHealthInhibitSorry(t *testing.T) {

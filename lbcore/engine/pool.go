@@ -5,7 +5,7 @@ import "github.com/fulcrum-lb/fulcrum/lbcore/config"
 // MemberState is one pool member as the pool policy sees it.
 type MemberState struct {
 	Ref      config.MemberRef
-	Weight   int  // configured weight
+	Weight   int  // configured weight, or the one its checks set (dynamic_weight)
 	Disabled bool // operator override: weight 0
 	Up       bool // health checks say up (always, without a monitor)
 	Down     bool // health checks say down (not merely unchecked yet)
@@ -137,11 +137,15 @@ func PoolMembers(name string, p *config.Pool, ov Overrides, h Health) []MemberSt
 	for i := range p.Members {
 		m := &p.Members[i]
 		r := m.Ref(name)
-		v := Up
+		v, dw := Up, NoWeight
 		if h != nil && p.Monitor != "" {
-			v = h(r)
+			v, dw = h(r)
 		}
-		out[i] = MemberState{Ref: r, Weight: m.MemberWeight(), Disabled: ov.Disabled[r], Up: v == Up, Down: v == Down,
+		w := m.MemberWeight()
+		if dw >= 0 {
+			w = int(dw)
+		}
+		out[i] = MemberState{Ref: r, Weight: w, Disabled: ov.Disabled[r], Up: v == Up, Down: v == Down,
 			Ramp: RampOf(p.SlowStart.D(), ov.SlowStart.Since[r], ov.SlowStart.Now)}
 	}
 	return out

@@ -1,5 +1,6 @@
 // Package health runs the appliance's health checks (TCP, TCP half-open,
-// HTTP, HTTPS and a TLS handshake check) against pool members and keeps a
+// HTTP, HTTPS, a TLS handshake check, UDP, DNS, ICMP echo and an external
+// command) against pool members and keeps a
 // rise/fall state per member. The monitor definitions are the config's
 // (config.Monitor); the package knows nothing about pools or IPVS: the LB
 // daemon hands it members and receives transition events.
@@ -49,6 +50,10 @@ type Result struct {
 	// "connection refused", "timeout after 2s (connect)", ...
 	Reason  string
 	Latency time.Duration
+	// Weighted: the check also set the member's weight to Weight (a
+	// script monitor with dynamic_weight whose command exited 2..255).
+	Weighted bool
+	Weight   int
 }
 
 // Checker runs one kind of check. Check never panics and always returns by
@@ -114,6 +119,14 @@ func newChecker(m config.Monitor, env SocketEnv, prober *synProber) (Checker, er
 		return &halfOpenChecker{base: b, prober: prober}, nil
 	case config.MonitorSSL:
 		return &tlsChecker{base: b, tls: tlsc}, nil
+	case config.MonitorUDP:
+		return newUDPChecker(b, m)
+	case config.MonitorDNS:
+		return newDNSChecker(b, m), nil
+	case config.MonitorICMP:
+		return &icmpChecker{base: b}, nil
+	case config.MonitorScript:
+		return newScriptChecker(b, m), nil
 	case config.MonitorHTTP, config.MonitorHTTPS:
 		h := &httpChecker{base: b, tls: tlsc, method: m.Method, path: m.Path, host: m.Host, status: m.ExpectStatus}
 		if m.ExpectBody != "" {

@@ -137,9 +137,15 @@ type recorder struct {
 
 func runScheduler(t *testing.T, lab *nslab.Lab, mons config.Monitors, members []health.Member) (*health.Scheduler, *recorder, context.CancelFunc) {
 	t.Helper()
+	return runSchedulerEnv(t, lab.InChecker, mons, members)
+}
+
+// runSchedulerEnv is runScheduler with sockets made in env (nil: here).
+func runSchedulerEnv(t *testing.T, env health.SocketEnv, mons config.Monitors, members []health.Member) (*health.Scheduler, *recorder, context.CancelFunc) {
+	t.Helper()
 	rec := &recorder{obs: map[string][]health.Observation{}, events: map[string][]health.Event{}}
 	s := health.NewScheduler(health.Options{
-		SocketEnv: lab.InChecker,
+		SocketEnv: env,
 		OnResult: func(o health.Observation) {
 			rec.mu.Lock()
 			rec.obs[o.Member] = append(rec.obs[o.Member], o)

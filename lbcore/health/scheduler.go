@@ -33,6 +33,11 @@ type Event struct {
 	Reason  string // the reason of the check result that caused it
 	At      time.Time
 	Check   uint64 // sequence number (1-based) of that check for this member
+	// Weighted: the member's checks set its weight (a script monitor with
+	// dynamic_weight), now Weight. An event whose From and To are equal
+	// is a change of that weight alone.
+	Weighted bool
+	Weight   int
 }
 
 // Observation is one completed check, for metrics and tests.
@@ -61,6 +66,10 @@ type MemberStatus struct {
 	LastLatency time.Duration
 	OKRun       int
 	FailRun     int
+	// Weighted: the member's checks set its weight (dynamic_weight); the
+	// pool uses Weight instead of the configured one.
+	Weighted bool
+	Weight   int
 }
 
 // Settled reports whether the member's state comes from this scheduler's
@@ -78,8 +87,9 @@ type Options struct {
 	Log logrus.FieldLogger
 	// SocketEnv is where check sockets are made (tests: a namespace).
 	SocketEnv SocketEnv
-	// OnTransition is called for every state change, outside the
-	// scheduler's lock, from the goroutine of the check that caused it.
+	// OnTransition is called for every state change (and every change of
+	// a weight set by dynamic_weight), outside the scheduler's lock, from
+	// the goroutine of the check that caused it.
 	OnTransition func(Event)
 	// OnResult is called for every completed check, likewise. It must be
 	// quick: it runs for every check.
@@ -211,6 +221,9 @@ func (s *Scheduler) Configure(monitors config.Monitors, members []Member) error 
 				ms.status = old.status
 				ms.status.Monitor = m.Monitor
 				ms.seq = old.seq
+				if !mon.DynamicWeight {
+					ms.status.Weighted, ms.status.Weight = false, 0
+				}
 			}
 			s.drop(old)
 		}
@@ -436,12 +449,22 @@ func (s *Scheduler) complete(ctx context.Context, m *memberState, seq uint64, sc
 	st.Checks++
 	st.LastOK, st.LastReason, st.LastCheck, st.LastLatency = res.OK, res.Reason, done, res.Latency
 	st.OKRun, st.FailRun, st.State = m.tracker.OKRun, m.tracker.FailRun, m.tracker.State
+	// A dynamic weight changes only with a passing check that sets one
+	// (keepalived: exit 0 leaves it, a failure takes the member down).
+	weightChanged := res.OK && res.Weighted && (!st.Weighted || st.Weight != res.Weight)
+	if weightChanged {
+		st.Weighted, st.Weight = true, res.Weight
+	}
 	var ev Event
-	if changed {
-		st.Transitions++
-		st.Since = done
+	if changed || weightChanged {
+		if changed {
+			st.Transitions++
+			st.Since = done
+		} else {
+			from = m.tracker.State
+		}
 		ev = Event{Member: m.ID, Target: m.Target, Monitor: m.Monitor, From: from, To: m.tracker.State,
-			Reason: res.Reason, At: done, Check: seq}
+			Reason: res.Reason, At: done, Check: seq, Weighted: st.Weighted, Weight: st.Weight}
 	}
 	state := m.tracker.State
 	s.mu.Unlock()
@@ -449,12 +472,17 @@ func (s *Scheduler) complete(ctx context.Context, m *memberState, seq uint64, sc
 	if s.opts.OnResult != nil {
 		s.opts.OnResult(Observation{Member: m.ID, Seq: seq, Result: res, Scheduled: scheduled, Started: started, State: state})
 	}
-	if changed {
+	if changed || weightChanged {
 		entry := s.log.WithFields(logrus.Fields{
 			"member": ev.Member, "target": ev.Target.String(), "monitor": ev.Monitor,
 			"from": ev.From.String(), "to": ev.To.String(), "reason": ev.Reason,
 		})
-		if ev.To == StateDown {
+		if ev.Weighted {
+			entry = entry.WithField("weight", ev.Weight)
+		}
+		if !changed {
+			entry.Info("health: member weight set by its check")
+		} else if ev.To == StateDown {
 			entry.Warn("health: member down")
 		} else {
 			entry.Info("health: member " + ev.To.String())
@@ -474,6 +502,18 @@ func (s *Scheduler) State(id string) (State, bool) {
 		return StateUnknown, false
 	}
 	return m.tracker.State, true
+}
+
+// Weight returns the weight a member's checks set (dynamic_weight), if
+// they set one.
+func (s *Scheduler) Weight(id string) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[id]
+	if !ok || !m.status.Weighted {
+		return 0, false
+	}
+	return m.status.Weight, true
 }
 
 // Snapshot returns every member's status, sorted by ID.

@@ -22,6 +22,8 @@ type HealthChecker interface {
 	Configure(config.Monitors, []health.Member) error
 	State(id string) (health.State, bool)
 	Snapshot() []health.MemberStatus
+	// Weight is the weight a member's checks set (dynamic_weight).
+	Weight(id string) (int, bool)
 }
 
 // Controller is the LB daemon's core: it applies configs and operator
@@ -188,10 +190,17 @@ func HealthMembers(cfg *config.Config) (config.Monitors, []health.Member, error)
 				return nil, nil, cfg.FieldError("monitors."+pool.Monitor+".ca_bundle", "%v", err)
 			}
 		}
+		if mon.Type == config.MonitorScript && len(mon.Command) > 0 {
+			// Validation reads no files: the program is checked here,
+			// where it is used.
+			if err := health.CheckScript(mon.Command[0]); err != nil {
+				return nil, nil, cfg.FieldError("monitors."+pool.Monitor+".command[0]", "%v", err)
+			}
+		}
 		for _, m := range pool.Members {
 			a := m.Address.Addr
 			port := uint16(m.Port)
-			if port == 0 && mon.Port == 0 {
+			if port == 0 && mon.Port == 0 && mon.Type != config.MonitorICMP {
 				p, ok := cfg.PoolCheckPort(name)
 				if !ok {
 					return nil, nil, fmt.Errorf("pool %s: member %s: no port to check", name, a)
@@ -236,9 +245,13 @@ func (c *Controller) healthOf() engine.Health {
 	if c.h == nil {
 		return nil
 	}
-	return func(r config.MemberRef) engine.Verdict {
+	return func(r config.MemberRef) (engine.Verdict, engine.DynamicWeight) {
 		st, ok := c.h.State(r.String())
-		return verdict(ok, st)
+		dw := engine.NoWeight
+		if w, set := c.h.Weight(r.String()); set {
+			dw = engine.DynamicWeight(w)
+		}
+		return verdict(ok, st), dw
 	}
 }
 
@@ -626,6 +639,7 @@ func (c *Controller) Status() Status {
 func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[string]health.MemberStatus) PoolStatus {
 	ps := PoolStatus{Name: name, Monitor: pool.Monitor}
 	states := map[config.MemberRef]health.State{}
+	weights := map[config.MemberRef]engine.DynamicWeight{}
 	for i := range pool.Members {
 		m := &pool.Members[i]
 		r := m.Ref(name)
@@ -636,12 +650,21 @@ func poolStatus(name string, pool *config.Pool, ov engine.Overrides, byID map[st
 			if ok {
 				ms.State, ms.Since, ms.Checks, ms.Transitions = h.State, h.Since, h.Checks, h.Transitions
 				ms.LastOK, ms.LastReason, ms.LastCheck, ms.LastLatency = h.LastOK, h.LastReason, h.LastCheck, h.LastLatency
+				if h.Weighted {
+					ms.Weight = h.Weight
+				}
 			}
 		}
 		states[r] = ms.State
+		weights[r] = engine.NoWeight
+		if h, ok := byID[r.String()]; ok && pool.Monitor != "" && h.Weighted {
+			weights[r] = engine.DynamicWeight(h.Weight)
+		}
 		ps.Members = append(ps.Members, ms)
 	}
-	res := engine.PoolPolicy(pool, engine.PoolMembers(name, pool, ov, func(r config.MemberRef) engine.Verdict { return verdict(true, states[r]) }))
+	res := engine.PoolPolicy(pool, engine.PoolMembers(name, pool, ov, func(r config.MemberRef) (engine.Verdict, engine.DynamicWeight) {
+		return verdict(true, states[r]), weights[r]
+	}))
 	ps.Serving, ps.QuorumMet, ps.SorryActive = res.Serving, res.QuorumMet, res.SorryActive
 	ps.Panic, ps.Failed = res.Panic, res.Failed
 	for i, d := range res.Members {

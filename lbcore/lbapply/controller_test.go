@@ -48,6 +48,14 @@ type fakeHealth struct {
 	failNext  bool
 	configure int
 	checked   map[string]bool // members with a fresh result (settle)
+	weights   map[string]int  // dynamic weights set
+}
+
+func (f *fakeHealth) Weight(id string) (int, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, ok := f.weights[id]
+	return w, ok
 }
 
 func (f *fakeHealth) Configure(m config.Monitors, ms []health.Member) error {
@@ -81,6 +89,9 @@ func (f *fakeHealth) Snapshot() []health.MemberStatus {
 		ms := health.MemberStatus{ID: m.ID, Monitor: m.Monitor, Target: m.Target, State: f.states[m.ID], LastReason: "fake"}
 		if f.checked[m.ID] {
 			ms.Checks, ms.LastOK = 1, ms.State == health.StateUp
+		}
+		if w, ok := f.weights[m.ID]; ok {
+			ms.Weighted, ms.Weight = true, w
 		}
 		out = append(out, ms)
 	}
@@ -229,6 +240,46 @@ func TestControllerHealthDrivesIPVS(t *testing.T) {
 	}
 	if st.Transitions != 21 || st.Applies != 2 {
 		t.Fatalf("status counters: %+v", st)
+	}
+}
+
+// TestControllerDynamicWeight: a weight set by a member's checks
+// (dynamic_weight) replaces its configured weight in IPVS and in the status;
+// weight 0 keeps it in the service without new connections.
+func TestControllerDynamicWeight(t *testing.T) {
+	h := &fakeHealth{states: map[string]health.State{}, weights: map[string]int{}}
+	ip := &countingIPVS{}
+	c, _, _, stop := runController(t, cfgHealth, h, ip)
+	defer stop()
+	waitUntil(t, "first apply", func() bool { return ip.n() == 1 })
+	h.set("web/198.51.100.11:0", health.StateUp)
+	h.set("web/198.51.100.12:8080", health.StateUp)
+	c.OnTransition(health.Event{Member: "web/198.51.100.11:0"})
+	waitUntil(t, "up apply", func() bool { return ip.n() == 2 })
+	if d := ip.lastDests("203.0.113.100"); d["198.51.100.11:80"] != 1 || d["198.51.100.12:8080"] != 3 {
+		t.Fatalf("configured weights: %v", d)
+	}
+	h.mu.Lock()
+	h.weights["web/198.51.100.12:8080"] = 7
+	h.mu.Unlock()
+	c.OnTransition(health.Event{Member: "web/198.51.100.12:8080", From: health.StateUp, To: health.StateUp, Weighted: true, Weight: 7})
+	waitUntil(t, "weight apply", func() bool { return ip.n() == 3 })
+	if d := ip.lastDests("203.0.113.100"); d["198.51.100.11:80"] != 1 || d["198.51.100.12:8080"] != 7 {
+		t.Fatalf("dynamic weight 7: %v", d)
+	}
+	if m := c.Status().Pools[1].Members[1]; m.Weight != 7 || !m.Serving {
+		t.Fatalf("status of the reweighted member: %+v", m)
+	}
+	h.mu.Lock()
+	h.weights["web/198.51.100.12:8080"] = 0
+	h.mu.Unlock()
+	c.OnTransition(health.Event{Member: "web/198.51.100.12:8080"})
+	waitUntil(t, "weight 0 apply", func() bool { return ip.n() == 4 })
+	if d := ip.lastDests("203.0.113.100"); len(d) != 2 || d["198.51.100.12:8080"] != 0 {
+		t.Fatalf("dynamic weight 0: %v (want the member kept at weight 0)", d)
+	}
+	if m := c.Status().Pools[1].Members[1]; m.Serving {
+		t.Fatalf("a weight-0 member is not serving: %+v", m)
 	}
 }
 
