@@ -123,7 +123,7 @@ func dnsResponder(zone map[string][]dnsRecord) func([]byte) []byte {
 			end += 1 + l
 		}
 		end += 5
-		name := strings.Join(labels, ".") + "."
+		name := strings.ToLower(strings.Join(labels, ".")) + "." // names are case-blind
 		qtype := binary.BigEndian.Uint16(q[end-4:])
 		out := append([]byte(nil), q[:end]...)
 		out[2], out[3] = 0x85, 0x80 // QR, AA, RD, RA; RCODE 0
