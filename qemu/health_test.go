@@ -20,15 +20,23 @@ import (
 )
 
 // healthLB is lb1.yaml plus standalone (no vrrp) NAT virtual servers on
-// 203.0.113.100:80 and :8080 over the same two Internal members, checked
-// every second by HTTP and by half-open SYN (through the appliance's
-// conntrack and nftables, from the Internal self IP) respectively, and
-// :81 over them again in a wrr pool with a 12 s slow start.
+// 203.0.113.100 over the same two Internal members, checked every second:
+// :80 by HTTP, :8080 by half-open SYN (through the appliance's conntrack
+// and nftables, from the Internal self IP); :81 by HTTP in a wrr pool with
+// a 12 s slow start; :8081 by HTTP with a quorum of 2 and a sorry server,
+// :8082 by HTTP with inhibit; :8083 by ICMP echo, :8084 by a UDP exchange
+// and :8085 by a DNS query (the members answer UDP on 7007 and DNS on 5353
+// while their HTTP server runs).
 const healthLB = `
 virtual_servers:
   - {name: web, vip: 203.0.113.100, port: 80, pool: web, scheduler: rr, persistence: {enabled: false}}
   - {name: raw, vip: 203.0.113.100, port: 8080, pool: raw, scheduler: rr, persistence: {enabled: false}}
   - {name: slow, vip: 203.0.113.100, port: 81, pool: slow, scheduler: wrr, persistence: {enabled: false}}
+  - {name: sorry, vip: 203.0.113.100, port: 8081, pool: quorum, scheduler: rr, persistence: {enabled: false}}
+  - {name: inhibit, vip: 203.0.113.100, port: 8082, pool: inhibit, scheduler: rr, persistence: {enabled: false}}
+  - {name: ping, vip: 203.0.113.100, port: 8083, pool: ping, scheduler: rr, persistence: {enabled: false}}
+  - {name: udp, vip: 203.0.113.100, port: 8084, pool: udp, scheduler: rr, persistence: {enabled: false}}
+  - {name: dns, vip: 203.0.113.100, port: 8085, pool: dns, scheduler: rr, persistence: {enabled: false}}
 pools:
   slow:
     monitor: web
@@ -46,17 +54,34 @@ pools:
     members:
       - {address: 198.51.100.11, port: 8080}
       - {address: 198.51.100.12, port: 8080}
+  quorum:
+    monitor: web
+    quorum: 2
+    sorry_server: 198.51.100.13:8080
+    members: &members
+      - {address: 198.51.100.11, port: 8080}
+      - {address: 198.51.100.12, port: 8080}
+  inhibit: {monitor: web, members: *members, inhibit: true}
+  ping: {monitor: ping, members: *members}
+  udp: {monitor: echo, members: *members}
+  dns: {monitor: dns, members: *members}
 monitors:
   web: {type: http, interval: 1s, timeout: 500ms, rise: 2, fall: 2, path: /health}
   syn: {type: tcp_half_open, interval: 1s, timeout: 500ms, rise: 2, fall: 2, source: 198.51.100.2}
+  ping: {type: icmp, interval: 1s, timeout: 500ms, rise: 2, fall: 2}
+  echo: {type: udp, interval: 1s, timeout: 500ms, rise: 2, fall: 2, port: 7007, send: ping, expect: "^pong$"}
+  dns: {type: dns, interval: 1s, timeout: 500ms, rise: 2, fall: 2, port: 5353, query: www.lab.test, expect_answers: [192.0.2.80]}
 `
 
-// memberServer is a Go HTTP server inside a lab host that answers its name.
+// memberServer is a Go HTTP server inside a lab host that answers its name,
+// with a UDP echo server (7007: "ping" gets "pong") and a DNS responder
+// (5353: any A question gets 192.0.2.80) that run and stop with it.
 type memberServer struct {
 	ns   *netlab.Namespace
 	name string
 	mu   sync.Mutex
 	srv  *http.Server
+	udp  []net.PacketConn
 }
 
 func (m *memberServer) start(t *testing.T) {
@@ -73,9 +98,59 @@ func (m *memberServer) start(t *testing.T) {
 		io.WriteString(w, m.name)
 	})}
 	go srv.Serve(l)
+	var udp []net.PacketConn
+	for port, answer := range map[string]func([]byte) []byte{":7007": echoAnswer, ":5353": dnsAnswerA} {
+		var pc net.PacketConn
+		if err := m.ns.Do(func() error {
+			var err error
+			pc, err = net.ListenPacket("udp", port)
+			return err
+		}); err != nil {
+			t.Fatalf("member %s: %v", m.name, err)
+		}
+		go serveUDP(pc, answer)
+		udp = append(udp, pc)
+	}
 	m.mu.Lock()
-	m.srv = srv
+	m.srv, m.udp = srv, udp
 	m.mu.Unlock()
+}
+
+func serveUDP(pc net.PacketConn, answer func([]byte) []byte) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if out := answer(buf[:n]); out != nil {
+			pc.WriteTo(out, from)
+		}
+	}
+}
+
+func echoAnswer(p []byte) []byte {
+	if string(p) == "ping" {
+		return []byte("pong")
+	}
+	return nil
+}
+
+// dnsAnswerA answers a one-question query with one A record, 192.0.2.80,
+// pointing back at the question's name.
+func dnsAnswerA(q []byte) []byte {
+	end := 12
+	for end < len(q) && q[end] != 0 {
+		end += 1 + int(q[end])
+	}
+	end += 5
+	if len(q) < end {
+		return nil
+	}
+	out := append([]byte(nil), q[:end]...)
+	out[2], out[3] = 0x85, 0x80 // response, authoritative, RD, RA, NOERROR
+	out[6], out[7] = 0, 1       // one answer
+	return append(out, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 80)
 }
 
 func (m *memberServer) stop() {
@@ -85,6 +160,10 @@ func (m *memberServer) stop() {
 		m.srv.Close()
 		m.srv = nil
 	}
+	for _, pc := range m.udp {
+		pc.Close()
+	}
+	m.udp = nil
 }
 
 // hostClient is an HTTP client whose connections are made in ns.
@@ -224,6 +303,13 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 		t.Cleanup(m.stop)
 		members = append(members, m)
 	}
+	sorryNS, err := lab.Host("sorry", netlab.Internal, []string{"198.51.100.13/24"}, "198.51.100.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorry := &memberServer{ns: sorryNS, name: "sorry"}
+	sorry.start(t)
+	t.Cleanup(sorry.stop)
 	clientNS, err := lab.Host("client", netlab.External, []string{"203.0.113.10/24"}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +329,24 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 	vsWeb, vsRaw := hexDest("203.0.113.100", 80), hexDest("203.0.113.100", 8080)
 	d1, d2 := vsWeb+">"+m1, vsWeb+">"+m2 // checked by HTTP
 	r1, r2 := vsRaw+">"+m1, vsRaw+">"+m2 // checked by half-open SYN
-	both := func(d map[string]string) bool { return d[d1] == "1" && d[d2] == "1" && d[r1] == "1" && d[r2] == "1" }
+	vsSorry, vsInh := hexDest("203.0.113.100", 8081), hexDest("203.0.113.100", 8082)
+	q1, q2, qs := vsSorry+">"+m1, vsSorry+">"+m2, vsSorry+">"+hexDest("198.51.100.13", 8080)
+	i1, i2 := vsInh+">"+m1, vsInh+">"+m2
+	// The probe monitors' pools: ICMP, UDP and DNS, each with both members.
+	var probes []string
+	for _, port := range []int{8083, 8084, 8085} {
+		vs := hexDest("203.0.113.100", port)
+		probes = append(probes, vs+">"+m1, vs+">"+m2)
+	}
+	both := func(d map[string]string) bool {
+		_, sorryIn := d[qs]
+		ok := d[d1] == "1" && d[d2] == "1" && d[r1] == "1" && d[r2] == "1" &&
+			d[q1] == "1" && d[q2] == "1" && !sorryIn && d[i1] == "1" && d[i2] == "1"
+		for _, p := range probes {
+			ok = ok && d[p] == "1"
+		}
+		return ok
+	}
 	_, took := waitDests(t, v, "both members up", time.Minute, both)
 	t.Logf("both members in IPVS %s after the ready line", took.Round(100*time.Millisecond))
 
@@ -255,16 +358,36 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 		t.Fatalf("both members up: answers %v", got)
 	}
 
-	// m2 stops: after fall (2) failed checks its destination leaves.
+	for port, want := range map[int]string{8081: "both members up: the pool has its quorum", 8082: "both members up"} {
+		if got := askMany(client, fmt.Sprintf("http://203.0.113.100:%d/", port), 10); got["m1"] == 0 || got["m2"] == 0 || got["m1"]+got["m2"] != 10 {
+			t.Fatalf(":%d, %s: answers %v", port, want, got)
+		}
+	}
+
+	// m2 stops: after fall (2) failed checks its destination leaves; the
+	// quorum pool (quorum 2) is below its quorum, so its sorry server alone
+	// takes new connections (m1 stays at weight 0); the inhibit pool keeps
+	// m2 at weight 0. The UDP and DNS checks fail with it; ICMP does not.
 	members[1].stop()
 	_, took = waitDests(t, v, "m2 removed", time.Minute, func(d map[string]string) bool {
 		_, has := d[d2]
 		_, hasRaw := d[r2]
-		return !has && !hasRaw && d[d1] == "1" && d[r1] == "1"
+		_, hasQ2 := d[q2]
+		_, hasUDP := d[probes[3]]
+		_, hasDNS := d[probes[5]]
+		return !has && !hasRaw && d[d1] == "1" && d[r1] == "1" &&
+			!hasQ2 && d[q1] == "0" && d[qs] == "1" && d[i1] == "1" && d[i2] == "0" &&
+			d[probes[0]] == "1" && d[probes[1]] == "1" && d[probes[2]] == "1" && !hasUDP && d[probes[4]] == "1" && !hasDNS
 	})
 	t.Logf("m2 left IPVS %s after its server stopped (interval 1s, fall 2)", took.Round(100*time.Millisecond))
 	if got := askMany(client, url, 10); got["m1"] != 10 {
 		t.Fatalf("with m2 down, answers %v (want m1 only)", got)
+	}
+	if got := askMany(client, "http://203.0.113.100:8081/", 10); got["sorry"] != 10 {
+		t.Fatalf("quorum pool below its quorum: answers %v (want the sorry server only)", got)
+	}
+	if got := askMany(client, "http://203.0.113.100:8082/", 10); got["m1"] != 10 {
+		t.Fatalf("inhibit pool with m2 at weight 0: answers %v (want m1 only)", got)
 	}
 	if !regexp.MustCompile(`lbd\|.*health: member down.*198\.51\.100\.12:8080.*reason=`).MatchString(v.Console.Output()) {
 		t.Errorf("no logged transition with a reason for m2 on the console")
@@ -289,6 +412,9 @@ func TestHealthChecksDrivePoolMembership(t *testing.T) {
 	waitDests(t, v, "m2 back", time.Minute, both) // long since: web and raw have no slow start
 	if got := askMany(client, url, 10); got["m1"] == 0 || got["m2"] == 0 {
 		t.Fatalf("m2 back: answers %v", got)
+	}
+	if got := askMany(client, "http://203.0.113.100:8081/", 10); got["m1"] == 0 || got["m2"] == 0 || got["sorry"] != 0 {
+		t.Fatalf("quorum back: answers %v (want m1 and m2, not the sorry server)", got)
 	}
 }
 
