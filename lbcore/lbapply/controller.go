@@ -113,7 +113,10 @@ func (c *Controller) SetHealth(h HealthChecker) { c.h = h }
 func (c *Controller) OnTransition(ev health.Event) {
 	c.mu.Lock()
 	c.transitions++
-	ramp := c.noteTransitionLocked(ev)
+	ramp := false
+	if ev.From != ev.To { // not a dynamic weight change alone
+		ramp = c.noteTransitionLocked(ev)
+	}
 	if pool, ok := c.memberPool[ev.Member]; ok {
 		if c.pendingPools == nil {
 			c.pendingPools = map[string]bool{}
