@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/config"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health"
 	"github.com/fulcrum-lb/fulcrum/lbcore/health/internal/nslab"
+	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
 )
 
 func probeMon(t *testing.T, m config.Monitor) health.Checker {
@@ -217,6 +219,15 @@ func TestICMPEcho(t *testing.T) {
 	m := config.Monitor{Type: config.MonitorICMP, Interval: config.Duration(time.Second), Timeout: config.Duration(300 * time.Millisecond)}
 	m.ApplyDefaults()
 	c := probeChecker(t, m, lab.InChecker)
+	// The veths' link-local addresses go through duplicate address
+	// detection (after a random delay of up to a second) before neighbour
+	// discovery can run: wait for the IPv6 path, at most 5 s.
+	testkit.Eventually(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if r := c.Check(context.Background(), health.Target{Addr: netip.MustParseAddr(serverIPv6)}); !r.OK {
+			return fmt.Errorf("IPv6 ping: %s", r.Reason)
+		}
+		return nil
+	})
 	for _, tc := range []struct {
 		addr   string
 		ok     bool

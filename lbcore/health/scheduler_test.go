@@ -158,7 +158,7 @@ func TestConfigureReconcile(t *testing.T) {
 		t.Fatal("failed Configure changed the members")
 	}
 	// Bad monitor: rejected.
-	if err := s.Configure(config.Monitors{"m": {Type: "icmp"}}, []Member{a}); err == nil {
+	if err := s.Configure(config.Monitors{"m": {Type: "smtp"}}, []Member{a}); err == nil {
 		t.Fatal("bad monitor accepted")
 	}
 
