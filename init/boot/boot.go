@@ -77,6 +77,7 @@ func Run() {
 	log.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	in := &Init{Log: log, Console: console, ring: ring, times: newTimeline(bootClock), timesPath: BootTimesPath}
 	in.times.mark(localapi.PhaseInit)
+	in.say("%s (%.3fs after kernel start)", localapi.InitStartedLine, in.times.times().KernelShare().Seconds())
 	defer func() {
 		if r := recover(); r != nil {
 			in.maintenanceForever(fmt.Sprintf("init crashed: %v", r))

@@ -117,6 +117,10 @@ func Up(t testing.TB, o Options) *HA {
 			t.Fatal(err)
 		}
 	}
+	var watch1 <-chan hostMarks
+	if h.Report != nil {
+		watch1 = h.watchBoot(1, BootTimeout+time.Minute)
+	}
 	for _, n := range []int{1, 2} {
 		wg.Add(1)
 		go func() {
@@ -144,7 +148,7 @@ func Up(t testing.TB, o Options) *HA {
 		}
 	}
 	if h.Report != nil {
-		if err := h.reportBootTimes(1, h.readyAfter(1)); err != nil {
+		if err := h.reportBootTimes(1, h.readyAfter(1), watch1); err != nil {
 			t.Fatalf("after boot: %v", err)
 		}
 	}

@@ -68,6 +68,12 @@ func (b BootTimes) InitShare() time.Duration {
 	return b.Marks[len(b.Marks)-1].At - b.KernelShare()
 }
 
+// InitStartedLine is the first thing init prints on the console, with the
+// time since the kernel started; the QEMU lab times its arrival on the host
+// clock (a cross-check of the guest's clock, which a starved TCG guest can
+// get wrong).
+const InitStartedLine = "fulcrum: init started"
+
 // BootTimesPrefix starts init's console line with the boot times.
 const BootTimesPrefix = "fulcrum: boot times:"
 
