@@ -1,6 +1,7 @@
 package lbapply
 
 import (
+	"sort"
 	"strings"
 	"testing"
 
@@ -42,7 +43,18 @@ func TestIPVSFailureKeepsPreviousFilter(t *testing.T) {
 				out = append(out, ch+": "+c)
 			}
 		}
-		return strings.Join(out, "\n")
+		sets, err := fm.Sets()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var el []string
+		for n, elems := range sets {
+			for _, e := range elems {
+				el = append(el, "set "+n+": "+e.Comment)
+			}
+		}
+		sort.Strings(el)
+		return strings.Join(append(out, el...), "\n")
 	}
 	before := comments()
 	if !strings.Contains(before, "service api 203.0.113.101 tcp/80-80") || !strings.Contains(before, "port api tcp/8080") {

@@ -38,6 +38,11 @@ func build(p *Policy) *nftable.Snapshot {
 		}
 	}
 	for i := range p.Zones {
+		for _, v6 := range []bool{false, true} {
+			if el := serviceElements(&p.Zones[i], v6); len(el) > 0 {
+				s.Sets = append(s.Sets, nftable.Set{Set: &nftables.Set{Table: t, Name: ServiceSet(p.Zones[i].Name, v6), KeyType: serviceKeyType(v6)}, Elements: el})
+			}
+		}
 		zc := zoneChain(t, p.Zones[i].Name)
 		s.Chains = append(s.Chains, zc)
 		add(zc, zoneRules(p, &p.Zones[i]))
@@ -91,4 +96,18 @@ func (m *Manager) Rules() (map[string][]*nftables.Rule, error) {
 		return nil, err
 	}
 	return s.Rules, nil
+}
+
+// Sets returns the table's named sets with their elements as the kernel
+// reports them, by name (nil when there is no table).
+func (m *Manager) Sets() (map[string][]nftables.SetElement, error) {
+	s, err := m.tbl.Read()
+	if err != nil || s == nil {
+		return nil, err
+	}
+	out := map[string][]nftables.SetElement{}
+	for _, st := range s.Sets {
+		out[st.Set.Name] = st.Elements
+	}
+	return out, nil
 }

@@ -326,6 +326,24 @@ func dump(t *testing.T, m *Manager) string {
 			b.WriteString("\n")
 		}
 	}
+	sets, err := m.Sets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for n := range sets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "set %s\n", n)
+		var el []string
+		for _, e := range sets[n] {
+			el = append(el, fmt.Sprintf("  [%s] %x\n", e.Comment, e.Key))
+		}
+		sort.Strings(el)
+		b.WriteString(strings.Join(el, ""))
+	}
 	return b.String()
 }
 

@@ -14,7 +14,11 @@
 // health checks, DHCP renewals, DNS, syslog; ICMP errors), then the zone's
 // services. The echo rules come before the conntrack rule because a ping
 // flood with one ICMP id is "established" after the first reply and would
-// otherwise bypass the limit.
+// otherwise bypass the limit. Single-port services are one lookup in a
+// set per zone and family (svc4_<zone>, svc6_<zone>: daddr . l4proto .
+// dport, each element commented with its service), so a new connection's
+// cost does not grow with the number of virtual servers; port ranges keep
+// a rule each.
 //
 // IPVS: a client's packets to a VIP are addressed to a local address, so they
 // pass the input hook (priority filter, 0) before IPVS takes them at its

@@ -195,10 +195,23 @@ func zoneRules(p *Policy, z *Zone) []rule {
 		rules = append(rules, r(fam+" echo over limit or not admitted", icmpType(v6, typ), drop()))
 	}
 	rules = append(rules, r("established, related", ctEstablished(), accept()))
-	for _, s := range z.Services {
-		rules = append(rules, r(fmt.Sprintf("service %s %s %s/%d-%d", s.Name, s.Addr, s.Proto, s.From, s.To),
-			prefixMatch(netip.PrefixFrom(s.Addr, s.Addr.BitLen()), false), l4proto(s.Proto), thPort(s.From, s.To, false), accept()))
+	// Single-port services: one set lookup per family (the set's elements
+	// carry the comments), so a new connection's cost does not grow with
+	// the number of virtual servers; port ranges keep a rule each.
+	var ranged []rule
+	for _, v6 := range []bool{false, true} {
+		if len(serviceElements(z, v6)) > 0 {
+			name := ServiceSet(z.Name, v6)
+			rules = append(rules, r(fmt.Sprintf("services in set %s", name), serviceLookup(v6, name), accept()))
+		}
 	}
+	for _, s := range z.Services {
+		if !singleService(s) {
+			ranged = append(ranged, r(serviceComment(s),
+				prefixMatch(netip.PrefixFrom(s.Addr, s.Addr.BitLen()), false), l4proto(s.Proto), thPort(s.From, s.To, false), accept()))
+		}
+	}
+	rules = append(rules, ranged...)
 	for _, pt := range z.Ports {
 		parts := [][]expr.Any{l4proto(pt.Proto)}
 		c := fmt.Sprintf("port %s %s/%d", pt.Name, pt.Proto, pt.Port)
@@ -221,4 +234,64 @@ func zoneRules(p *Policy, z *Zone) []rule {
 		}
 	}
 	return rules
+}
+
+// ServiceSet is the name of zone's set of single-port services of one
+// address family ("svc4_external", "svc6_external").
+func ServiceSet(zone string, v6 bool) string {
+	if v6 {
+		return "svc6_" + zone
+	}
+	return "svc4_" + zone
+}
+
+func serviceComment(s Service) string {
+	return fmt.Sprintf("service %s %s %s/%d-%d", s.Name, s.Addr, s.Proto, s.From, s.To)
+}
+
+func singleService(s Service) bool { return s.From == s.To && s.Proto.hasPorts() }
+
+func isV6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }
+
+// serviceKeyType is the key of a service set: daddr . l4proto . dport, each
+// field padded to a 32-bit register as nft concatenates them.
+func serviceKeyType(v6 bool) nftables.SetDatatype {
+	if v6 {
+		return nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	}
+	return nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+}
+
+// serviceElements are zone's single-port services of one family as set
+// elements, each with its comment.
+func serviceElements(z *Zone, v6 bool) []nftables.SetElement {
+	var out []nftables.SetElement
+	for _, s := range z.Services {
+		if !singleService(s) || isV6(s.Addr) != v6 {
+			continue
+		}
+		a := s.Addr.Unmap().AsSlice()
+		k := make([]byte, len(a)+8)
+		copy(k, a)
+		k[len(a)] = byte(s.Proto)
+		binary.BigEndian.PutUint16(k[len(a)+4:], s.From)
+		out = append(out, nftables.SetElement{Key: k, Comment: serviceComment(s)})
+	}
+	return out
+}
+
+// serviceLookup: meta nfproto, then daddr . l4proto . th dport @set. The
+// key is built in consecutive 32-bit registers: the address from register
+// 1 (= NFT_REG32_00, 4 or 16 bytes), then the protocol and the port.
+func serviceLookup(v6 bool, set string) []expr.Any {
+	protoReg, portReg := uint32(9), uint32(10) // NFT_REG32_01, _02
+	if v6 {
+		protoReg, portReg = 12, 13 // NFT_REG32_04, _05
+	}
+	return append(nfproto(v6),
+		addr(v6, false),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: protoReg},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: 1, SetName: set},
+	)
 }
