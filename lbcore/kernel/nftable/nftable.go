@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,9 +42,34 @@ func (t Table) String() string {
 	return t.Name
 }
 
+// sendBuffer is the netlink send buffer a table replacement may fill: the
+// whole batch goes out in one sendmsg, and the default (wmem_default,
+// ~208 KiB) refused a table of 1000 FullNAT virtual servers' rules with
+// EMSGSIZE. SO_SNDBUFFORCE (the appliance runs with CAP_NET_ADMIN) lifts
+// the wmem_max cap; the kernel only charges what a batch uses.
+const sendBuffer = 32 << 20
+
+func bigSendBuffer(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil // not a real socket (tests): keep the default
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+	}); err != nil {
+		return nil
+	}
+	if serr != nil {
+		// Without CAP_NET_ADMIN: as much as wmem_max allows.
+		_ = c.SetWriteBuffer(sendBuffer)
+	}
+	return nil
+}
+
 // Conn connects to nftables in t's namespace.
 func (t Table) Conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
 	if t.NsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(t.NsFd))
 	}
