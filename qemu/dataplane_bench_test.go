@@ -100,6 +100,7 @@ type dpFigure struct {
 	name, path              string
 	connPS, keepPS, bulkMbs float64
 	synRetrans              int64
+	drops                   string // where SYNs may have gone: lb1 and member counters during the new-connection run
 	errs                    string
 	handshakes              string
 }
@@ -207,14 +208,14 @@ func handshakeSummary(t *testing.T, h *scenario.HA, host, pcap string) string {
 // TestDataplaneBenchReport measures the appliance's data plane in one HA
 // lab run (lb1 under QEMU TCG): new connections/s (wrk -c8, one request per
 // connection), requests/s on kept-alive connections (wrk -c8) and bulk
-// throughput (iperf3, one stream to member1) for lb1 as a plain router
-// (client1 → member1, no virtual server), NAT, FullNAT, DR and SNAT
-// outbound (member1 → the internet host), then FullNAT and plain routing
-// again with 1000 FullNAT virtual servers applied. Each figure is beside
-// plain routing of the same run. Client SYN retransmissions and the
-// SYN/SYN-ACK/RST packets the client saw, by source, show a stall. Writes
-// FULCRUM_DATAPLANE_BENCH (default ../out/dataplane-bench.md). A
-// measurement, built only with the bench tag.
+// throughput (iperf3, one stream to member1) for NAT, FullNAT, DR and SNAT
+// outbound (member1 → the internet host), and FullNAT again once 1000
+// FullNAT virtual servers are applied, each right after its own reference:
+// lb1 as a plain router (client1 → member1, no virtual server). Client SYN
+// retransmissions and the SYN/SYN-ACK/RST packets the client saw, by
+// source, show a stall (every reference reuses client ports of the path
+// before it). Writes FULCRUM_DATAPLANE_BENCH (default
+// ../out/dataplane-bench.md). A measurement, built only with the bench tag.
 func TestDataplaneBenchReport(t *testing.T) {
 	dst := os.Getenv("FULCRUM_DATAPLANE_BENCH")
 	if dst == "" {
@@ -258,8 +259,17 @@ func TestDataplaneBenchReport(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 		s0 := netstat(t, h, host)["TcpExt.TCPSynRetrans"]
+		l0, m0 := lbDrops(t, h), memberDrops(t, h)
 		f.connPS, f.errs = wrkRun(t, h, host, "http://"+addr+"/", true, d)
 		f.synRetrans = netstat(t, h, host)["TcpExt.TCPSynRetrans"] - s0
+		l1, m1 := lbDrops(t, h), memberDrops(t, h)
+		var parts []string
+		for _, k := range dropKeys {
+			if d := l1[k] - l0[k] + m1[k] - m0[k]; d != 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", k, d))
+			}
+		}
+		f.drops = strings.Join(parts, ", ")
 		time.Sleep(300 * time.Millisecond)
 		dump.Process.Signal(os.Interrupt)
 		dump.Wait()
@@ -375,7 +385,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 	fmt.Fprintf(&b, "\nHandshake packets the client saw during each new-connection run (by kind and source → destination), and wrk's socket errors:\n\n")
 	for _, p := range pairs {
 		for _, f := range []dpFigure{p.ref, p.fig} {
-			fmt.Fprintf(&b, "- %s: %s; wrk: %s\n", f.name, f.handshakes, f.errs)
+			fmt.Fprintf(&b, "- %s: %s; wrk: %s; counters: %s\n", f.name, f.handshakes, f.errs, f.drops)
 		}
 	}
 	fmt.Fprintf(&b, "\nlb1 after the runs (nf_conntrack stats, loadavg):\n\n```\n%s```\n", guest)
@@ -394,4 +404,50 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// dropKeys are the counters that tell where a SYN went missing: lb1's
+// conntrack (invalid, insert failures, drops) and backlog drops, and the
+// members' listen drops, PAWS rejections of a SYN meeting TIME_WAIT and
+// challenge ACKs.
+var dropKeys = []string{"lb1 ct invalid", "lb1 ct insert_failed", "lb1 ct drop", "lb1 ct early_drop", "lb1 softnet dropped",
+	"members ListenDrops", "members PAWSEstab", "members TCPChallengeACK", "members TCPTimeWaitOverflow"}
+
+// lbDrops reads lb1's conntrack and softnet drop counters (summed over CPUs).
+func lbDrops(t *testing.T, h *scenario.HA) map[string]int64 {
+	out, err := h.Run(1, "cat /proc/net/stat/nf_conntrack; echo SOFTNET; cat /proc/net/softnet_stat")
+	if err != nil {
+		t.Fatalf("lb1 counters: %v", err)
+	}
+	m := map[string]int64{}
+	soft := false
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 0 || f[0] == "entries":
+		case f[0] == "SOFTNET":
+			soft = true
+		case soft && len(f) > 1:
+			v, _ := strconv.ParseInt(f[1], 16, 64)
+			m["lb1 softnet dropped"] += v
+		case !soft && len(f) > 11:
+			for name, i := range map[string]int{"lb1 ct invalid": 4, "lb1 ct insert_failed": 9, "lb1 ct drop": 10, "lb1 ct early_drop": 11} {
+				v, _ := strconv.ParseInt(f[i], 16, 64)
+				m[name] += v
+			}
+		}
+	}
+	return m
+}
+
+// memberDrops sums the members' SYN-relevant TCP counters.
+func memberDrops(t *testing.T, h *scenario.HA) map[string]int64 {
+	m := map[string]int64{}
+	for _, mb := range scenario.Members() {
+		c := netstat(t, h, mb)
+		for _, k := range []string{"ListenDrops", "PAWSEstab", "TCPChallengeACK", "TCPTimeWaitOverflow"} {
+			m["members "+k] += c["TcpExt."+k]
+		}
+	}
+	return m
 }
