@@ -42,34 +42,40 @@ func (t Table) String() string {
 	return t.Name
 }
 
-// sendBuffer is the netlink send buffer a table replacement may fill: the
-// whole batch goes out in one sendmsg, and the default (wmem_default,
-// ~208 KiB) refused a table of 1000 FullNAT virtual servers' rules with
-// EMSGSIZE. SO_SNDBUFFORCE (the appliance runs with CAP_NET_ADMIN) lifts
-// the wmem_max cap; the kernel only charges what a batch uses.
-const sendBuffer = 32 << 20
+// sockBuffer is the netlink send and receive buffer of a table
+// replacement: the whole batch goes out in one sendmsg, and with the
+// defaults (~208 KiB) the kernel refused a table of 1000 FullNAT virtual
+// servers' rules with EMSGSIZE, and a bigger batch's acknowledgements (one
+// per message) overflowed the receive side (ENOBUFS). SO_SNDBUFFORCE and
+// SO_RCVBUFFORCE (the appliance runs with CAP_NET_ADMIN) lift the
+// wmem_max/rmem_max caps; the kernel only charges what is queued.
+const sockBuffer = 32 << 20
 
-func bigSendBuffer(c *netlink.Conn) error {
+func bigBuffers(c *netlink.Conn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return nil // not a real socket (tests): keep the default
+		return nil // not a real socket (tests): keep the defaults
 	}
-	var serr error
+	var sErr, rErr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+		sErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sockBuffer)
+		rErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, sockBuffer)
 	}); err != nil {
 		return nil
 	}
-	if serr != nil {
-		// Without CAP_NET_ADMIN: as much as wmem_max allows.
-		_ = c.SetWriteBuffer(sendBuffer)
+	// Without CAP_NET_ADMIN: as much as wmem_max/rmem_max allow.
+	if sErr != nil {
+		_ = c.SetWriteBuffer(sockBuffer)
+	}
+	if rErr != nil {
+		_ = c.SetReadBuffer(sockBuffer)
 	}
 	return nil
 }
 
 // Conn connects to nftables in t's namespace.
 func (t Table) Conn() (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
 	if t.NsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(t.NsFd))
 	}
