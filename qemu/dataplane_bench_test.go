@@ -211,10 +211,10 @@ func handshakeSummary(t *testing.T, h *scenario.HA, host, pcap string) string {
 // throughput (iperf3, one stream to member1) for NAT, FullNAT, DR and SNAT
 // outbound (member1 → the internet host), and FullNAT again once 1000
 // FullNAT virtual servers are applied, each right after its own reference:
-// lb1 as a plain router (client1 → member1, no virtual server). Client SYN
-// retransmissions and the SYN/SYN-ACK/RST packets the client saw, by
-// source, show a stall (every reference reuses client ports of the path
-// before it). Writes FULCRUM_DATAPLANE_BENCH (default
+// lb1 as a plain router (client2 → member1, no virtual server). A stall
+// probe routes from client1 to member1 right after client1's NAT run; client
+// SYN retransmissions, the SYN/SYN-ACK/RST packets the client saw by source
+// and lb1's and the members' drop counters show a stall. Writes FULCRUM_DATAPLANE_BENCH (default
 // ../out/dataplane-bench.md). A measurement, built only with the bench tag.
 func TestDataplaneBenchReport(t *testing.T) {
 	dst := os.Getenv("FULCRUM_DATAPLANE_BENCH")
@@ -227,7 +227,9 @@ func TestDataplaneBenchReport(t *testing.T) {
 	// External self IP. DR: the members hold the VIP on lo and do not
 	// answer ARP for it; their replies to client1 leave through lb2 (lb1
 	// would drop them as martians: their source is its own VIP).
-	nsMust(t, h, "client1", "ip", "route", "replace", "198.51.100.0/24", "via", scenario.SelfIP(1, "ext"))
+	for _, c := range []string{"client1", "client2"} {
+		nsMust(t, h, c, "ip", "route", "replace", "198.51.100.0/24", "via", scenario.SelfIP(1, "ext"))
+	}
 	for _, m := range scenario.Members() {
 		nsMust(t, h, m, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
 		nsMust(t, h, m, "ip", "addr", "add", "203.0.113.103/32", "dev", "lo")
@@ -283,8 +285,11 @@ func TestDataplaneBenchReport(t *testing.T) {
 	}
 	const member1 = "198.51.100.11"
 	ref := func(label string) dpFigure {
-		return measure("(a) plain routing"+label, "client1 → lb1 → member1", "client1", member1, nil, nil)
+		return measure("(a) plain routing"+label, "client2 → lb1 → member1", "client2", member1, nil, nil)
 	}
+	// The references run from client2, which never talks to a VIP: from
+	// client1, plain routing right after its NAT run stalls (the stall
+	// probe below shows it), and a stalled reference makes no ratio.
 	// Each path is measured right after its own plain-routing reference:
 	// the machine's load changes during a run, and a ratio of neighbours
 	// is what stays comparable.
@@ -297,6 +302,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 	add(" before (b)", func() dpFigure {
 		return measure("(b) NAT", "client1 → 203.0.113.100 → members", "client1", scenario.VIPNAT, nil, nil)
 	})
+	stall := measure("(s) stall probe", "client1 → lb1 → member1 right after client1's NAT run", "client1", member1, nil, nil)
 	add(" before (c)", func() dpFigure {
 		return measure("(c) FullNAT", "client1 → 203.0.113.101 → members (from local addresses)", "client1", scenario.VIPFullNAT, nil, nil)
 	})
@@ -364,8 +370,8 @@ func TestDataplaneBenchReport(t *testing.T) {
 		"Clients and members are host namespaces; the member servers are Go HTTP servers in the test process. "+
 		"New connections: `wrk -t1 -c8 -d%ds -H 'Connection: close'` (one request per connection); kept alive: `wrk -t1 -c8 -d%ds`; "+
 		"bulk: `iperf3 -t%d`, one stream to member1. Each path is measured right after (a), plain routing through lb1 "+
-		"(client1 → member1, no virtual server), and its ratio is to that neighbour: the shared machine's load drifts within a run. "+
-		"Rows in run order; every (a) reuses client ports the path before it used.\n\n",
+		"(client2 → member1, no virtual server; client2 never talks to a VIP), and its ratio is to that neighbour: the shared machine's load drifts within a run. "+
+		"Rows in run order; (s) is plain routing from client1 right after client1's NAT run (the stall, when there is one).\n\n",
 		int(d.Seconds()), int(d.Seconds()), int(d.Seconds())-1)
 	fmt.Fprintf(&b, "| path | new conn/s | × (a) | kept-alive req/s | × (a) | bulk Mbit/s | × (a) | client SYN retransmits (a / path) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, p := range pairs {
@@ -374,6 +380,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 			f.connPS, r.connPS, ratio(f.connPS, r.connPS), f.keepPS, r.keepPS, ratio(f.keepPS, r.keepPS),
 			f.bulkMbs, r.bulkMbs, ratio(f.bulkMbs, r.bulkMbs), r.synRetrans, f.synRetrans)
 	}
+	fmt.Fprintf(&b, "| %s: %s | %.0f | – | %.0f | – | %.0f | – | – / %d |\n", stall.name, stall.path, stall.connPS, stall.keepPS, stall.bulkMbs, stall.synRetrans)
 	c1, c1000 := pairs[1], pairs[4]
 	rr := func(x1, r1, x2, r2 float64) string {
 		if r1 == 0 || r2 == 0 || x1 == 0 {
@@ -394,6 +401,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 			fmt.Fprintf(&b, "- %s: %s; wrk: %s; counters: %s\n", f.name, f.handshakes, f.errs, f.drops)
 		}
 	}
+	fmt.Fprintf(&b, "- %s: %s; wrk: %s; counters: %s\n", stall.name, stall.handshakes, stall.errs, stall.drops)
 	fmt.Fprintf(&b, "\nlb1 after the runs (nf_conntrack stats, loadavg):\n\n```\n%s```\n", guest)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		t.Fatal(err)
