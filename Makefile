@@ -79,6 +79,7 @@ fuzz-ci:
 bench: image
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 	FULCRUM_IPVS_BENCH=$(abspath $(OUT))/ipvs-bench.md $(GO) test -tags bench -count=1 -timeout 30m -run '^TestIPVSBenchReport$$' $(QEMU_PKG)
+	FULCRUM_SYNC_BENCH=$(abspath $(OUT))/sync-bench.md $(GO) test -tags bench -count=1 -timeout 15m -run '^TestSyncBenchReport$$' $(QEMU_PKG)
 	FULCRUM_STALL_BENCH=$(abspath $(OUT))/stall-bench.md $(GO) test -tags bench -count=1 -timeout 15m -run '^TestStallBenchReport$$' $(QEMU_PKG)
 	FULCRUM_DATAPLANE_BENCH=$(abspath $(OUT))/dataplane-bench.md $(GO) test -tags bench -count=1 -timeout 15m -run '^TestDataplaneBenchReport$$' $(QEMU_PKG)
 	FULCRUM_BOOT_BENCH=$(abspath $(OUT))/boot-bench.md $(GO) test -tags bench -count=1 -timeout 10m -run '^TestBootBenchReport$$' $(QEMU_PKG)

@@ -50,3 +50,32 @@ func TestIPVSBenchReport(t *testing.T) {
 	}
 	t.Logf("wrote %s:\n%s", dst, report)
 }
+
+// TestSyncBenchReport runs lbcore/kernel/ctnl's connection sync benchmark
+// in a guest (issue 13: sync lag at a target of 1000 new connections per
+// second, the sync path's CPU on the master, kernel memory per 100 000
+// synced entries of each kind) and writes it to the file named by
+// FULCRUM_SYNC_BENCH (default out/sync-bench.md). Built only with the
+// bench tag (`make bench`).
+func TestSyncBenchReport(t *testing.T) {
+	dst := os.Getenv("FULCRUM_SYNC_BENCH")
+	if dst == "" {
+		dst = "../out/sync-bench.md"
+	}
+	out := guesttest.Run(t, "github.com/fulcrum-lb/fulcrum/lbcore/kernel/ctnl", guesttest.Options{
+		Run:     "^TestSyncBenchReport$",
+		Args:    []string{"-sync-bench-report=/tmp/sync-bench.md"},
+		Timeout: 10 * time.Minute,
+		MemMB:   1536,
+	})
+	m := regexp.MustCompile(`(?s)@@SYNC-BENCH-BEGIN@@\r?\n(.*?)@@SYNC-BENCH-END@@`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatal("guest printed no report")
+	}
+	report := strings.ReplaceAll(m[1], "\r\n", "\n")
+	report = strings.Replace(report, "\n\n", "\n\nGuest: appliance image under QEMU TCG (no KVM), qemu TestSyncBenchReport.\n\n", 1)
+	if err := os.WriteFile(dst, []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s:\n%s", dst, report)
+}

@@ -60,11 +60,18 @@ type Settings struct {
 	SyncID    uint8  // the VRRP instance's VRID
 	// Optional; zero leaves the kernel default (224.0.0.81, 8848, TTL 1,
 	// payload sized from the MTU).
-	Group  netip.Addr
-	Port   uint16
-	TTL    uint8
+	Group netip.Addr
+	Port  uint16
+	TTL   uint8
+	// MaxLen is the master daemon's message size (the kernel sends a
+	// message when the next connection no longer fits, or after 2 s).
+	// The backup daemon always takes the kernel's default: its buffer
+	// must hold any message, and the kernel raises a smaller one to 1024.
+	// The appliance leaves it at the kernel's default: smaller messages
+	// did not lower the sync lag (make bench, out/sync-bench.md).
 	MaxLen uint16
 }
+
 
 // Validate checks the settings as the kernel would.
 func (s Settings) Validate() error {
@@ -72,7 +79,11 @@ func (s Settings) Validate() error {
 }
 
 func (s Settings) daemon(st ipvsnl.State) ipvsnl.Daemon {
-	return ipvsnl.Daemon{State: st, Interface: s.Interface, SyncID: s.SyncID, Group: s.Group, Port: s.Port, TTL: s.TTL, MaxLen: s.MaxLen}
+	d := ipvsnl.Daemon{State: st, Interface: s.Interface, SyncID: s.SyncID, Group: s.Group, Port: s.Port, TTL: s.TTL}
+	if st == ipvsnl.Master {
+		d.MaxLen = s.MaxLen
+	}
+	return d
 }
 
 // Desired is the set of daemons a node in role r runs (see the package

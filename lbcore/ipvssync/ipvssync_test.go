@@ -290,3 +290,18 @@ func TestSettingsGroupValidated(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
+
+// A message size applies to the master daemon only: the kernel raises a
+// backup's below 1024, so asking for it there would restart the backup
+// on every reconcile.
+func TestMaxLenIsTheMastersOnly(t *testing.T) {
+	s := Settings{Interface: "failover", SyncID: 51, MaxLen: 44}
+	for _, d := range Desired(Master, s) {
+		switch {
+		case d.State == ipvsnl.Master && d.MaxLen != 44:
+			t.Errorf("master daemon maxlen %d, want %d", d.MaxLen, 44)
+		case d.State == ipvsnl.Backup && d.MaxLen != 0:
+			t.Errorf("backup daemon maxlen %d, want the kernel's default (0)", d.MaxLen)
+		}
+	}
+}
