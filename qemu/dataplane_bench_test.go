@@ -71,13 +71,23 @@ func dataplaneConfig(t *testing.T, n, extraFullNAT int) []byte {
 	}
 	var extra strings.Builder
 	for i := 0; i < extraFullNAT; i++ {
-		fmt.Fprintf(&extra, "  - {name: fn-%d, vip: %s, port: \"%d\", mode: fullnat, scheduler: rr, persistence: {enabled: false}, local_address_pool: la, pool: web}\n", i, scenario.VIPFullNAT, 10000+i)
+		fmt.Fprintf(&extra, "  - {name: fn-%d, vip: %s, port: \"%d\", mode: fullnat, scheduler: rr, persistence: {enabled: false}, local_address_pool: la, pool: many}\n", i, scenario.VIPFullNAT, 10000+i)
+	}
+	pools := strings.TrimPrefix(dataplanePool, "\n")
+	if extraFullNAT > 0 {
+		// Their own unmonitored pool: with pool web, every health
+		// transition re-applied all 1000 services (46 s under TCG on a
+		// loaded machine, while the checks starved and flapped).
+		pools += "  many:\n    members:\n"
+		for _, m := range []string{"11", "12", "13", "14"} {
+			pools += "      - {address: 198.51.100." + m + "}\n"
+		}
 	}
 	s := string(b)
 	for _, r := range []struct{ anchor, add string }{
 		{"virtual_servers:\n", extra.String()},
 		{"virtual_servers:\n", strings.TrimPrefix(dataplaneVS, "\n")},
-		{"pools:\n", strings.TrimPrefix(dataplanePool, "\n")},
+		{"pools:\n", pools},
 	} {
 		if !strings.Contains(s, r.anchor) {
 			t.Fatalf("ha-lb%d.yaml has no %q", n, r.anchor)
@@ -131,6 +141,11 @@ func wrkRun(t *testing.T, h *scenario.HA, host, url string, close bool, d time.D
 		args = append(args, "-H", "Connection: close")
 	}
 	out, err := nsOut(h, host, append(args, url)...)
+	if err != nil && strings.Contains(out, "unable to connect") {
+		// Not one connection in the first seconds: a stall, not a
+		// broken tool.
+		return 0, strings.TrimSpace(out)
+	}
 	if err != nil {
 		t.Fatalf("wrk %s from %s: %v\n%s", url, host, err, out)
 	}
@@ -239,10 +254,14 @@ func TestDataplaneBenchReport(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	pcapDir := t.TempDir()
 
+	var measureAll func(name, path, host, addr string, setup, undo []string, all bool) dpFigure
 	// measure: the handshake capture leaves out lb1's and lb2's health
 	// checks of the members, and keeps every other source: a reply that
 	// comes back from an address the client did not ask is a stall's mark.
 	measure := func(name, path, host, addr string, setup, undo []string) dpFigure {
+		return measureAll(name, path, host, addr, setup, undo, true)
+	}
+	measureAll = func(name, path, host, addr string, setup, undo []string, all bool) dpFigure {
 		if setup != nil {
 			for _, m := range scenario.Members() {
 				nsMust(t, h, m, setup...)
@@ -277,8 +296,10 @@ func TestDataplaneBenchReport(t *testing.T) {
 		dump.Process.Signal(os.Interrupt)
 		dump.Wait()
 		f.handshakes = handshakeSummary(t, h, host, pcap)
-		f.keepPS, _ = wrkRun(t, h, host, "http://"+addr+"/", false, d)
-		f.bulkMbs = iperfRun(t, h, host, addr, d-time.Second)
+		if all {
+			f.keepPS, _ = wrkRun(t, h, host, "http://"+addr+"/", false, d)
+			f.bulkMbs = iperfRun(t, h, host, addr, d-time.Second)
+		}
 		t.Logf("%s (%s): %.1f conn/s, %.1f req/s kept alive, %.1f Mbit/s; %d SYN retransmits; wrk errors: %s; handshakes: %s; counters: %s",
 			f.name, f.path, f.connPS, f.keepPS, f.bulkMbs, f.synRetrans, f.errs, f.handshakes, f.drops)
 		return f
@@ -302,7 +323,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 	add(" before (b)", func() dpFigure {
 		return measure("(b) NAT", "client1 → 203.0.113.100 → members", "client1", scenario.VIPNAT, nil, nil)
 	})
-	stall := measure("(s) stall probe", "client1 → lb1 → member1 right after client1's NAT run", "client1", member1, nil, nil)
+	stall := measureAll("(s) stall probe", "client1 → lb1 → member1 right after client1's NAT run (new connections only)", "client1", member1, nil, nil, false)
 	add(" before (c)", func() dpFigure {
 		return measure("(c) FullNAT", "client1 → 203.0.113.101 → members (from local addresses)", "client1", scenario.VIPFullNAT, nil, nil)
 	})
@@ -351,7 +372,7 @@ func TestDataplaneBenchReport(t *testing.T) {
 	}
 	applyTook := time.Since(applied)
 	if err := h.WaitAllMembers(scenario.VIPFullNAT, 60*time.Second); err != nil {
-		t.Fatal(err)
+		t.Errorf("after the 1000-VS apply: %v (measuring anyway)", err)
 	}
 	add(" before (c'), 1000 FullNAT VSs", func() dpFigure {
 		return measure("(c') FullNAT, 1000 FullNAT VSs", "as (c), the VS's rules after 997 others", "client1", scenario.VIPFullNAT, nil, nil)
