@@ -212,6 +212,7 @@ func build(rs *Ruleset) *nftable.Snapshot {
 	type group struct {
 		first, last netip.Addr
 		marks       []nftables.SetElement
+		seen        map[uint32]bool
 	}
 	var groups []*group
 	for _, f := range rs.FullNAT {
@@ -222,10 +223,13 @@ func build(rs *Ruleset) *nftable.Snapshot {
 			}
 		}
 		if g == nil {
-			g = &group{first: f.First, last: f.Last}
+			g = &group{first: f.First, last: f.Last, seen: map[uint32]bool{}}
 			groups = append(groups, g)
 		}
-		g.marks = append(g.marks, nftables.SetElement{Key: binary.NativeEndian.AppendUint32(nil, f.Mark)})
+		if !g.seen[f.Mark] { // two VSs may share a mark (FWMark, or the derived one): one element, or the kernel refuses the batch
+			g.seen[f.Mark] = true
+			g.marks = append(g.marks, nftables.SetElement{Key: binary.NativeEndian.AppendUint32(nil, f.Mark)})
+		}
 	}
 	for i, g := range groups {
 		name := fmt.Sprintf("%s%d", SetFullNATPrefix, i)
