@@ -481,6 +481,8 @@ func TestThousandFullNATVSsAreOneMapLookup(t *testing.T) {
 	}
 	rs.Marks = append(marks, rs.Marks...) // api (port 80) is the 1000th
 	rs.FullNAT = append(fns, rs.FullNAT...)
+	// A second VS with fn-0's mark (a shared FWMark): one set element.
+	rs.FullNAT = append(rs.FullNAT, FullNAT{VS: "shares-fn-0", Mark: 0x200000, First: a("198.51.100.201"), Last: a("198.51.100.209")})
 	m := NewManager(router.Fd(), quiet())
 	if _, err := m.Apply(ctx, rs); err != nil {
 		t.Fatal(err)
@@ -604,5 +606,25 @@ func TestLargeTableGoesInOneBatch(t *testing.T) {
 	}
 	if n := len(rules[ChainMark]); n != 2000 {
 		t.Fatalf("mark chain has %d rules, want 2000", n)
+	}
+	// 3000 single-port VSs: 3000 elements in the marks map and the
+	// FullNAT set, far over one netlink attribute (64 KiB) if sent in one
+	// message; the kernel must hold every one.
+	rs = &Ruleset{}
+	for i := 0; i < 3000; i++ {
+		mk := uint32(0x400000 + i)
+		vip := netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i/1000)})
+		rs.Marks = append(rs.Marks, Mark{VS: fmt.Sprintf("vs-%d", i), VIP: vip, Proto: unix.IPPROTO_TCP, From: uint16(10000 + i%1000), To: uint16(10000 + i%1000), Mark: mk})
+		rs.FullNAT = append(rs.FullNAT, FullNAT{VS: fmt.Sprintf("vs-%d", i), Mark: mk, First: a("198.51.100.201"), Last: a("198.51.100.209")})
+	}
+	if _, err := m.Apply(ctx, rs); err != nil {
+		t.Fatalf("3000 map elements: %v", err)
+	}
+	sets, err := m.Sets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sets[SetMarks]) != 3000 || len(sets[SetFullNATPrefix+"0"]) != 3000 {
+		t.Fatalf("the kernel holds %d marks and %d FullNAT marks, want 3000 each", len(sets[SetMarks]), len(sets[SetFullNATPrefix+"0"]))
 	}
 }

@@ -73,6 +73,11 @@ func bigBuffers(c *netlink.Conn) error {
 	return nil
 }
 
+// elemChunk is how many set elements go in one netlink message: a
+// message's element list is one attribute of at most 64 KiB, and an element
+// with a key, a value and a comment takes up to ~200 bytes.
+const elemChunk = 256
+
 // Conn connects to nftables in t's namespace.
 func (t Table) Conn() (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}
@@ -102,8 +107,18 @@ func (t Table) Install(s *Snapshot) error {
 		for _, st := range s.Sets {
 			ns := *st.Set
 			ns.Table, ns.ID = tbl, 0
-			if err := c.AddSet(&ns, st.Elements); err != nil {
+			// Elements go in messages of at most elemChunk: one message
+			// carries them in a single netlink attribute, whose length is
+			// 16 bits (1000 commented elements overflowed it and the
+			// kernel got a cut list).
+			first := st.Elements[:min(len(st.Elements), elemChunk)]
+			if err := c.AddSet(&ns, first); err != nil {
 				return fmt.Errorf("nftables: set %s of table %s: %w", ns.Name, t, err)
+			}
+			for i := len(first); i < len(st.Elements); i += elemChunk {
+				if err := c.SetAddElements(&ns, st.Elements[i:min(len(st.Elements), i+elemChunk)]); err != nil {
+					return fmt.Errorf("nftables: elements of set %s of table %s: %w", ns.Name, t, err)
+				}
 			}
 		}
 		for _, ch := range s.Chains {
