@@ -136,7 +136,9 @@ func nsMust(t *testing.T, h *scenario.HA, host string, args ...string) string {
 // wrkRun runs wrk from host against url for d and returns requests/s and
 // the socket error line. close: one request per connection.
 func wrkRun(t *testing.T, h *scenario.HA, host, url string, close bool, d time.Duration) (float64, string) {
-	args := []string{"wrk", "-t1", "-c8", fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "3s"}
+	// timeout: wrk never ends when no connection ever opens (seen with a
+	// VIP that did not answer).
+	args := []string{"timeout", strconv.Itoa(int(d.Seconds()) + 20), "wrk", "-t1", "-c8", fmt.Sprintf("-d%ds", int(d.Seconds())), "--timeout", "3s"}
 	if close {
 		args = append(args, "-H", "Connection: close")
 	}
