@@ -72,7 +72,6 @@ type Settings struct {
 	MaxLen uint16
 }
 
-
 // Validate checks the settings as the kernel would.
 func (s Settings) Validate() error {
 	return s.daemon(ipvsnl.Master).Validate()

@@ -42,6 +42,7 @@ const (
 type Conn struct {
 	ct   *conntrack.Conn
 	cfg  *netlink.Config // for the event socket (Watch)
+	ns   netns.NsHandle  // the namespace cfg.NetNS names, open until Close
 	sock *nl.NetlinkSocket
 	seq  uint32
 }
@@ -54,8 +55,7 @@ func Open(nsPath string) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("conntrack: open namespace %s: %w", nsPath, err)
 		}
-		defer h.Close()
-		ns = h
+		ns = h // kept open: Watch dials its event socket through cfg.NetNS later
 	}
 	cfg := &netlink.Config{}
 	if ns.IsOpen() {
@@ -63,23 +63,32 @@ func Open(nsPath string) (*Conn, error) {
 	}
 	ct, err := conntrack.Dial(cfg)
 	if err != nil {
+		closeNS(ns)
 		return nil, fmt.Errorf("conntrack: dial: %w", err)
 	}
 	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_NETFILTER)
 	if err != nil {
 		ct.Close()
+		closeNS(ns)
 		return nil, fmt.Errorf("conntrack: netfilter socket: %w", err)
 	}
 	tv := unix.NsecToTimeval(5e9)
 	s.SetSendTimeout(&tv)
 	s.SetReceiveTimeout(&tv)
-	return &Conn{ct: ct, cfg: cfg, sock: s}, nil
+	return &Conn{ct: ct, cfg: cfg, ns: ns, sock: s}, nil
 }
 
-// Close closes the sockets.
+func closeNS(h netns.NsHandle) {
+	if h.IsOpen() {
+		h.Close()
+	}
+}
+
+// Close closes the sockets and the namespace handle.
 func (c *Conn) Close() {
 	c.ct.Close()
 	c.sock.Close()
+	closeNS(c.ns)
 }
 
 // Dump returns the TCP and UDP entries of the table that keep[Status]

@@ -411,6 +411,7 @@ func TestSyncBenchReport(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := loadPhase(t, client, src, child.Process.Pid, obs)
+		t.Logf("phase %d: first greeting %q; backup conntrack sync: %+v", i, r.greeting, bd.Status())
 		for _, d := range ds {
 			if d.State == ipvsnl.Master {
 				r.maxLen = d.MaxLen
@@ -585,6 +586,7 @@ func ipvsConnKeys(ns *testkit.NS) ([]flowKey, error) {
 // phaseResult is one load phase's figures.
 type phaseResult struct {
 	maxLen                   uint16
+	greeting                 string
 	rate                     float64
 	opened, failed           int
 	elapsed                  time.Duration
@@ -612,6 +614,7 @@ func loadPhase(t *testing.T, client *testkit.NS, src string, childPid int, obs *
 	var mu sync.Mutex
 	opened := map[flowKey]time.Time{}
 	failed := 0
+	r0 := "" // the first greeting: the member and the source it saw
 	srcAddr := netip.MustParseAddr(src)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -632,12 +635,15 @@ func loadPhase(t *testing.T, client *testkit.NS, src string, childPid int, obs *
 			defer wg.Done()
 			defer func() { <-sem }()
 			t0 := time.Now()
-			c, _, err := client.Dial(src, "203.0.113.100:80", 5*time.Second)
+			c, greeting, err := client.Dial(src, "203.0.113.100:80", 5*time.Second)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				failed++
 				return
+			}
+			if r0 == "" {
+				r0 = greeting
 			}
 			opened[flowKey{srcAddr, uint16(c.LocalAddr().(*net.TCPAddr).Port)}] = t0
 			c.Close()
@@ -645,7 +651,7 @@ func loadPhase(t *testing.T, client *testkit.NS, src string, childPid int, obs *
 	}
 	tick.Stop()
 	wg.Wait()
-	r := phaseResult{elapsed: time.Since(start), failed: failed, opened: len(opened)}
+	r := phaseResult{elapsed: time.Since(start), failed: failed, opened: len(opened), greeting: r0}
 	busyAfter, _ := busyTicks()
 	r.busy = busyAfter - busyBefore
 	for _, pid := range threads {
