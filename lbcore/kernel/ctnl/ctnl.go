@@ -293,6 +293,11 @@ func (c *Conn) Install(e ctsync.Entry) error {
 			return err
 		}
 		err = c.exec(msgNew, 0, msg)
+		if errors.Is(err, syscall.ENOENT) {
+			// The create clashed, yet there is no entry with this
+			// original tuple: another entry holds the reply tuple.
+			err = fmt.Errorf("another entry holds the reply tuple %s:%d -> %s:%d: %w", e.Reply.Src, e.Reply.SrcPort, e.Reply.Dst, e.Reply.DstPort, syscall.EEXIST)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("conntrack: install %s %s:%d -> %s:%d: %w", protoName(e.Proto), e.Orig.Src, e.Orig.SrcPort, e.Orig.Dst, e.Orig.DstPort, err)

@@ -433,7 +433,7 @@ func TestSyncBenchReport(t *testing.T) {
 		e := ctsync.Entry{Op: ctsync.OpUpdate, Proto: unix.IPPROTO_TCP, TCPState: 3, Timeout: 600,
 			Status: ctnl.StatusSrcNAT | ctnl.StatusSeenReply | ctnl.StatusAssured,
 			Orig:   ctsync.Tuple{Src: netip.AddrFrom4([4]byte{10, 8, 0, block}), Dst: vip, SrcPort: port, DstPort: 80},
-			Reply:  ctsync.Tuple{Src: member4, Dst: netip.AddrFrom4([4]byte{198, 51, 100, 201 + block}), SrcPort: 8080, DstPort: port}}
+			Reply:  ctsync.Tuple{Src: member4, Dst: netip.AddrFrom4([4]byte{198, 51, 100, 211 + block}), SrcPort: 8080, DstPort: port}}
 		if err := bc.Install(e); err != nil {
 			t.Fatalf("installing synthetic conntrack entry %d: %v", i, err)
 		}
