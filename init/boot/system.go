@@ -7,8 +7,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/u-root/u-root/pkg/kmodule"
@@ -57,79 +55,28 @@ var moduleParams = map[string]string{
 	"bonding": "max_bonds=0",
 }
 
-// slowModuleLoad is the load time (with dependencies) from which a module
-// is named in the log.
-const slowModuleLoad = 100 * time.Millisecond
-
-// moduleWorkers is how many modules load at once. Some module inits wait
-// rather than compute (ahci probing its SATA ports, the SCSI and USB
-// storage stack): under TCG those waits were a third of the module loading
-// time while the CPU idled, so a second loader fills them.
-const moduleWorkers = 2
-
 // loadModules loads each named module with its dependencies (modules.dep),
-// compressed or not, moduleWorkers at a time (each worker with its own
-// prober: a dependency both need is loaded once, the other load finding it
-// there). It loads everything it can and reports what failed.
+// compressed or not. It loads everything it can and reports what failed.
 func loadModules(log logrus.FieldLogger, names []string) error {
-	probers := make([]*kmodule.Prober, moduleWorkers)
-	for i := range probers {
-		p, err := kmodule.NewProber(kmodule.ProbeOpts{})
-		if err != nil {
-			return fmt.Errorf("modules: %w", err)
-		}
-		probers[i] = p
+	prober, err := kmodule.NewProber(kmodule.ProbeOpts{})
+	if err != nil {
+		return fmt.Errorf("modules: %w", err)
 	}
-	res := loadAll(names, moduleWorkers, func(worker int, name string) error {
-		return probers[worker].Probe(name, moduleParams[name])
-	})
-	var failed, slow []string // slow: loads of slowModuleLoad or more, with their dependencies: what boot time goes to
-	for _, r := range res {
-		switch {
-		case r.err != nil:
-			log.WithField("module", r.name).WithError(r.err).Error("module load failed")
-			failed = append(failed, r.name)
-		case r.took >= slowModuleLoad:
-			slow = append(slow, fmt.Sprintf("%s:%dms", r.name, r.took.Milliseconds()))
+	var failed []string
+	loaded := 0
+	for _, n := range names {
+		if err := prober.Probe(n, moduleParams[n]); err != nil {
+			log.WithField("module", n).WithError(err).Error("module load failed")
+			failed = append(failed, n)
+			continue
 		}
+		loaded++
 	}
-	log.WithFields(logrus.Fields{"count": len(res) - len(failed), "slow": strings.Join(slow, ",")}).Info("kernel modules loaded")
+	log.WithField("count", loaded).Info("kernel modules loaded")
 	if len(failed) > 0 {
 		return fmt.Errorf("modules failed to load: %s", strings.Join(failed, ", "))
 	}
 	return nil
-}
-
-// loadResult is one module's load.
-type loadResult struct {
-	name string
-	took time.Duration
-	err  error
-}
-
-// loadAll calls load for every name, workers at a time (worker is the
-// caller's index, 0..workers-1), and returns the results in names' order.
-func loadAll(names []string, workers int, load func(worker int, name string) error) []loadResult {
-	res := make([]loadResult, len(names))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for w := range max(workers, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				start := time.Now()
-				err := load(w, names[i])
-				res[i] = loadResult{name: names[i], took: time.Since(start), err: err}
-			}
-		}()
-	}
-	for i := range names {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return res
 }
 
 // readList reads a file with one name per line (# comments allowed).

@@ -1,13 +1,10 @@
 package boot
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
-	"time"
 )
 
 // TestAbsentPCIDriversAreNotLoaded: a PCI driver (PCI aliases, perhaps
@@ -60,42 +57,5 @@ func TestReadAliasesRejectsMalformedLines(t *testing.T) {
 	os.WriteFile(f, []byte("alias pci:v* e1000e\nalis pci:v* igb\n"), 0o644)
 	if _, err := readAliases(f); err == nil {
 		t.Error("a line not starting with alias was accepted")
-	}
-}
-
-// TestModulesLoadTwoAtATime: a load that waits (ahci probing its ports)
-// overlaps the next one instead of holding the list up; every result comes
-// back in list order with its error.
-func TestModulesLoadTwoAtATime(t *testing.T) {
-	var mu sync.Mutex
-	running, most := 0, 0
-	workers := map[int]bool{}
-	start := time.Now()
-	res := loadAll([]string{"a", "b", "c", "d"}, 2, func(w int, name string) error {
-		mu.Lock()
-		running++
-		most = max(most, running)
-		workers[w] = true
-		mu.Unlock()
-		time.Sleep(200 * time.Millisecond)
-		mu.Lock()
-		running--
-		mu.Unlock()
-		if name == "c" {
-			return errors.New("no such module")
-		}
-		return nil
-	})
-	took := time.Since(start)
-	if most != 2 || len(workers) != 2 {
-		t.Errorf("at most %d loads at once on workers %v, want 2 on workers 0 and 1", most, workers)
-	}
-	if took >= 700*time.Millisecond {
-		t.Errorf("4 loads of 200ms took %v with 2 workers, want about 400ms", took)
-	}
-	for i, want := range []string{"a", "b", "c", "d"} {
-		if res[i].name != want || (res[i].err != nil) != (want == "c") || res[i].took < 200*time.Millisecond {
-			t.Errorf("result %d = %+v, want %s taking >= 200ms, failing only for c", i, res[i], want)
-		}
 	}
 }
