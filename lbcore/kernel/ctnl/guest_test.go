@@ -23,7 +23,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func snatRule(t *testing.T, ns *testkit.NS, to netip.Addr) {
+// Which address an SNAT rule matches: the IPv4 header offset of the
+// source or the destination.
+const (
+	snatBySrc = 12
+	snatByDst = 16
+)
+
+// snatRule SNATs to the address to what ns sends from (snatBySrc) or to
+// (snatByDst) the address match.
+func snatRule(t *testing.T, ns *testkit.NS, by uint32, match, to netip.Addr) {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(ns.Fd()))
 	if err != nil {
@@ -33,8 +42,8 @@ func snatRule(t *testing.T, ns *testkit.NS, to netip.Addr) {
 	ch := c.AddChain(&nftables.Chain{Name: "post", Table: tb, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{198, 51, 100, 11}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: by, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: match.AsSlice()},
 		&expr.Immediate{Register: 1, Data: to.AsSlice()},
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	}})
@@ -67,7 +76,7 @@ func TestGuestSNATEntryInstalledWithItsBinding(t *testing.T) {
 	a.Sysctl(t, "net.ipv4.ip_forward", "1")
 	client.Route(t, "default", "198.51.100.2")
 	pool := netip.MustParseAddr("203.0.113.200")
-	snatRule(t, a, pool)
+	snatRule(t, a, snatBySrc, netip.MustParseAddr("198.51.100.11"), pool)
 	server.Serve(t, "inet", "0.0.0.0:8080")
 
 	conn, greeting, err := client.Dial("198.51.100.11", "203.0.113.50:8080", 5*time.Second)

@@ -41,8 +41,6 @@ import (
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ctnl"
 	"github.com/fulcrum-lb/fulcrum/lbcore/kernel/ipvsnl"
 	"github.com/fulcrum-lb/fulcrum/lbcore/testkit"
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	mobyipvs "github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netns"
@@ -268,7 +266,7 @@ func TestSyncBenchReport(t *testing.T) {
 	client.Sysctl(t, "net.ipv4.ip_local_port_range", "10000 65000")
 	client.Sysctl(t, "net.ipv4.tcp_tw_reuse", "1")
 	member.Serve(t, "m11", "0.0.0.0:8080")
-	snatToMember(t, master, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.201")) // FullNAT's shape: NAT'd conntrack entries
+	snatRule(t, master, snatByDst, netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("198.51.100.201")) // FullNAT's shape: NAT'd conntrack entries
 	for _, ns := range []*testkit.NS{master, backup} {
 		h, err := mobyipvs.New(ns.Path())
 		if err != nil {
@@ -668,26 +666,4 @@ func loadPhase(t *testing.T, client *testkit.NS, src string, childPid int, obs *
 	time.Sleep(4 * time.Second) // IPVS sync flushes at most every 2 s
 	r.ctLag, r.ipvsLag = obs.lags(opened, obs.ct), obs.lags(opened, obs.ipvs)
 	return r
-}
-
-// snatToMember SNATs what ns sends to member to the local address, as
-// FullNAT does after IPVS has chosen the member.
-func snatToMember(t *testing.T, ns *testkit.NS, member, local netip.Addr) {
-	t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(ns.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: "syncbench"})
-	ch := c.AddChain(&nftables.Chain{Name: "post", Table: tb, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
-	c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: member.AsSlice()},
-		&expr.Immediate{Register: 1, Data: local.AsSlice()},
-		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
-	}})
-	if err := c.Flush(); err != nil {
-		t.Fatalf("nft snat rule: %v", err)
-	}
 }
